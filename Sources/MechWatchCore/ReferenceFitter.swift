@@ -1,0 +1,87 @@
+/// Accumulates trusted traces for one reference in a single pass and estimates a `ReferenceModel`.
+///
+/// Each trace either joins the fitting moments or is held out for calibration, decided by
+/// `CalibrationSplit` from its id alone, so the split does not depend on arrival order. Only the
+/// moments are held in memory; the caller keeps the held-out traces (the store does).
+public struct ReferenceFitter: Sendable {
+    public let layout: SiteLayout
+    public let split: CalibrationSplit
+    public private(set) var moments: [RunningMoments]
+    public private(set) var calibrationCount = 0
+
+    public init(layout: SiteLayout, split: CalibrationSplit) {
+        self.layout = layout
+        self.split = split
+        moments = layout.sites.map { RunningMoments(width: $0.width) }
+    }
+
+    /// Number of traces in the fitting moments.
+    public var fitCount: Int { moments.first?.count ?? 0 }
+
+    /// Adds a trace to the moments, or counts it as held out; returns whether it was held out.
+    @discardableResult
+    public mutating func add(_ trace: Trace) -> Bool {
+        if split.holdsOut(trace.id) {
+            calibrationCount += 1
+            return true
+        }
+        for s in moments.indices { moments[s].add(trace.sites[s]) }
+        return false
+    }
+
+    /// Estimates the site models, scores the held-out traces and returns the calibrated reference.
+    public func finalize(calibration: [Trace], alpha: Double) throws(FitError) -> ReferenceModel {
+        guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
+        guard !calibration.isEmpty else { throw .tooFewCalibrationTraces(have: 0, alpha: alpha) }
+        guard 1 / Double(calibration.count + 1) <= alpha else {
+            throw .tooFewCalibrationTraces(have: calibration.count, alpha: alpha)
+        }
+        var sites: [SiteModel] = []
+        for (site, m) in zip(layout.sites, moments) {
+            do { sites.append(try SiteModel(name: site.name, moments: m)) } catch { throw .numerical(site: site.name, error) }
+        }
+        let draft = ReferenceModel(layout: layout, sites: sites, calibrator: ConformalCalibrator(scores: []), alpha: alpha)
+        let scores = calibration.map { draft.account($0).score }
+        return ReferenceModel(layout: layout, sites: sites, calibrator: ConformalCalibrator(scores: scores), alpha: alpha)
+    }
+}
+
+/// Why a reference could not be finalized.
+public enum FitError: Error, Equatable, Sendable, CustomStringConvertible {
+    case tooFewFitTraces(have: Int, need: Int)
+    case tooFewCalibrationTraces(have: Int, alpha: Double)
+    case numerical(site: String, MathError)
+
+    public var description: String {
+        switch self {
+        case .tooFewFitTraces(let have, let need):
+            "reference has \(have) fit traces (after holding out calibration traces); at least \(need) are needed"
+        case .tooFewCalibrationTraces(let have, let alpha):
+            "reference has \(have) calibration traces; at alpha \(alpha) at least \(Int((1 / alpha).rounded(.up)) - 1) are needed for any trace to be flaggable (p ≥ 1/(n+1)); send more fit traces or raise alpha"
+        case .numerical(let site, let error):
+            "site '\(site)': \(error)"
+        }
+    }
+}
+
+/// Deterministic hold-out of a fixed fraction of fit traces, by a hash of the trace id.
+public struct CalibrationSplit: Sendable, Equatable {
+    /// Expected fraction of traces held out, in (0, 1).
+    public let fraction: Double
+
+    public init(fraction: Double) {
+        precondition(fraction > 0 && fraction < 1)
+        self.fraction = fraction
+    }
+
+    /// Whether the trace with this id is held out for calibration.
+    public func holdsOut(_ id: String) -> Bool {
+        // FNV-1a over the UTF-8 bytes, then the SplitMix64 finaliser to spread the bits.
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in id.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        h = (h ^ (h >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        h = (h ^ (h >> 27)) &* 0x94d0_49bb_1331_11eb
+        h ^= h >> 31
+        return Double(h >> 11) / Double(1 << 53) < fraction
+    }
+}

@@ -1,0 +1,83 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The fitted statistics of one site and the per-site terms of a trace's surprise under them.
+public struct SiteModel: Sendable {
+    public let name: String
+    public let width: Int
+    /// Number of fit vectors behind the estimate.
+    public let count: Int
+    public let mean: [Double]
+    /// Per-coordinate variances, floored (see `varianceFloor`), for the independence estimate.
+    public let variances: [Double]
+    /// Ledoit–Wolf shrunk covariance, column-major.
+    public let covariance: [Double]
+    public let shrinkage: Double
+    private let factor: Cholesky
+    private let independenceLogNormaliser: Double
+
+    /// Fraction of the mean variance below which a coordinate's variance is raised (dead units).
+    public static let varianceFloor = 1e-6
+
+    /// Builds the model from fitted parameters (as estimated by `init(name:moments:)` or loaded from a store).
+    public init(name: String, count: Int, mean: [Double], variances: [Double], covariance: [Double], shrinkage: Double) throws(MathError) {
+        let p = mean.count
+        self.name = name
+        self.width = p
+        self.count = count
+        self.mean = mean
+        self.variances = variances
+        self.covariance = covariance
+        self.shrinkage = shrinkage
+        factor = try Cholesky(covariance, dimension: p)
+        independenceLogNormaliser = 0.5 * (variances.reduce(0) { $0 + log($1) } + Double(p) * SiteModel.logTwoPi)
+    }
+
+    /// Estimates mean, floored variances and the Ledoit–Wolf covariance from streaming moments.
+    public init(name: String, moments: RunningMoments) throws(MathError) {
+        let raw = moments.variances()
+        let floor = max(raw.reduce(0, +) / Double(raw.count) * SiteModel.varianceFloor, Double.leastNormalMagnitude)
+        let lw = LedoitWolf(moments: moments)
+        try self.init(name: name, count: moments.count, mean: moments.mean, variances: raw.map { max($0, floor) },
+                      covariance: lw.covariance, shrinkage: lw.shrinkage)
+    }
+
+    /// The surprise terms of one site vector `x` (which must have this site's width).
+    public func score(_ x: [Double]) -> SiteScore {
+        precondition(x.count == width)
+        var centred = [Double](repeating: 0, count: width)
+        var independence = 0.0
+        for i in 0..<width {
+            let c = x[i] - mean[i]
+            centred[i] = c
+            independence += c * c / variances[i]
+        }
+        let mahalanobis = factor.squaredMahalanobis(centred)
+        return SiteScore(
+            mahalanobis: mahalanobis,
+            jointSurprise: 0.5 * (mahalanobis + factor.logDeterminant + Double(width) * SiteModel.logTwoPi),
+            independenceSurprise: 0.5 * independence + independenceLogNormaliser)
+    }
+
+    static let logTwoPi = 1.8378770664093453
+}
+
+/// The terms of one site of one trace.
+public struct SiteScore: Sendable, Equatable, Codable {
+    /// Squared Mahalanobis distance from the site mean under the shrunk covariance.
+    public var mahalanobis: Double
+    /// Negative log-likelihood (nats) under the Gaussian with the shrunk covariance (the joint estimate).
+    public var jointSurprise: Double
+    /// Negative log-likelihood (nats) with every coordinate independent (the mean-field estimate).
+    public var independenceSurprise: Double
+
+    public init(mahalanobis: Double, jointSurprise: Double, independenceSurprise: Double) {
+        self.mahalanobis = mahalanobis
+        self.jointSurprise = jointSurprise
+        self.independenceSurprise = independenceSurprise
+    }
+
+    /// Nats the reference's within-site correlations save on this vector: independence − joint.
+    public var explainedInteraction: Double { independenceSurprise - jointSurprise }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+import MechWatchCore
+
+/// `Fixtures/core_fixture.json`, written by `Fixtures/make_fixtures.py` (numpy, scipy, scikit-learn).
+struct CoreFixture: Decodable {
+    struct Expected: Decodable {
+        let mean: [Double]
+        let variances: [Double]
+        let sum_fourth_power_of_norms: Double
+        let shrinkage: Double
+        let covariance: [Double]
+        let mahalanobis: [Double]
+        let joint_surprise: [Double]
+        let independence_surprise: [Double]
+    }
+    struct Conformal: Decodable {
+        let calibration: [Double]
+        let queries: [Double]
+        let p_values: [Double]
+    }
+    let sites: [SiteLayout.Site]
+    let fit: [String: [[Double]]]
+    let test: [String: [[Double]]]
+    let expected: [String: Expected]
+    let conformal: Conformal
+
+    static func load() throws -> CoreFixture {
+        let url = try #require(Bundle.module.url(forResource: "core_fixture", withExtension: "json", subdirectory: "Fixtures"))
+        return try JSONDecoder().decode(CoreFixture.self, from: Data(contentsOf: url))
+    }
+
+    func moments(_ site: String) -> RunningMoments {
+        var m = RunningMoments(width: fit[site]![0].count)
+        for x in fit[site]! { m.add(x) }
+        return m
+    }
+}
+
+/// `|a − b| ≤ rtol · max(|a|, |b|) + atol` for every pair.
+func close(_ a: [Double], _ b: [Double], rtol: Double = 1e-9, atol: Double = 1e-12) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= rtol * max(abs($0), abs($1)) + atol }
+}
+
+func close(_ a: Double, _ b: Double, rtol: Double = 1e-9, atol: Double = 1e-12) -> Bool {
+    close([a], [b], rtol: rtol, atol: atol)
+}
