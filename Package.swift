@@ -19,7 +19,9 @@ let package = Package(
         // Math core: statistics, estimators, scorers, calibration. No I/O.
         .target(name: "MechWatchCore", dependencies: ["COpenBLAS"]),
         // SQLite store: migrations, references, fit traces, events.
-        .target(name: "MechWatchStore", dependencies: ["CSQLite", "MechWatchCore"]),
+        .target(name: "MechWatchStore", dependencies: ["CSQLite", "MechWatchCore"], plugins: ["EmbedMigrations"]),
+        .executableTarget(name: "migration-embedder"),
+        .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["migration-embedder"]),
         // Wire protocol v1: line framing and the JSON codec. No sockets.
         .target(name: "MechWatchWire", dependencies: [
             "MechWatchCore",

@@ -43,4 +43,10 @@ public struct Verdict: Sendable, Equatable {
     public var p: Double
     public var flagged: Bool
     public var score: Double { account.score }
+
+    public init(account: SurpriseAccount, p: Double, flagged: Bool) {
+        self.account = account
+        self.p = p
+        self.flagged = flagged
+    }
 }

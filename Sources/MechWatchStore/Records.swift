@@ -1,0 +1,57 @@
+import MechWatchCore
+
+/// Whether a reference is still learning or already scoring.
+public enum ReferenceState: String, Sendable, Codable {
+    /// Accepting fit traces; not yet able to score.
+    case collecting
+    /// Finalized: estimated, calibrated, scoring.
+    case active
+}
+
+/// A stored reference's description (not its fitted statistics).
+public struct ReferenceRecord: Sendable, Equatable {
+    public var id: Int64
+    public var name: String
+    public var state: ReferenceState
+    public var alpha: Double
+    public var calibrationFraction: Double
+    public var layout: SiteLayout
+    public var createdAt: String
+    public var finalizedAt: String?
+    public var fitCount: Int
+    public var calibrationCount: Int
+}
+
+/// One stored event as listed by `flags`.
+public struct EventRow: Sendable, Equatable, Codable {
+    public var event: Int64
+    public var reference: String
+    public var id: String
+    public var time: String
+    public var score: Double
+    public var p: Double
+    public var flagged: Bool
+    public var output: Int?
+    public var meta: String?
+}
+
+/// One event with its per-site terms, as shown by `event`.
+public struct EventDetail: Sendable, Equatable {
+    /// The per-site terms of the event, with the site's name and width.
+    public struct Site: Sendable, Equatable {
+        public var name: String
+        public var width: Int
+        public var score: SiteScore
+    }
+
+    public var row: EventRow
+    public var alpha: Double
+    public var calibrationCount: Int
+    public var sites: [Site]
+}
+
+/// Event counts of one reference.
+public struct EventCounts: Sendable, Equatable {
+    public var events: Int
+    public var flagged: Int
+}

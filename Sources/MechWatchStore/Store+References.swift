@@ -1,0 +1,129 @@
+import MechWatchCore
+
+extension Store {
+    /// All references, by name.
+    public func references() throws(StoreError) -> [ReferenceRecord] {
+        try loadReferences(where: "", .null)
+    }
+
+    /// The reference called `name`, if any.
+    public func reference(named name: String) throws(StoreError) -> ReferenceRecord? {
+        try loadReferences(where: "WHERE name = ?1", .text(name)).first
+    }
+
+    /// Creates a collecting reference whose site order and widths are `layout`.
+    public func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) -> ReferenceRecord {
+        try transaction { () throws(StoreError) in
+            try db.prepare("INSERT INTO reference_models (name, state, alpha, calibration_fraction) VALUES (?1, 'collecting', ?2, ?3)")
+                .bind(.text(name), .real(alpha), .real(calibrationFraction)).run()
+            let id = db.lastInsertRowID
+            let site = try db.prepare("INSERT INTO reference_sites (reference_id, position, name, width) VALUES (?1, ?2, ?3, ?4)")
+            for (position, s) in layout.sites.enumerated() {
+                try site.bind(.integer(id), .integer(Int64(position)), .text(s.name), .integer(Int64(s.width))).run()
+            }
+        }
+        guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after creation") }
+        return record
+    }
+
+    /// Deletes a reference with its fit traces and events; false if there was none.
+    public func deleteReference(named name: String) throws(StoreError) -> Bool {
+        try db.prepare("DELETE FROM reference_models WHERE name = ?1").bind(.text(name)).run()
+        return db.changes > 0
+    }
+
+    /// Stores a trusted trace (float32) in its role and counts it.
+    public func addFitTrace(referenceID: Int64, trace: Trace, heldOut: Bool) throws(StoreError) {
+        try transaction { () throws(StoreError) in
+            try db.prepare("INSERT INTO fit_traces (reference_id, client_id, role, output, vector) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .bind(.integer(referenceID), .text(trace.id), .text(heldOut ? "calibration" : "fit"),
+                      .optional(trace.output), .blob(Blob.float32(trace.sites.flatMap { $0 }))).run()
+            let column = heldOut ? "calibration_count" : "fit_count"
+            try db.prepare("UPDATE reference_models SET \(column) = \(column) + 1 WHERE id = ?1").bind(.integer(referenceID)).run()
+        }
+    }
+
+    /// Streams the stored trusted traces of one role, in arrival order, one at a time.
+    public func forEachFitTrace(of reference: ReferenceRecord, heldOut: Bool, _ body: (Trace) throws -> Void) throws {
+        let stmt = try db.prepare("SELECT client_id, output, vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
+        try stmt.bind(.integer(reference.id), .text(heldOut ? "calibration" : "fit"))
+        while try stmt.step() {
+            let flat = Blob.float32(stmt.blob(2))
+            var sites: [[Double]] = []
+            var offset = 0
+            for site in reference.layout.sites {
+                sites.append(Array(flat[offset..<offset + site.width]))
+                offset += site.width
+            }
+            try body(Trace(id: stmt.text(0), output: stmt.optionalInt(1).map { Int($0) }, sites: sites))
+        }
+    }
+
+    /// Stores the fitted statistics, drops the fit-role traces (their moments are now estimated) and
+    /// makes the reference active, in one transaction.
+    public func activate(_ reference: ReferenceRecord, model: ReferenceModel) throws(StoreError) {
+        try transaction { () throws(StoreError) in
+            let site = try db.prepare("""
+                UPDATE reference_sites SET shrinkage = ?3, mean = ?4, variances = ?5, covariance = ?6
+                WHERE reference_id = ?1 AND position = ?2
+                """)
+            for (position, s) in model.sites.enumerated() {
+                try site.bind(.integer(reference.id), .integer(Int64(position)), .real(s.shrinkage),
+                              .blob(Blob.float64(s.mean)), .blob(Blob.float64(s.variances)), .blob(Blob.float64(s.covariance))).run()
+            }
+            try db.prepare("""
+                UPDATE reference_models SET state = 'active', alpha = ?2, calibration_scores = ?3,
+                    finalized_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                WHERE id = ?1
+                """).bind(.integer(reference.id), .real(model.alpha), .blob(Blob.float64(model.calibrator.sortedScores))).run()
+            try db.prepare("DELETE FROM fit_traces WHERE reference_id = ?1 AND role = 'fit'").bind(.integer(reference.id)).run()
+        }
+    }
+
+    /// The fitted model of an active reference.
+    public func model(of reference: ReferenceRecord) throws(StoreError) -> ReferenceModel {
+        guard reference.state == .active else {
+            throw StoreError(.notFound, "reference '\(reference.name)' is not active")
+        }
+        let stmt = try db.prepare("SELECT name, shrinkage, mean, variances, covariance FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
+        try stmt.bind(.integer(reference.id))
+        var sites: [SiteModel] = []
+        while try stmt.step() {
+            do {
+                sites.append(try SiteModel(
+                    name: stmt.text(0), count: reference.fitCount, mean: Blob.float64(stmt.blob(2)),
+                    variances: Blob.float64(stmt.blob(3)), covariance: Blob.float64(stmt.blob(4)), shrinkage: stmt.double(1)))
+            } catch {
+                throw StoreError(.corrupt, "reference '\(reference.name)' site '\(stmt.text(0))': \(error)")
+            }
+        }
+        let scores = try db.prepare("SELECT calibration_scores FROM reference_models WHERE id = ?1")
+            .bind(.integer(reference.id)).firstRow { Blob.float64($0.blob(0)) } ?? []
+        return ReferenceModel(layout: reference.layout, sites: sites,
+                              calibrator: ConformalCalibrator(scores: scores), alpha: reference.alpha)
+    }
+
+    private func loadReferences(where clause: String, _ value: SQLValue) throws(StoreError) -> [ReferenceRecord] {
+        let stmt = try db.prepare("""
+            SELECT id, name, state, alpha, calibration_fraction, created_at, finalized_at, fit_count, calibration_count
+            FROM reference_models \(clause) ORDER BY name
+            """)
+        if case .null = value { try stmt.bind() } else { try stmt.bind(value) }
+        var records: [ReferenceRecord] = []
+        while try stmt.step() {
+            records.append(ReferenceRecord(
+                id: stmt.int(0), name: stmt.text(1), state: ReferenceState(rawValue: stmt.text(2)) ?? .collecting,
+                alpha: stmt.double(3), calibrationFraction: stmt.double(4), layout: SiteLayout([]),
+                createdAt: stmt.text(5), finalizedAt: stmt.optionalText(6),
+                fitCount: Int(stmt.int(7)), calibrationCount: Int(stmt.int(8))))
+        }
+        let sites = try db.prepare("SELECT name, width FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
+        for i in records.indices {
+            try sites.bind(.integer(records[i].id))
+            var layout: [SiteLayout.Site] = []
+            while try sites.step() { layout.append(.init(name: sites.text(0), width: Int(sites.int(1)))) }
+            records[i].layout = SiteLayout(layout)
+        }
+        return records
+    }
+}

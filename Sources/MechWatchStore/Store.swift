@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSQLite
+import MechWatchCore
+
+/// The MechWatch database: references, fit traces and events (schema in `migrations/`).
+///
+/// Every write method commits before returning, so a caller may acknowledge once it returns.
+/// Not thread-safe: one owner (the daemon's engine, or a CLI command) uses it at a time.
+public final class Store {
+    let db: SQLiteConnection
+
+    /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
+    /// `busyTimeoutMilliseconds` is how long a write waits for another writer's lock before failing.
+    public init(path: String, busyTimeoutMilliseconds: Int = 5_000) throws(StoreError) {
+        if access(path, F_OK) != 0 {
+            let fd = open(path, O_CREAT | O_WRONLY, 0o600)
+            guard fd >= 0 else {
+                throw StoreError(.cannotOpen, "cannot create database '\(path)': \(String(cString: strerror(errno)))")
+            }
+            close(fd)
+        }
+        db = try SQLiteConnection(path: path)
+        sqlite3_busy_timeout(db.handle, Int32(busyTimeoutMilliseconds))
+        try db.execute("PRAGMA foreign_keys = ON")
+        guard try db.prepare("PRAGMA journal_mode = WAL").firstRow({ $0.text(0) }) == "wal" else {
+            throw StoreError(.cannotOpen, "database '\(path)' cannot use WAL journaling (is it on a network file system?)")
+        }
+        // FULL: a commit is on disk before the reply that acknowledges it.
+        try db.execute("PRAGMA synchronous = FULL")
+        try db.migrate()
+    }
+
+    /// Opens an existing database for the CLI's queries, without migrating it.
+    public static func openExisting(path: String) throws(StoreError) -> Store {
+        guard access(path, F_OK) == 0 else {
+            throw StoreError(.cannotOpen, "no database at '\(path)' (start the daemon first, or pass --database)")
+        }
+        return try Store(path: path)
+    }
+
+    /// Runs `body` in one transaction.
+    public func transaction<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        try db.transaction(body)
+    }
+
+    /// `PRAGMA integrity_check`'s answer: `["ok"]` for a sound database.
+    public func integrityCheck() throws(StoreError) -> [String] {
+        let stmt = try db.prepare("PRAGMA integrity_check")
+        var lines: [String] = []
+        while try stmt.step() { lines.append(stmt.text(0)) }
+        return lines
+    }
+}

@@ -1,0 +1,40 @@
+import CSQLite
+
+/// A failure of the store, with a stable code and a message naming what went wrong.
+public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What kind of failure, for callers that react differently (e.g. retry when busy).
+    public enum Code: String, Sendable {
+        case cannotOpen = "store_cannot_open"
+        case newerSchema = "store_newer_schema"
+        case busy = "store_busy"
+        case readOnly = "store_read_only"
+        case full = "store_full"
+        case corrupt = "store_corrupt"
+        case constraint = "store_constraint"
+        case notFound = "not_found"
+        case sqlite = "store_error"
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(sqliteCode rc: Int32, _ message: String) {
+        let code: Code = switch rc & 0xff {
+        case SQLITE_BUSY, SQLITE_LOCKED: .busy
+        case SQLITE_READONLY: .readOnly
+        case SQLITE_FULL: .full
+        case SQLITE_CORRUPT, SQLITE_NOTADB: .corrupt
+        case SQLITE_CONSTRAINT: .constraint
+        case SQLITE_CANTOPEN: .cannotOpen
+        default: .sqlite
+        }
+        self.init(code, "SQLite error \(rc): \(message)")
+    }
+
+    public var description: String { message }
+}

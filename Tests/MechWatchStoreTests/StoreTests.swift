@@ -1,0 +1,131 @@
+import Foundation
+import MechWatchCore
+@testable import MechWatchStore
+import Testing
+
+/// A database path in a fresh temporary directory.
+func temporaryDatabase() -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mechwatch-store-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir.appendingPathComponent("test.db").path
+}
+
+let layout = SiteLayout([.init(name: "h1", width: 3), .init(name: "h2", width: 2)])
+
+func trace(_ id: String, _ k: Int) -> Trace {
+    let x = Double(k)
+    return Trace(id: id, output: k % 3, sites: [[x, x * x.squareRoot(), sin(x)], [cos(x), x / 7]])
+}
+
+@Suite struct MigrationTests {
+    @Test func freshDatabaseIsMigratedAndRecorded() throws {
+        let path = temporaryDatabase()
+        let store = try Store(path: path)
+        let stmt = try store.db.prepare("SELECT version, name FROM schema_migrations ORDER BY version")
+        var applied: [Int] = []
+        while try stmt.step() { applied.append(Int(stmt.int(0))) }
+        #expect(applied == Migration.all.map(\.version))
+        #expect(applied.first == 1)
+        // Opening again applies nothing twice.
+        _ = try Store(path: path)
+        #expect(try store.db.schemaVersion() == Migration.latestVersion)
+    }
+
+    @Test func embeddedMigrationsAreTheRepositoryFiles() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files.count == Migration.all.count)
+        for (file, migration) in zip(files, Migration.all) {
+            #expect(file == migration.name + ".sql")
+            #expect(try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8) == migration.sql)
+        }
+    }
+
+    @Test func newerDatabaseIsRefused() throws {
+        let path = temporaryDatabase()
+        let store = try Store(path: path)
+        try store.db.execute("INSERT INTO schema_migrations (version, name) VALUES (999, '999_future')")
+        #expect(throws: StoreError.self) { try Store(path: path) }
+        do { _ = try Store(path: path) } catch { #expect(error.code == .newerSchema && error.message.contains("999")) }
+    }
+
+    @Test func walModeAndPrivateFile() throws {
+        let path = temporaryDatabase()
+        let store = try Store(path: path)
+        let mode = try store.db.prepare("PRAGMA journal_mode")
+        _ = try mode.step()
+        #expect(mode.text(0) == "wal")
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        #expect(try store.integrityCheck() == ["ok"])
+    }
+}
+
+@Suite struct RecordTests {
+    @Test func referenceLifecycleRoundTrips() throws {
+        let store = try Store(path: temporaryDatabase())
+        let created = try store.createReference(name: "mlp", layout: layout, alpha: 0.05, calibrationFraction: 0.2)
+        #expect(created.state == .collecting && created.layout == layout && created.fitCount == 0)
+
+        var fitter = ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: 0.2))
+        for k in 0..<200 {
+            let t = trace("t-\(k)", k)
+            try store.addFitTrace(referenceID: created.id, trace: t, heldOut: fitter.split.holdsOut(t.id))
+            fitter.add(t)
+        }
+        let record = try #require(try store.reference(named: "mlp"))
+        #expect(record.fitCount == fitter.fitCount && record.calibrationCount == fitter.calibrationCount)
+
+        // Replaying the stored traces reproduces the moments up to float32 rounding of the stored vectors.
+        var replayed = ReferenceFitter(layout: layout, split: fitter.split)
+        try store.forEachFitTrace(of: record, heldOut: false) { replayed.add($0) }
+        #expect(replayed.fitCount == fitter.fitCount)
+        for (a, b) in zip(replayed.moments, fitter.moments) {
+            #expect(zip(a.mean, b.mean).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) })
+        }
+
+        var calibration: [Trace] = []
+        try store.forEachFitTrace(of: record, heldOut: true) { calibration.append($0) }
+        let model = try replayed.finalize(calibration: calibration, alpha: 0.05)
+        try store.activate(record, model: model)
+        let active = try #require(try store.reference(named: "mlp"))
+        #expect(active.state == .active && active.finalizedAt != nil)
+        let loaded = try store.model(of: active)
+        #expect(loaded.calibrator == model.calibrator)
+        let probe = trace("p", 1000)
+        #expect(loaded.evaluate(probe) == model.evaluate(probe))
+
+        // Fit-role rows are gone, calibration rows stay.
+        var remaining = 0
+        try store.forEachFitTrace(of: active, heldOut: false) { _ in remaining += 1 }
+        #expect(remaining == 0)
+        #expect(try store.deleteReference(named: "mlp"))
+        #expect(try store.reference(named: "mlp") == nil)
+        #expect(try store.deleteReference(named: "mlp") == false)
+    }
+
+    @Test func eventsAndFlaggedView() throws {
+        let store = try Store(path: temporaryDatabase())
+        let ref = try store.createReference(name: "r", layout: layout, alpha: 0.1, calibrationFraction: 0.2)
+        let account = SurpriseAccount(sites: [SiteScore(mahalanobis: 9, jointSurprise: 7, independenceSurprise: 8),
+                                              SiteScore(mahalanobis: 1, jointSurprise: 2, independenceSurprise: 2.5)])
+        let quiet = try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: Verdict(account: account, p: 0.5, flagged: false), meta: nil)
+        let loud = try store.insertEvent(referenceID: ref.id, trace: trace("b", 2), verdict: Verdict(account: account, p: 0.01, flagged: true), meta: #"{"user":7}"#)
+        #expect(loud > quiet)
+        let flagged = try store.events(reference: "r", limit: 10)
+        #expect(flagged.map(\.event) == [loud])
+        #expect(flagged[0].meta == #"{"user":7}"# && flagged[0].id == "b")
+        #expect(try store.events(includeUnflagged: true, limit: 10).map { $0.event } == [loud, quiet])
+        let view = try store.db.prepare("SELECT event, reference, id, p FROM flagged_events")
+        #expect(try view.step())
+        #expect(view.int(0) == loud && view.text(1) == "r" && view.text(2) == "b" && view.double(3) == 0.01)
+        #expect(try view.step() == false)
+
+        let detail = try #require(try store.event(loud))
+        #expect(detail.sites.map(\.name) == ["h1", "h2"])
+        #expect(detail.sites[0].score == account.sites[0])
+        #expect(detail.alpha == 0.1)
+        #expect(try store.event(9999) == nil)
+        #expect(try store.eventCounts()["r"] == EventCounts(events: 2, flagged: 1))
+    }
+}
