@@ -1,0 +1,34 @@
+/// An error reply: a stable machine-readable code and a message naming the field and what was expected.
+public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The stable error codes of protocol version 1 (documented in the README).
+    public enum Code: String, Sendable, CaseIterable {
+        case malformedJSON = "malformed_json"
+        case invalidUTF8 = "invalid_utf8"
+        case lineTooLong = "line_too_long"
+        case truncatedMessage = "truncated_message"
+        case unknownOp = "unknown_op"
+        case missingField = "missing_field"
+        case invalidField = "invalid_field"
+        case unsupportedProtocol = "unsupported_protocol"
+        case nonFiniteValue = "non_finite_value"
+        case unknownReference = "unknown_reference"
+        case referenceNotActive = "reference_not_active"
+        case referenceNotCollecting = "reference_not_collecting"
+        case missingSite = "missing_site"
+        case unknownSite = "unknown_site"
+        case wrongWidth = "wrong_width"
+        case cannotFinalize = "cannot_finalize"
+        case storeError = "store_error"
+        case internalError = "internal_error"
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

@@ -1,0 +1,23 @@
+/// A reply line of protocol version 1: `{"ok":true,…}` or `{"ok":false,"id":…,"error":{"code":…,"message":…}}`.
+public struct Reply: Sendable, Equatable {
+    public var value: JSONValue
+
+    /// A success reply with `fields` after `"ok":true` (and `"id"` first when given).
+    public static func success(id: String? = nil, _ fields: [JSONValue.Member]) -> Reply {
+        var members: [JSONValue.Member] = [.init("ok", true)]
+        if let id { members.append(.init("id", .string(id))) }
+        return Reply(value: .object(members + fields))
+    }
+
+    /// An error reply echoing the client's `id` when it was readable.
+    public static func failure(id: String?, _ error: ProtocolError) -> Reply {
+        Reply(value: [
+            "ok": false,
+            "id": id.map { .string($0) } ?? .null,
+            "error": ["code": .string(error.code.rawValue), "message": .string(error.message)],
+        ])
+    }
+
+    /// The reply as one line of JSON text, ending in `\n`.
+    public var line: String { value.jsonText + "\n" }
+}

@@ -1,0 +1,73 @@
+import MechWatchCore
+
+/// A request of protocol version 1, decoded and validated (except against a reference's layout,
+/// which only the server knows).
+public enum Request: Sendable, Equatable {
+    /// `{"op":"hello","protocol":1}`: version handshake.
+    case hello(protocolVersion: Int)
+    /// `{"op":"fit",…}`: add a trusted trace to a collecting reference (creating it on first use).
+    case fit(reference: String, trace: TraceMessage)
+    /// `{"op":"score",…}`: score a trace against an active reference and store the event.
+    case score(reference: String, trace: TraceMessage)
+    /// `{"op":"finalize","reference":…,"alpha":…}`: estimate and calibrate; the reference becomes active.
+    case finalize(reference: String, alpha: Double?)
+    /// `{"op":"delete","reference":…}`: remove a reference with its traces and events.
+    case delete(reference: String)
+    /// `{"op":"status"}`: uptime, counts and references.
+    case status
+
+    /// The protocol version this build speaks.
+    public static let protocolVersion = 1
+
+    /// The value of `op` for each request kind, as documented.
+    public static let ops = ["hello", "fit", "score", "finalize", "delete", "status"]
+}
+
+/// A trace as sent on the wire: sites in the client's order, before matching a reference's layout.
+public struct TraceMessage: Sendable, Equatable {
+    /// One named site vector.
+    public struct Site: Sendable, Equatable {
+        public var name: String
+        public var values: [Double]
+        public init(name: String, values: [Double]) {
+            self.name = name
+            self.values = values
+        }
+    }
+
+    public var id: String
+    public var output: Int?
+    public var sites: [Site]
+    /// The client's `meta` object, if any.
+    public var meta: JSONValue?
+
+    public init(id: String, output: Int? = nil, sites: [Site], meta: JSONValue? = nil) {
+        self.id = id
+        self.output = output
+        self.sites = sites
+        self.meta = meta
+    }
+
+    /// The layout this message's sites describe, in the order sent.
+    public var layout: SiteLayout { SiteLayout(sites.map { .init(name: $0.name, width: $0.values.count) }) }
+
+    /// The trace with its sites in `layout` order; every site of the layout must be present with its width,
+    /// and no other site may be.
+    public func trace(in layout: SiteLayout, reference: String) throws(ProtocolError) -> Trace {
+        var ordered = [[Double]?](repeating: nil, count: layout.sites.count)
+        for site in sites {
+            guard let index = layout.index(of: site.name) else {
+                throw ProtocolError(.unknownSite, "sites.\(site.name): reference '\(reference)' has no such site; expected only \(layout.sites.map(\.name))")
+            }
+            let width = layout.sites[index].width
+            guard site.values.count == width else {
+                throw ProtocolError(.wrongWidth, "sites.\(site.name): has \(site.values.count) values; reference '\(reference)' expects \(width)")
+            }
+            ordered[index] = site.values
+        }
+        if let missing = ordered.firstIndex(where: { $0 == nil }) {
+            throw ProtocolError(.missingSite, "sites.\(layout.sites[missing].name): missing; reference '\(reference)' expects sites \(layout.sites.map(\.name))")
+        }
+        return Trace(id: id, output: output, sites: ordered.map { $0! })
+    }
+}

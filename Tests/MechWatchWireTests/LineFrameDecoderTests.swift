@@ -1,0 +1,31 @@
+import MechWatchWire
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@Suite struct LineFrameDecoderTests {
+    func frames(_ chunks: [String], limit: Int = 16, close: Bool = true) throws -> [Frame] {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit)))
+        for chunk in chunks { try channel.writeInbound(ByteBuffer(string: chunk)) }
+        if close { channel.pipeline.fireChannelInactive() }
+        var out: [Frame] = []
+        while let f = try channel.readInbound(as: Frame.self) { out.append(f) }
+        _ = try? channel.finish()
+        return out
+    }
+
+    @Test func splitsOnNewlineOnlyAcrossChunks() throws {
+        #expect(try frames(["ab", "c\nd\re\r\n", "\n"]) == [.line(Array("abc".utf8)), .line(Array("d\re".utf8)), .line([])])
+    }
+
+    @Test func oversizedLineIsReportedAndSkipped() throws {
+        let long = String(repeating: "x", count: 40)
+        #expect(try frames([long, long, "\nok\n"]) == [.oversized(limit: 16), .line(Array("ok".utf8))])
+        #expect(try frames([String(repeating: "y", count: 17) + "\nok\n"]) == [.oversized(limit: 16), .line(Array("ok".utf8))])
+        #expect(try frames([String(repeating: "y", count: 16) + "\n"]) == [.line(Array(repeating: UInt8(ascii: "y"), count: 16))])
+    }
+
+    @Test func unterminatedTailIsReportedAtClose() throws {
+        #expect(try frames(["a\nhalf"]) == [.line([UInt8(ascii: "a")]), .truncated(byteCount: 4)])
+    }
+}
