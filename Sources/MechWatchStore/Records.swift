@@ -54,4 +54,9 @@ public struct EventDetail: Sendable, Equatable {
 public struct EventCounts: Sendable, Equatable {
     public var events: Int
     public var flagged: Int
+
+    public init(events: Int, flagged: Int) {
+        self.events = events
+        self.flagged = flagged
+    }
 }

@@ -127,3 +127,15 @@ extension Store {
         return records
     }
 }
+
+extension Store {
+    /// Each site's Ledoit–Wolf shrinkage of an active reference, in site order; nil while collecting.
+    public func shrinkage(of reference: ReferenceRecord) throws(StoreError) -> [Double]? {
+        guard reference.state == .active else { return nil }
+        let stmt = try db.prepare("SELECT shrinkage FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
+        try stmt.bind(.integer(reference.id))
+        var values: [Double] = []
+        while try stmt.step() { values.append(stmt.double(0)) }
+        return values
+    }
+}

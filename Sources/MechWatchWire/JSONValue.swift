@@ -23,6 +23,9 @@ public enum JSONValue: Sendable, Equatable {
         return members.first { $0.key == key }?.value
     }
 
+    /// An integer as a JSON number.
+    public static func int(_ n: Int) -> JSONValue { .number(Double(n)) }
+
     /// The JSON type name, for error messages.
     public var typeName: String {
         switch self {

@@ -3,10 +3,11 @@ public struct Reply: Sendable, Equatable {
     public var value: JSONValue
 
     /// A success reply with `fields` after `"ok":true` (and `"id"` first when given).
-    public static func success(id: String? = nil, _ fields: [JSONValue.Member]) -> Reply {
+    public static func success(id: String? = nil, _ fields: KeyValuePairs<String, JSONValue>) -> Reply {
         var members: [JSONValue.Member] = [.init("ok", true)]
         if let id { members.append(.init("id", .string(id))) }
-        return Reply(value: .object(members + fields))
+        members += fields.map { JSONValue.Member($0.key, $0.value) }
+        return Reply(value: .object(members))
     }
 
     /// An error reply echoing the client's `id` when it was readable.

@@ -5,6 +5,11 @@ import MechWatchCore
 public struct DecodedMessage: Sendable {
     public var id: String?
     public var request: Result<Request, ProtocolError>
+
+    public init(id: String?, request: Result<Request, ProtocolError>) {
+        self.id = id
+        self.request = request
+    }
 }
 
 extension Request {

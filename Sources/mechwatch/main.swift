@@ -1,1 +1,3 @@
-print("mechwatch")
+import MechWatchCLI
+
+await MechWatchCommand.runFromCommandLine()

@@ -1,0 +1,69 @@
+import ArgumentParser
+import MechWatchServer
+
+/// `mechwatch`: the daemon and the commands that talk to it or query its store.
+@available(macOS 10.15, *)
+public struct MechWatchCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "mechwatch",
+        abstract: "Mechanistic anomaly detection for deployed neural networks.",
+        discussion: """
+            Start the daemon with `mechwatch serve`, stream trusted traces with `mechwatch send FILE --fit \
+            --reference NAME`, finalize with `mechwatch reference finalize NAME`, stream traces to score with \
+            `mechwatch send FILE --reference NAME`, and read what was flagged with `mechwatch flags` and \
+            `mechwatch event ID`. The config file is --config, else $MECHWATCH_CONFIG, else \
+            ./Config/mechwatch.toml if present, else built-in defaults.
+            """,
+        version: MechWatchVersion.current,
+        subcommands: [Serve.self, Send.self, ReferenceCommand.self, Flags.self, EventCommand.self, Status.self])
+
+    public init() {}
+}
+
+/// `--config`, shared by every subcommand.
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Config file (TOML). Default: $MECHWATCH_CONFIG, else ./Config/mechwatch.toml if present.")
+    var config: String?
+
+    func load() throws -> Configuration {
+        do { return try Configuration.load(path: config ?? Configuration.defaultPath()) } catch {
+            throw ValidationError(error.description)
+        }
+    }
+}
+
+/// Options of the commands that talk to the daemon.
+struct ClientOptions: ParsableArguments {
+    @OptionGroup var config: ConfigOption
+
+    @Option(help: "Daemon socket. Default: the config's `socket`.")
+    var socket: String?
+
+    func socketPath() throws -> String { try socket ?? config.load().socket }
+}
+
+/// Options of the commands that read the store directly.
+struct StoreOptions: ParsableArguments {
+    @OptionGroup var config: ConfigOption
+
+    @Option(help: "Database file. Default: the config's `database`.")
+    var database: String?
+
+    func databasePath() throws -> String { try database ?? config.load().database }
+}
+
+extension MechWatchCommand {
+    /// Parses the process arguments and runs the chosen subcommand, awaiting the async ones.
+    public static func runFromCommandLine() async {
+        do {
+            var command = try await asyncParseAsRoot(nil)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}

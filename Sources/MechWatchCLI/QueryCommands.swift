@@ -1,0 +1,52 @@
+import ArgumentParser
+import MechWatchStore
+
+extension OutputFormat: ExpressibleByArgument {}
+
+/// Opens the store for a query command, turning store errors into user-facing failures.
+func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) throws -> T {
+    let store: Store
+    do { store = try Store.openExisting(path: try options.databasePath()) } catch let error as StoreError {
+        throw CommandFailure(error.message)
+    }
+    return try body(store)
+}
+
+/// `mechwatch flags`: flagged events, newest first.
+struct Flags: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List flagged events, newest first (read from the database).")
+
+    @Option(help: "Only this reference.") var reference: String?
+    @Option(help: "At most this many events.") var limit = 20
+    @Flag(help: "List every event, flagged or not.") var all = false
+    @Option(help: "table, json or csv.") var format = OutputFormat.table
+    @OptionGroup var store: StoreOptions
+
+    func validate() throws {
+        guard limit > 0 else { throw ValidationError("--limit must be a positive integer") }
+    }
+
+    func run() throws {
+        let rows = try withStore(store) { try $0.events(reference: reference, includeUnflagged: all, limit: limit) }
+        print(EventListRendering.render(rows, as: format))
+    }
+}
+
+/// `mechwatch event ID`: one event and why it was (or was not) flagged.
+struct EventCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "event",
+        abstract: "Show one event: its score, p-value, and what each site contributed.")
+
+    @Argument(help: "The event number (from a score reply or `mechwatch flags`).") var event: Int64
+    @Option(help: "table, json or csv (csv: the per-site rows).") var format = OutputFormat.table
+    @OptionGroup var store: StoreOptions
+
+    func run() throws {
+        guard let detail = try withStore(store, { try $0.event(event) }) else {
+            throw CommandFailure("no event \(event) in the database")
+        }
+        print(EventRendering.render(detail, as: format))
+    }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import MechWatchServer
+import MechWatchStore
+import MechWatchWire
+
+/// `mechwatch reference …`: manage references.
+struct ReferenceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reference",
+        abstract: "Finalize, list, show or delete references.",
+        subcommands: [Finalize.self, List.self, Show.self, Delete.self])
+
+    struct Finalize: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Estimate and calibrate a collecting reference; it becomes active and starts scoring.")
+        @Argument(help: "Reference name.") var name: String
+        @Option(help: "Flagging level for this reference, in (0, 1). Default: the daemon's alpha.") var alpha: Double?
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            var request: [JSONValue.Member] = [.init("op", "finalize"), .init("reference", .string(name))]
+            if let alpha { request.append(.init("alpha", .number(alpha))) }
+            let reply = try await call(client, .object(request))
+            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?")")
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a reference with its fit traces and events.")
+        @Argument(help: "Reference name.") var name: String
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            _ = try await call(client, ["op": "delete", "reference": .string(name)])
+            print("deleted '\(name)'")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List references: state, sizes, alpha, events.")
+        @Option(help: "table, json or csv.") var format = OutputFormat.table
+        @OptionGroup var store: StoreOptions
+
+        func run() throws {
+            let (records, counts) = try withStore(store) { (try $0.references(), try $0.eventCounts()) }
+            print(ReferenceRendering.list(records, counts: counts, as: format))
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one reference: sites and widths, alpha, calibration size.")
+        @Argument(help: "Reference name.") var name: String
+        @Option(help: "table, json or csv.") var format = OutputFormat.table
+        @OptionGroup var store: StoreOptions
+
+        func run() throws {
+            let text = try withStore(store) { s -> String in
+                guard let record = try s.reference(named: name) else {
+                    throw CommandFailure("no reference named '\(name)'; `mechwatch reference list` shows the known ones")
+                }
+                return ReferenceRendering.show(record, counts: try s.eventCounts()[name], shrinkage: try s.shrinkage(of: record), as: format)
+            }
+            print(text)
+        }
+    }
+}
+
+/// `mechwatch status`: the daemon's status reply.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Ask the daemon for uptime, counts and references.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        print(try await call(client, ["op": "status"]).jsonText)
+    }
+}
+
+/// Sends one request and returns the reply, or fails with the daemon's error code and message.
+func call(_ options: ClientOptions, _ request: JSONValue) async throws -> JSONValue {
+    let reply = try await Client.withConnection(socketPath: try options.socketPath()) { try await $0.call(request) }
+    guard reply["ok"] == true else { throw CommandFailure(SendSummary.describeError(reply)) }
+    return reply
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Logging
+import MechWatchServer
+import ServiceLifecycle
+
+/// `mechwatch serve`: run the daemon until SIGTERM or SIGINT.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon on the config's socket and database.",
+        discussion: "Every config key can be overridden here. SIGTERM or SIGINT stop it gracefully.")
+
+    @OptionGroup var config: ConfigOption
+    @Option(help: "Unix socket path (config: socket).") var socket: String?
+    @Option(help: "SQLite database path (config: database).") var database: String?
+    @Option(help: "Default alpha for new references, in (0, 1) (config: alpha).") var alpha: Double?
+    @Option(help: "Fraction of fit traces held out for calibration, in (0, 1) (config: calibration_fraction).") var calibrationFraction: Double?
+    @Option(help: "Longest accepted message line in bytes (config: max_message_bytes).") var maxMessageBytes: Int?
+    @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
+    @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
+
+    func resolvedConfiguration() throws -> Configuration {
+        var c = try config.load()
+        do {
+            if let socket { try c.set("socket", .string(socket)) }
+            if let database { try c.set("database", .string(database)) }
+            if let alpha { try c.set("alpha", .double(alpha)) }
+            if let calibrationFraction { try c.set("calibration_fraction", .double(calibrationFraction)) }
+            if let maxMessageBytes { try c.set("max_message_bytes", .integer(maxMessageBytes)) }
+            if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
+            if let logLevel { try c.set("log_level", .string(logLevel)) }
+        } catch {
+            throw ValidationError(error.description.replacingOccurrences(of: "config key '", with: "option '"))
+        }
+        return c
+    }
+
+    func run() async throws {
+        let configuration = try resolvedConfiguration()
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "mechwatch")
+        let engine: Engine
+        do { engine = try Engine(configuration: configuration, logger: logger) } catch {
+            throw CommandFailure("\(error)")
+        }
+        let server = SocketServer(configuration: configuration, engine: engine, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do { try await group.run() } catch {
+            throw CommandFailure("\(error)")
+        }
+    }
+}
+
+/// A failure whose message is already user-facing; ArgumentParser prints it and exits non-zero.
+struct CommandFailure: Error, CustomStringConvertible {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}

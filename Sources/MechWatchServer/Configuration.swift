@@ -1,0 +1,106 @@
+import Logging
+
+/// The daemon's settings: `Config/mechwatch.toml` keys, each overridable by a flag of `mechwatch serve`.
+public struct Configuration: Sendable, Equatable {
+    /// Path of the Unix socket clients connect to.
+    public var socket: String = "/tmp/mechwatch/mechwatch.sock"
+    /// Path of the SQLite database (created if missing).
+    public var database: String = "mechwatch.db"
+    /// Default flagging level for new references: traces with `p ≤ alpha` are flagged.
+    public var alpha: Double = 0.01
+    /// Fraction of fit traces held out (by a hash of their id) to calibrate p-values.
+    public var calibrationFraction: Double = 0.2
+    /// Longest accepted message line, in bytes.
+    public var maxMessageBytes: Int = 16 << 20
+    /// How long a write waits for a database lock held by another process before failing, in ms.
+    public var busyTimeoutMilliseconds: Int = 5_000
+    /// Log level: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    /// Every key of the configuration file, with what it accepts.
+    public static let keys: [(key: String, accepts: String)] = [
+        ("socket", "a path"),
+        ("database", "a path"),
+        ("alpha", "a number strictly between 0 and 1"),
+        ("calibration_fraction", "a number strictly between 0 and 1"),
+        ("max_message_bytes", "an integer from 1024 to 1073741824"),
+        ("busy_timeout_ms", "an integer from 0 to 600000"),
+        ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
+    ]
+
+    /// Sets `key` from its text form (a flag's value, or a TOML value rendered as text), validating it.
+    public mutating func set(_ key: String, _ value: ConfigValue) throws(ConfigurationError) {
+        func invalid() -> ConfigurationError {
+            .invalidValue(key: key, value: value.description, accepts: Self.keys.first { $0.key == key }?.accepts ?? "")
+        }
+        switch key {
+        case "socket":
+            guard case .string(let s) = value, !s.isEmpty, s.utf8.count < 108 else { throw invalid() }
+            socket = s
+        case "database":
+            guard case .string(let s) = value, !s.isEmpty else { throw invalid() }
+            database = s
+        case "alpha":
+            guard let d = value.number, d > 0, d < 1 else { throw invalid() }
+            alpha = d
+        case "calibration_fraction":
+            guard let d = value.number, d > 0, d < 1 else { throw invalid() }
+            calibrationFraction = d
+        case "max_message_bytes":
+            guard case .integer(let n) = value, (1024...(1 << 30)).contains(n) else { throw invalid() }
+            maxMessageBytes = n
+        case "busy_timeout_ms":
+            guard case .integer(let n) = value, (0...600_000).contains(n) else { throw invalid() }
+            busyTimeoutMilliseconds = n
+        case "log_level":
+            guard case .string(let s) = value, let level = Logger.Level(rawValue: s) else { throw invalid() }
+            logLevel = level
+        default:
+            throw .unknownKey(key: key, known: Self.keys.map(\.key))
+        }
+    }
+}
+
+/// A configuration value as read from TOML or a flag.
+public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
+    case string(String)
+    case integer(Int)
+    case double(Double)
+    case bool(Bool)
+
+    var number: Double? {
+        switch self {
+        case .integer(let n): Double(n)
+        case .double(let d): d
+        default: nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .string(let s): "\"\(s)\""
+        case .integer(let n): "\(n)"
+        case .double(let d): "\(d)"
+        case .bool(let b): "\(b)"
+        }
+    }
+}
+
+/// Why a configuration could not be loaded; the message names the key and what it accepts.
+public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case syntax(path: String, line: Int, column: Int, reason: String)
+    case unknownKey(key: String, known: [String])
+    case invalidValue(key: String, value: String, accepts: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "cannot read config '\(path)': \(reason)"
+        case .syntax(let path, let line, let column, let reason): "\(path):\(line):\(column): \(reason)"
+        case .unknownKey(let key, let known): "unknown config key '\(key)'; known keys: \(known.joined(separator: ", "))"
+        case .invalidValue(let key, let value, let accepts): "config key '\(key)' = \(value) is invalid; expected \(accepts)"
+        }
+    }
+}
