@@ -52,6 +52,9 @@ let package = Package(
         ]),
         .testTarget(name: "MechWatchServerTests", dependencies: [
             "MechWatchServer", "MechWatchCLI", "MechWatchStore", "MechWatchWire", "MechWatchCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
     ]
 )

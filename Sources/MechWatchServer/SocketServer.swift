@@ -36,12 +36,18 @@ public struct SocketServer: Service {
             }
         guard chmod(path, 0o600) == 0 else { throw SocketPathError.cannotSetMode(path: path, errno: errno) }
         logger.notice("listening", metadata: ["socket": "\(path)", "database": "\(configuration.database)"])
-        try await withThrowingDiscardingTaskGroup { group in
-            try await server.executeThenClose { connections in
-                for try await connection in connections.cancelOnGracefulShutdown() {
-                    group.addTask { await serve(connection) }
+        // On graceful shutdown, close the listener rather than abandoning the accept loop: connections
+        // already accepted still come out of the stream and are each closed in an orderly way.
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { connections in
+                    for try await connection in connections {
+                        group.addTask { await serve(connection) }
+                    }
                 }
             }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
         }
         logger.notice("stopped", metadata: ["socket": "\(path)"])
     }

@@ -1,0 +1,26 @@
+# MechWatch: `make demo` and `make test` work on a fresh Debian machine with Swift installed.
+SWIFT ?= swift
+BIN := .build/debug/mechwatch
+
+.PHONY: install build test demo fixtures clean
+
+install:
+	@scripts/install-deps.sh
+
+build: install
+	$(SWIFT) build
+
+test: install
+	$(SWIFT) test
+
+demo: build
+	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	@scripts/demo.sh $(BIN)
+
+# Regenerates the committed numpy/scipy/scikit-learn fixtures of the math tests.
+fixtures:
+	python3 -m pip install --quiet numpy scipy scikit-learn
+	python3 Tests/MechWatchCoreTests/Fixtures/make_fixtures.py
+
+clean:
+	rm -rf .build .demo

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages MechWatch builds against, if any are missing.
+# As root it runs apt-get; otherwise it prints the exact command to run and fails.
+set -euo pipefail
+packages=(libsqlite3-dev libopenblas-dev liblapacke-dev pkg-config sqlite3)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "mechwatch: missing system packages: ${missing[*]}" >&2
+    echo "run as root:  $cmd" >&2
+    exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+eval "$cmd" >/dev/null
