@@ -31,7 +31,9 @@ public struct SocketServer: Service {
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit)))
-                    return try NIOAsyncChannel<Frame, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
+                    // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
+                    return try NIOAsyncChannel<Frame, ByteBuffer>(synchronouslyWrapping: channel)
                 }
             }
         guard chmod(path, 0o600) == 0 else { throw SocketPathError.cannotSetMode(path: path, errno: errno) }
