@@ -11,7 +11,10 @@ build: install
 	$(SWIFT) build
 
 test: install
+	$(SWIFT) build
 	$(SWIFT) test
+	@python3 -c "import numpy, pytest" 2>/dev/null || python3 -m pip install --quiet numpy pytest
+	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests
 
 demo: build
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy

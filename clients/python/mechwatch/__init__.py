@@ -1,0 +1,18 @@
+"""Python client for the MechWatch daemon, and a forward-hook recorder for PyTorch models.
+
+    from mechwatch import Client, TraceRecorder
+    client = Client()
+    with TraceRecorder(model, sites=["blocks.3.mlp"], pool="mean") as rec:
+        logits = model(batch)
+        results = client.score("gpt2-small", rec.traces(), outputs=logits.argmax(-1))
+"""
+from .client import Client, DEFAULT_SOCKET
+from .errors import MechWatchConnectionError, MechWatchError, MechWatchProtocolError
+from .recorder import TraceRecorder
+from .types import FinalizeResult, FitResult, ScoreResult, Trace
+
+__all__ = [
+    "Client", "DEFAULT_SOCKET", "TraceRecorder", "Trace", "FitResult", "ScoreResult", "FinalizeResult",
+    "MechWatchError", "MechWatchConnectionError", "MechWatchProtocolError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,211 @@
+"""A protocol-v1 client over the daemon's Unix socket: one JSON line per request, pipelined in batches."""
+import itertools
+import json
+import os
+import socket
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import MechWatchConnectionError, MechWatchError, MechWatchProtocolError
+from .types import FinalizeResult, FitResult, ScoreResult, Trace
+
+#: The daemon's default socket (`socket` in Config/mechwatch.toml); `$MECHWATCH_SOCKET` overrides it.
+DEFAULT_SOCKET = "/tmp/mechwatch/mechwatch.sock"
+PROTOCOL = 1
+
+TraceLike = Union[Trace, Mapping[str, Any]]
+
+
+class Client:
+    """Talks to one daemon. Connects on first use (and again after a dropped connection), checks the
+    protocol version with `hello`, and pipelines batches of `batch_size` requests per round trip.
+
+    Not thread-safe: use one client per thread."""
+
+    def __init__(self, socket_path: Optional[str] = None, timeout: float = 60.0, batch_size: int = 128):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.socket_path = socket_path or os.environ.get("MECHWATCH_SOCKET") or DEFAULT_SOCKET
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.server_version = None
+        self._sock = None
+        self._buffer = b""
+        self._ids = itertools.count()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connect(self) -> "Client":
+        """Connects (if not connected) and checks the daemon speaks protocol 1."""
+        if self._sock is not None:
+            return self
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except FileNotFoundError:
+            sock.close()
+            raise MechWatchConnectionError(f"no daemon socket at {self.socket_path}; start `mechwatch serve` "
+                                           "or pass the daemon's socket path") from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise MechWatchConnectionError(f"nobody is accepting on {self.socket_path} (a stale socket file?); "
+                                           "is the daemon running?") from None
+        except PermissionError:
+            sock.close()
+            raise MechWatchConnectionError(f"permission denied on {self.socket_path}; the socket is private "
+                                           "to the daemon's user") from None
+        except OSError as e:
+            sock.close()
+            raise MechWatchConnectionError(f"cannot connect to {self.socket_path}: {e}") from None
+        self._sock, self._buffer = sock, b""
+        hello = self._roundtrip([{"op": "hello", "protocol": PROTOCOL}])[0]
+        if not hello.get("ok"):
+            self.close()
+            error = hello.get("error", {})
+            raise MechWatchProtocolError(f"daemon refused protocol {PROTOCOL}: {error.get('message', hello)}")
+        self.server_version = hello.get("version")
+        return self
+
+    def close(self) -> None:
+        """Closes the connection (the next call reconnects)."""
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock, self._buffer = None, b""
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def fit(self, reference: str, traces: Iterable[TraceLike], outputs: Optional[Sequence[int]] = None,
+            ids: Optional[Sequence[str]] = None) -> List[FitResult]:
+        """Adds trusted traces to a collecting reference (created by its first trace)."""
+        replies = self._send_traces("fit", reference, traces, outputs, ids)
+        return [FitResult(id=r["id"], held_out=r.get("role") == "calibration") for r in replies]
+
+    def score(self, reference: str, traces: Iterable[TraceLike], outputs: Optional[Sequence[int]] = None,
+              ids: Optional[Sequence[str]] = None) -> List[ScoreResult]:
+        """Scores traces against an active reference; each becomes a stored event."""
+        replies = self._send_traces("score", reference, traces, outputs, ids)
+        return [ScoreResult(id=r["id"], event=int(r["event"]), score=float(r["score"]), p=float(r["p"]),
+                            flagged=bool(r["flagged"])) for r in replies]
+
+    def finalize(self, reference: str, alpha: Optional[float] = None) -> FinalizeResult:
+        """Estimates and calibrates a collecting reference; it becomes active."""
+        request = {"op": "finalize", "reference": reference}
+        if alpha is not None:
+            request["alpha"] = float(alpha)
+        r = self._call(request)
+        return FinalizeResult(reference=r["reference"], fit_traces=int(r["fit_traces"]),
+                              calibration_traces=int(r["calibration_traces"]), alpha=float(r["alpha"]),
+                              shrinkage={k: float(v) for k, v in r["shrinkage"].items()})
+
+    def delete(self, reference: str) -> None:
+        """Deletes a reference with its traces and events."""
+        self._call({"op": "delete", "reference": reference})
+
+    def status(self) -> Dict[str, Any]:
+        """The daemon's status: uptime, counts, references."""
+        return self._call({"op": "status"})
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _call(self, request):
+        reply = self._roundtrip([request])[0]
+        if not reply.get("ok"):
+            error = reply.get("error", {})
+            raise MechWatchError(error.get("code", "error"), error.get("message", str(reply)), reply.get("id"))
+        return reply
+
+    def _send_traces(self, op, reference, traces, outputs, ids):
+        outputs = _as_list(outputs)
+        ids = _as_list(ids)
+        replies, failure = [], None
+        batch = []
+        for i, trace in enumerate(traces):
+            batch.append(self._request(op, reference, trace,
+                                       outputs[i] if outputs is not None else None,
+                                       ids[i] if ids is not None else None))
+            if len(batch) == self.batch_size:
+                replies += self._roundtrip(batch)
+                batch = []
+        if batch:
+            replies += self._roundtrip(batch)
+        results = [r if r.get("ok") else None for r in replies]
+        for r in replies:
+            if not r.get("ok"):
+                error = r.get("error", {})
+                failure = MechWatchError(error.get("code", "error"), error.get("message", str(r)), r.get("id"),
+                                         results=results)
+                break
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _request(self, op, reference, trace, output, id):
+        if isinstance(trace, Trace):
+            sites, meta = trace.sites, trace.meta
+            output = trace.output if output is None else output
+            id = trace.id if id is None else id
+        else:
+            sites, meta = trace, None
+        if id is None:
+            id = f"py-{os.getpid()}-{next(self._ids)}"
+        body = ",".join(f"{json.dumps(str(name))}:{_vector(name, v)}" for name, v in sites.items())
+        parts = [f'"op":"{op}"', f'"reference":{json.dumps(reference)}', f'"id":{json.dumps(str(id))}',
+                 f'"sites":{{{body}}}']
+        if output is not None:
+            parts.append(f'"output":{int(output)}')
+        if meta:
+            parts.append(f'"meta":{json.dumps(meta)}')
+        return "{" + ",".join(parts) + "}"
+
+    def _roundtrip(self, requests):
+        """Sends requests (dicts or pre-encoded JSON strings) pipelined, then reads one reply each."""
+        if self._sock is None:
+            self.connect()
+        payload = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in requests).encode()
+        try:
+            self._sock.sendall(payload)
+            return [self._read_reply() for _ in requests]
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError) as e:
+            self.close()
+            raise MechWatchConnectionError(f"connection to {self.socket_path} lost: {e}") from None
+
+    def _read_reply(self):
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionResetError("the daemon closed the connection")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise MechWatchProtocolError(f"unreadable reply: {line[:200]!r}") from None
+
+
+def _as_list(values):
+    if values is None:
+        return None
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    return np.asarray(values).tolist() if not isinstance(values, list) else values
+
+
+def _vector(name, values):
+    """JSON text of one site vector: a flat list of float32-representable numbers."""
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"site {name!r}: expected a 1-D vector, got shape {array.shape}")
+    # json.dumps writes NaN/Infinity for non-finite values; the daemon rejects those with non_finite_value.
+    return json.dumps(array.tolist())

@@ -1,0 +1,45 @@
+"""Starts a real `mechwatch serve` on a temporary socket and database for each test that asks for one."""
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+BINARY = pathlib.Path(os.environ.get("MECHWATCH_BIN", REPO / ".build" / "debug" / "mechwatch")).resolve()
+
+
+class Daemon:
+    def __init__(self, directory):
+        self.socket = str(directory / "d.sock")
+        self.database = str(directory / "d.db")
+        self.log = directory / "serve.log"
+        self.process = None
+
+    def start(self, *extra):
+        if not BINARY.exists():
+            pytest.fail(f"{BINARY} not built: run `swift build` (or `make test`) first")
+        self.process = subprocess.Popen(
+            [str(BINARY), "serve", "--socket", self.socket, "--database", self.database, "--alpha", "0.05", *extra],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), cwd="/")
+        deadline = time.time() + 20
+        while not os.path.exists(self.socket):
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"daemon did not start: {self.log.read_text()}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=20)
+        return self.process.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path).start()
+    yield d
+    d.stop()
