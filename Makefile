@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug/mechwatch
 
-.PHONY: install build test demo fixtures clean
+.PHONY: install build test kill-test demo fixtures clean
 
 install:
 	@scripts/install-deps.sh
@@ -14,7 +14,13 @@ test: install
 	$(SWIFT) build
 	$(SWIFT) test
 	@python3 -c "import numpy, pytest" 2>/dev/null || python3 -m pip install --quiet numpy pytest
+	python3 scripts/kill_test.py $(BIN)
 	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests
+
+# SIGKILL mid-stream, restart, check every acknowledged event and fit trace is stored (also run by `test`).
+kill-test: build
+	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	python3 scripts/kill_test.py $(BIN)
 
 demo: build
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
