@@ -17,10 +17,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Longest accepted message line in bytes (config: max_message_bytes).") var maxMessageBytes: Int?
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
+    @Option(help: "Comma-separated user ids allowed to connect besides the daemon's own (config: allowed_uids).") var allowedUids: String?
+    @Option(help: "Group whose members may connect; the socket becomes 0660 (config: allowed_group).") var allowedGroup: String?
 
     func resolvedConfiguration() throws -> Configuration {
         var c = try config.load()
-        do {
+        do throws(ConfigurationError) {
             if let socket { try c.set("socket", .string(socket)) }
             if let database { try c.set("database", .string(database)) }
             if let alpha { try c.set("alpha", .double(alpha)) }
@@ -28,6 +30,14 @@ struct Serve: AsyncParsableCommand {
             if let maxMessageBytes { try c.set("max_message_bytes", .integer(maxMessageBytes)) }
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
+            if let allowedUids {
+                let ids = allowedUids.split(separator: ",").map { Int($0.filter { $0 != " " }) }
+                guard ids.allSatisfy({ $0 != nil }) else {
+                    throw ConfigurationError.invalidValue(key: "allowed_uids", value: allowedUids, accepts: "comma-separated user ids, e.g. 1000,1001")
+                }
+                try c.set("allowed_uids", .integers(ids.map { $0! }))
+            }
+            if let allowedGroup { try c.set("allowed_group", .string(allowedGroup)) }
         } catch {
             throw ValidationError(error.description.replacingOccurrences(of: "config key '", with: "option '"))
         }
@@ -47,7 +57,10 @@ struct Serve: AsyncParsableCommand {
         do { engine = try Engine(configuration: configuration, logger: logger) } catch {
             throw CommandFailure("\(error)")
         }
-        let server = SocketServer(configuration: configuration, engine: engine, logger: logger)
+        let server: SocketServer
+        do { server = try SocketServer(configuration: configuration, engine: engine, logger: logger) } catch {
+            throw CommandFailure("\(error)")
+        }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -16,6 +16,10 @@ public struct Configuration: Sendable, Equatable {
     public var busyTimeoutMilliseconds: Int = 5_000
     /// Log level: trace, debug, info, notice, warning, error, critical.
     public var logLevel: Logger.Level = .info
+    /// Users, besides the daemon's own, whose connections are accepted (checked with SO_PEERCRED).
+    public var allowedUIDs: [UInt32] = []
+    /// A group whose members' connections are accepted; the socket is then made 0660 and given to it.
+    public var allowedGroup: String?
 
     public init() {}
 
@@ -28,6 +32,8 @@ public struct Configuration: Sendable, Equatable {
         ("max_message_bytes", "an integer from 1024 to 1073741824"),
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
+        ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
+        ("allowed_group", "the name of an existing group"),
     ]
 
     /// Sets `key` from its text form (a flag's value, or a TOML value rendered as text), validating it.
@@ -57,6 +63,12 @@ public struct Configuration: Sendable, Equatable {
         case "log_level":
             guard case .string(let s) = value, let level = Logger.Level(rawValue: s) else { throw invalid() }
             logLevel = level
+        case "allowed_uids":
+            guard case .integers(let ids) = value, ids.allSatisfy({ (0...Int(UInt32.max)).contains($0) }) else { throw invalid() }
+            allowedUIDs = ids.map { UInt32($0) }
+        case "allowed_group":
+            guard case .string(let s) = value, !s.isEmpty else { throw invalid() }
+            allowedGroup = s
         default:
             throw .unknownKey(key: key, known: Self.keys.map(\.key))
         }
@@ -69,6 +81,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
     case integer(Int)
     case double(Double)
     case bool(Bool)
+    case integers([Int])
 
     var number: Double? {
         switch self {
@@ -84,6 +97,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
         case .integer(let n): "\(n)"
         case .double(let d): "\(d)"
         case .bool(let b): "\(b)"
+        case .integers(let a): "\(a)"
         }
     }
 }

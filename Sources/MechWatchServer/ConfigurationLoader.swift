@@ -36,6 +36,7 @@ extension Configuration {
             else if let n = value.int { converted = .integer(n) }
             else if let d = value.double { converted = .double(d) }
             else if let b = value.bool { converted = .bool(b) }
+            else if let a = value.array, case let ints = a.compactMap({ $0.int }), ints.count == a.count { converted = .integers(ints) }
             else { throw .invalidValue(key: key, value: "a \(value.type)", accepts: Self.keys.first { $0.key == key }?.accepts ?? "a scalar") }
             try set(key, converted)
         }

@@ -4,12 +4,16 @@ import Glibc
 
 /// Checks and prepares the path a daemon will listen on.
 public enum SocketPath {
-    /// Creates the socket's directory (mode 0700) if missing, and refuses a path a live daemon owns.
-    /// A stale socket file (nobody accepting) is left for the bind to replace.
-    public static func prepare(_ path: String) throws(SocketPathError) {
+    /// Creates the socket's directory if missing (mode 0700, or 0710 owned by `group` so its members can
+    /// reach the socket), and refuses a path a live daemon owns. A stale socket file (nobody accepting)
+    /// is left for the bind to replace.
+    public static func prepare(_ path: String, group: UInt32? = nil) throws(SocketPathError) {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         if !directory.isEmpty, access(directory, F_OK) != 0 {
             try makeDirectories(directory)
+            if let group, chown(directory, UInt32.max, group) != 0 || chmod(directory, 0o710) != 0 {
+                throw .cannotSetMode(path: directory, errno: errno)
+            }
         }
         if access(path, F_OK) == 0, isAccepting(path) {
             throw .inUse(path: path)
@@ -59,7 +63,7 @@ public enum SocketPathError: Error, Equatable, CustomStringConvertible {
         case .cannotCreateDirectory(let path, let e):
             "cannot create socket directory '\(path)': \(String(cString: strerror(e)))"
         case .cannotSetMode(let path, let e):
-            "cannot set mode 0600 on socket '\(path)': \(String(cString: strerror(e)))"
+            "cannot set the owner group or mode of '\(path)': \(String(cString: strerror(e)))"
         }
     }
 }

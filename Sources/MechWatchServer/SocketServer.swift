@@ -14,16 +14,19 @@ public struct SocketServer: Service {
     public let configuration: Configuration
     public let engine: Engine
     public let logger: Logger
+    public let access: AccessPolicy
 
-    public init(configuration: Configuration, engine: Engine, logger: Logger) {
+    /// Fails if the configuration's access settings are invalid (e.g. an unknown `allowed_group`).
+    public init(configuration: Configuration, engine: Engine, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
         self.engine = engine
         self.logger = logger
+        access = try AccessPolicy(configuration: configuration)
     }
 
     public func run() async throws {
         let path = configuration.socket
-        try SocketPath.prepare(path)
+        try SocketPath.prepare(path, group: access.group?.id)
         let limit = configuration.maxMessageBytes
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
@@ -36,7 +39,13 @@ public struct SocketServer: Service {
                     return try NIOAsyncChannel<Frame, ByteBuffer>(synchronouslyWrapping: channel)
                 }
             }
-        guard chmod(path, 0o600) == 0 else { throw SocketPathError.cannotSetMode(path: path, errno: errno) }
+        if let group = access.group?.id {
+            guard chown(path, UInt32.max, group) == 0, chmod(path, 0o660) == 0 else {
+                throw SocketPathError.cannotSetMode(path: path, errno: errno)
+            }
+        } else {
+            guard chmod(path, 0o600) == 0 else { throw SocketPathError.cannotSetMode(path: path, errno: errno) }
+        }
         logger.notice("listening", metadata: ["socket": "\(path)", "database": "\(configuration.database)"])
         // On graceful shutdown, close the listener rather than abandoning the accept loop: connections
         // already accepted still come out of the stream and are each closed in an orderly way.
@@ -55,8 +64,17 @@ public struct SocketServer: Service {
     }
 
     private func serve(_ connection: NIOAsyncChannel<Frame, ByteBuffer>) async {
+        let peer = await AccessPolicy.peer(of: connection.channel)
+        let allowed = peer.map { access.allows(uid: $0.uid, gid: $0.gid) } ?? false
         do {
             try await connection.executeThenClose { inbound, outbound in
+                guard allowed else {
+                    let who = peer.map { "uid \($0.uid) (pid \($0.pid))" } ?? "a peer whose credentials could not be read"
+                    logger.warning("refused connection", metadata: ["peer": "\(who)"])
+                    let refusal = ProtocolError(.permissionDenied, "connection refused: \(who) is not allowed by the daemon's access list (its own user, allowed_uids, allowed_group)")
+                    try await outbound.write(ByteBuffer(string: Reply.failure(id: nil, refusal).line))
+                    return
+                }
                 for try await frame in inbound.cancelOnGracefulShutdown() {
                     let reply = await engine.handle(Self.decode(frame))
                     try await outbound.write(ByteBuffer(string: reply.line))

@@ -18,6 +18,7 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
         case unknownSite = "unknown_site"
         case wrongWidth = "wrong_width"
         case cannotFinalize = "cannot_finalize"
+        case permissionDenied = "permission_denied"
         case storeError = "store_error"
         case internalError = "internal_error"
     }

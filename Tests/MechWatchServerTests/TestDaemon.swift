@@ -23,7 +23,7 @@ struct TestDaemon {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let engine = try Engine(configuration: configuration, logger: logger)
-        let server = SocketServer(configuration: configuration, engine: engine, logger: logger)
+        let server = try SocketServer(configuration: configuration, engine: engine, logger: logger)
         let group = ServiceGroup(services: [server], logger: logger)
         return try await withThrowingTaskGroup(of: T?.self) { tasks in
             tasks.addTask { try await group.run(); return nil }
