@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "MechWatchServerTests", dependencies: [
-            "MechWatchServer", "MechWatchCLI", "MechWatchStore", "MechWatchWire", "MechWatchCore",
+            "MechWatchServer", "MechWatchCLI", "MechWatchStore", "MechWatchWire", "MechWatchCore", "CSQLite",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
