@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug/mechwatch
 
-.PHONY: install build test kill-test demo fixtures clean
+.PHONY: install build test kill-test flood-test demo fixtures clean
 
 install:
 	@scripts/install-deps.sh
@@ -15,7 +15,13 @@ test: install
 	$(SWIFT) test
 	@python3 -c "import numpy, pytest" 2>/dev/null || python3 -m pip install --quiet numpy pytest
 	python3 scripts/kill_test.py $(BIN)
+	python3 scripts/flood_test.py $(BIN)
 	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests
+
+# 8 clients flooding 12x768 traces; the daemon's peak RSS must stay bounded (also run by `test`).
+flood-test: build
+	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	python3 scripts/flood_test.py $(BIN)
 
 # SIGKILL mid-stream, restart, check every acknowledged event and fit trace is stored (also run by `test`).
 kill-test: build

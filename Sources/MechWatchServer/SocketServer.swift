@@ -70,7 +70,8 @@ public struct SocketServer: Service {
             try await connection.executeThenClose { inbound, outbound in
                 guard allowed else {
                     let who = peer.map { "uid \($0.uid) (pid \($0.pid))" } ?? "a peer whose credentials could not be read"
-                    logger.warning("refused connection", metadata: ["peer": "\(who)"])
+                    // A peer gone before its credentials could be read (a liveness probe) is not worth a warning.
+                    logger.log(level: peer == nil ? .debug : .warning, "refused connection", metadata: ["peer": "\(who)"])
                     let refusal = ProtocolError(.permissionDenied, "connection refused: \(who) is not allowed by the daemon's access list (its own user, allowed_uids, allowed_group)")
                     try await outbound.write(ByteBuffer(string: Reply.failure(id: nil, refusal).line))
                     return

@@ -2,6 +2,7 @@
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import time
 
@@ -25,11 +26,21 @@ class Daemon:
             [str(BINARY), "serve", "--socket", self.socket, "--database", self.database, "--alpha", "0.05", *extra],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), cwd="/")
         deadline = time.time() + 20
-        while not os.path.exists(self.socket):
+        while not self.accepting():
             if self.process.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"daemon did not start: {self.log.read_text()}")
             time.sleep(0.02)
         return self
+
+    def accepting(self):
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def stop(self):
         if self.process and self.process.poll() is None:
