@@ -14,7 +14,8 @@ public struct SiteModel: Sendable {
     /// Ledoit–Wolf shrunk covariance, column-major.
     public let covariance: [Double]
     public let shrinkage: Double
-    private let factor: Cholesky
+    /// Cholesky factor of `covariance`.
+    public let cholesky: Cholesky
     private let independenceLogNormaliser: Double
 
     /// Fraction of the mean variance below which a coordinate's variance is raised (dead units).
@@ -30,7 +31,7 @@ public struct SiteModel: Sendable {
         self.variances = variances
         self.covariance = covariance
         self.shrinkage = shrinkage
-        factor = try Cholesky(covariance, dimension: p)
+        cholesky = try Cholesky(covariance, dimension: p)
         independenceLogNormaliser = 0.5 * (variances.reduce(0) { $0 + log($1) } + Double(p) * SiteModel.logTwoPi)
     }
 
@@ -53,10 +54,10 @@ public struct SiteModel: Sendable {
             centred[i] = c
             independence += c * c / variances[i]
         }
-        let mahalanobis = factor.squaredMahalanobis(centred)
+        let mahalanobis = cholesky.squaredMahalanobis(centred)
         return SiteScore(
             mahalanobis: mahalanobis,
-            jointSurprise: 0.5 * (mahalanobis + factor.logDeterminant + Double(width) * SiteModel.logTwoPi),
+            jointSurprise: 0.5 * (mahalanobis + cholesky.logDeterminant + Double(width) * SiteModel.logTwoPi),
             independenceSurprise: 0.5 * independence + independenceLogNormaliser)
     }
 

@@ -19,7 +19,15 @@ struct CoreFixture: Decodable {
         let queries: [Double]
         let p_values: [Double]
     }
+    struct Transition: Decodable {
+        let fit_x: [[Double]], fit_y: [[Double]], fit_outputs: [Int]
+        let test_x: [[Double]], test_y: [[Double]], test_outputs: [Int]
+        let coefficients: [Double], conditional_covariance: [Double]
+        let transition_surprise: [Double], output_surprise: [Double?]
+        let output_minimum_count: Int
+    }
     let sites: [SiteLayout.Site]
+    let transition: Transition
     let fit: [String: [[Double]]]
     let test: [String: [[Double]]]
     let expected: [String: Expected]

@@ -48,12 +48,46 @@ cal[3] = cal[7]  # a tie
 queries = np.concatenate([cal[:3], [cal[7], -10.0, 10.0, 0.0]])
 pvals = [(1 + np.sum(cal >= s)) / (len(cal) + 1) for s in queries]
 
+# Transition (y given x) and output-conditioned terms, from a second generator so the values above
+# stay as they were. y depends linearly on x; outputs 0-2 shift y's mean, output 3 is rare (fallback).
+rng2 = np.random.default_rng(7)
+n_t, p, q = 90, 4, 3
+a = rng2.normal(size=(p, p))
+x = rng2.normal(size=(n_t, p)) @ a + 2.0
+coef = rng2.normal(size=(q, p))
+labels = np.concatenate([np.repeat([0, 1, 2], 29), [3, 3, 3]])
+class_shift = rng2.normal(size=(4, q)) * 2
+y = x @ coef.T + class_shift[labels] + 0.3 * rng2.normal(size=(n_t, q))
+tx = rng2.normal(size=(6, p)) @ a + 2.0
+tl = np.array([0, 1, 2, 0, 3, 1])
+ty = tx @ coef.T + class_shift[tl] + 0.3 * rng2.normal(size=(6, q))
+ty[-1] += np.array([3.0, -3.0, 3.0])  # breaks the dependence
+sxx, _ = ledoit_wolf(x)
+syy, sy = ledoit_wolf(y)
+mx, my = x.mean(0), y.mean(0)
+syx = (y - my).T @ (x - mx) / n_t  # biased cross-covariance
+b = syx @ np.linalg.inv(sxx)
+cond = syy - b @ syx.T
+resid = (ty - my) - (tx - mx) @ b.T
+transition_nll = -multivariate_normal(mean=np.zeros(q), cov=cond).logpdf(resid)
+means = {c: y[labels == c].mean(0) for c in range(4)}
+within = sum((y[labels == c] - means[c]).T @ (y[labels == c] - means[c]) for c in range(4)) / n_t
+pooled = (1 - sy) * within + sy * np.trace(within) / q * np.eye(q)
+output_nll = [(-multivariate_normal(mean=means[c], cov=pooled).logpdf(v) if c != 3 else None) for v, c in zip(ty, tl)]
+
 out = {
     "sites": [{"name": k, "width": v} for k, v in sites.items()],
     "fit": fit,
     "test": test,
     "expected": expected,
     "conformal": {"calibration": cal.tolist(), "queries": queries.tolist(), "p_values": [float(p) for p in pvals]},
+    "transition": {
+        "fit_x": x.tolist(), "fit_y": y.tolist(), "fit_outputs": labels.tolist(),
+        "test_x": tx.tolist(), "test_y": ty.tolist(), "test_outputs": tl.tolist(),
+        "coefficients": b.flatten(order="F").tolist(), "conditional_covariance": cond.flatten(order="F").tolist(),
+        "transition_surprise": transition_nll.tolist(), "output_surprise": output_nll,
+        "output_minimum_count": 10,
+    },
 }
 path = pathlib.Path(__file__).with_name("core_fixture.json")
 path.write_text(json.dumps(out, indent=1) + "\n")

@@ -1,0 +1,72 @@
+import COpenBLAS
+
+/// Streaming per-output means and pooled within-output co-moment of one site.
+public struct OutputMoments: Sendable, Equatable {
+    public let width: Int
+    public private(set) var counts: [Int: Int] = [:]
+    public private(set) var means: [Int: [Double]] = [:]
+    /// Lower triangle of `Σ_c Σ_{i∈c} (x_i − μ_c)(x_i − μ_c)ᵀ`, column-major.
+    public private(set) var comoment: [Double]
+    public private(set) var count = 0
+
+    public init(width: Int) {
+        self.width = width
+        comoment = Array(repeating: 0, count: width * width)
+    }
+
+    /// Adds a vector whose trace had output `label` (Welford's update within its class).
+    public mutating func add(_ x: [Double], label: Int) {
+        let n = Double(counts[label, default: 0] + 1)
+        counts[label] = Int(n)
+        var mean = means[label] ?? Array(repeating: 0, count: width)
+        var delta = [Double](repeating: 0, count: width)
+        for i in 0..<width {
+            delta[i] = x[i] - mean[i]
+            mean[i] += delta[i] / n
+        }
+        means[label] = mean
+        count += 1
+        cblas_dsyr(CblasColMajor, CblasLower, Int32(width), (n - 1) / n, delta, 1, &comoment, Int32(width))
+    }
+}
+
+/// Output-conditioned Gaussian of a site: a mean per output and one pooled, shrunk within-output
+/// covariance, after Lee, Lee, Lee & Shin (2018), "A Simple Unified Framework for Detecting
+/// Out-of-Distribution Samples and Adversarial Attacks" (class-conditional Gaussians, tied covariance).
+/// The pooled covariance is shrunk toward `(tr/p) I` with the site's own Ledoit–Wolf intensity.
+public struct OutputModel: Sendable {
+    public let site: String
+    public let means: [Int: [Double]]
+    /// Outputs seen fewer times than this in fitting fall back to the unconditional estimate.
+    public let minimumCount: Int
+    public let covariance: [Double]
+    private let factor: Cholesky
+
+    public init(site: String, moments m: OutputMoments, shrinkage: Double, minimumCount: Int = 10) throws(MathError) {
+        let p = m.width
+        var cov = [Double](repeating: 0, count: p * p)
+        var trace = 0.0
+        for j in 0..<p {
+            for i in j..<p {
+                let v = m.comoment[j * p + i] / Double(m.count)
+                cov[j * p + i] = v * (1 - shrinkage)
+                cov[i * p + j] = v * (1 - shrinkage)
+            }
+            trace += m.comoment[j * p + j] / Double(m.count)
+        }
+        for i in 0..<p { cov[i * p + i] += shrinkage * trace / Double(p) }
+        self.site = site
+        means = m.means.filter { m.counts[$0.key, default: 0] >= minimumCount }
+        self.minimumCount = minimumCount
+        covariance = cov
+        factor = try Cholesky(cov, dimension: p)
+    }
+
+    /// `−log N(x; μ_output, Σ_within)` in nats, or nil when the output is absent or too rare in fitting.
+    public func surprise(_ x: [Double], output: Int?) -> Double? {
+        guard let output, let mean = means[output] else { return nil }
+        let centred = (0..<x.count).map { x[$0] - mean[$0] }
+        return 0.5 * (factor.squaredMahalanobis(centred) + factor.logDeterminant + Double(x.count) * SiteModel.logTwoPi)
+    }
+}
+

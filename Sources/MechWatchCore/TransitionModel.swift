@@ -1,0 +1,57 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import COpenBLAS
+
+/// The linear-Gaussian conditional of a site given the site before it: `y | x ~ N(μ_y + B(x − μ_x), Σ_y|x)`.
+///
+/// With the shrunk covariances `Σ_xx`, `Σ_yy` of the two sites and their sample cross-covariance `Σ_yx`,
+/// `B = Σ_yx Σ_xx⁻¹` and `Σ_y|x = Σ_yy − Σ_yx Σ_xx⁻¹ Σ_xy` (the Schur complement; e.g. Bishop, PRML §2.3.1),
+/// computed through the Cholesky factor `L_x` of `Σ_xx`: `W = Σ_yx L_x⁻ᵀ`, `B = W L_x⁻¹`, `Σ_y|x = Σ_yy − W Wᵀ`.
+/// Shrinking `Σ_xx` regularises the regression; `Σ_y|x` gets the same ridge fallback as any site.
+public struct TransitionModel: Sendable {
+    public let from: String, to: String
+    let widthX: Int, widthY: Int
+    let meanX: [Double], meanY: [Double]
+    /// `B`, `widthY × widthX`, column-major.
+    public let coefficients: [Double]
+    /// `Σ_y|x`, column-major.
+    public let conditionalCovariance: [Double]
+    private let factor: Cholesky
+
+    /// Fits from the two site models and the cross moments of the traces that estimated them.
+    public init(from x: SiteModel, to y: SiteModel, cross: CrossMoments) throws(MathError) {
+        let p = x.width, q = y.width
+        precondition(cross.widthX == p && cross.widthY == q)
+        var w = cross.covariance()  // Σ_yx, q × p
+        // W = Σ_yx L_x⁻ᵀ  (solve W L_xᵀ = Σ_yx)
+        cblas_dtrsm(CblasColMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, Int32(q), Int32(p), 1,
+                    x.cholesky.lower, Int32(p), &w, Int32(q))
+        // Σ_y|x = Σ_yy − W Wᵀ (lower triangle, then mirrored)
+        var conditional = y.covariance
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(q), Int32(p), -1, w, Int32(q), 1, &conditional, Int32(q))
+        for j in 0..<q { for i in 0..<j { conditional[j * q + i] = conditional[i * q + j] } }
+        // B = W L_x⁻¹  (solve B L_x = W)
+        var b = w
+        cblas_dtrsm(CblasColMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(q), Int32(p), 1,
+                    x.cholesky.lower, Int32(p), &b, Int32(q))
+        from = x.name
+        to = y.name
+        widthX = p
+        widthY = q
+        meanX = x.mean
+        meanY = y.mean
+        coefficients = b
+        conditionalCovariance = conditional
+        factor = try Cholesky(conditional, dimension: q)
+    }
+
+    /// `−log N(y; μ_y + B(x − μ_x), Σ_y|x)` in nats: the surprise of `y` given `x`.
+    public func surprise(x: [Double], y: [Double]) -> Double {
+        var residual = (0..<widthY).map { y[$0] - meanY[$0] }
+        let centredX = (0..<widthX).map { x[$0] - meanX[$0] }
+        cblas_dgemv(CblasColMajor, CblasNoTrans, Int32(widthY), Int32(widthX), -1, coefficients, Int32(widthY),
+                    centredX, 1, 1, &residual, 1)
+        return 0.5 * (factor.squaredMahalanobis(residual) + factor.logDeterminant + Double(widthY) * SiteModel.logTwoPi)
+    }
+}
