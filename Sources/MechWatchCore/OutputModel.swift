@@ -39,10 +39,12 @@ public struct OutputModel: Sendable {
     public let means: [Int: [Double]]
     /// Outputs seen fewer times than this in fitting fall back to the unconditional estimate.
     public let minimumCount: Int
+    /// Default `minimumCount`.
+    public static let defaultMinimumCount = 10
     public let covariance: [Double]
     private let factor: Cholesky
 
-    public init(site: String, moments m: OutputMoments, shrinkage: Double, minimumCount: Int = 10) throws(MathError) {
+    public init(site: String, moments m: OutputMoments, shrinkage: Double, minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
         let p = m.width
         var cov = [Double](repeating: 0, count: p * p)
         var trace = 0.0
@@ -60,6 +62,16 @@ public struct OutputModel: Sendable {
         self.minimumCount = minimumCount
         covariance = cov
         factor = try Cholesky(cov, dimension: p)
+    }
+
+    /// Rebuilds a stored model from its per-output means and pooled covariance.
+    public init(site: String, means: [Int: [Double]], covariance: [Double], minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
+        self.site = site
+        self.means = means
+        self.minimumCount = minimumCount
+        self.covariance = covariance
+        let p = Int(Double(covariance.count).squareRoot())
+        factor = try Cholesky(covariance, dimension: p)
     }
 
     /// `−log N(x; μ_output, Σ_within)` in nats, or nil when the output is absent or too rare in fitting.

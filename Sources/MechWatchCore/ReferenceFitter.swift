@@ -7,12 +7,18 @@ public struct ReferenceFitter: Sendable {
     public let layout: SiteLayout
     public let split: CalibrationSplit
     public private(set) var moments: [RunningMoments]
+    /// Cross moments of each consecutive pair of sites.
+    public private(set) var crosses: [CrossMoments]
+    /// Per-output moments of each site, from the fit traces that carried an output.
+    public private(set) var outputMoments: [OutputMoments]
     public private(set) var calibrationCount = 0
 
     public init(layout: SiteLayout, split: CalibrationSplit) {
         self.layout = layout
         self.split = split
         moments = layout.sites.map { RunningMoments(width: $0.width) }
+        crosses = zip(layout.sites, layout.sites.dropFirst()).map { CrossMoments(widthX: $0.width, widthY: $1.width) }
+        outputMoments = layout.sites.map { OutputMoments(width: $0.width) }
     }
 
     /// Number of traces in the fitting moments.
@@ -26,11 +32,15 @@ public struct ReferenceFitter: Sendable {
             return true
         }
         for s in moments.indices { moments[s].add(trace.sites[s]) }
+        for k in crosses.indices { crosses[k].add(x: trace.sites[k], y: trace.sites[k + 1]) }
+        if let output = trace.output {
+            for s in outputMoments.indices { outputMoments[s].add(trace.sites[s], label: output) }
+        }
         return false
     }
 
     /// Estimates the site models, scores the held-out traces and returns the calibrated reference.
-    public func finalize(calibration: [Trace], alpha: Double) throws(FitError) -> ReferenceModel {
+    public func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism) throws(FitError) -> ReferenceModel {
         guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
         guard !calibration.isEmpty else { throw .tooFewCalibrationTraces(have: 0, alpha: alpha) }
         guard 1 / Double(calibration.count + 1) <= alpha else {
@@ -40,9 +50,26 @@ public struct ReferenceFitter: Sendable {
         for (site, m) in zip(layout.sites, moments) {
             do { sites.append(try SiteModel(name: site.name, moments: m)) } catch { throw .numerical(site: site.name, error) }
         }
-        let draft = ReferenceModel(layout: layout, sites: sites, calibrator: ConformalCalibrator(scores: []), alpha: alpha)
-        let scores = calibration.map { draft.account($0).score }
-        return ReferenceModel(layout: layout, sites: sites, calibrator: ConformalCalibrator(scores: scores), alpha: alpha)
+        var transitions: [TransitionModel] = []
+        for (k, cross) in crosses.enumerated() {
+            do { transitions.append(try TransitionModel(from: sites[k], to: sites[k + 1], cross: cross)) } catch {
+                throw .numerical(site: "\(sites[k].name)→\(sites[k + 1].name)", error)
+            }
+        }
+        var outputs: [OutputModel] = []
+        if outputMoments.first.map({ $0.counts.values.contains { $0 >= OutputModel.defaultMinimumCount } }) == true {
+            for (s, m) in outputMoments.enumerated() {
+                do { outputs.append(try OutputModel(site: sites[s].name, moments: m, shrinkage: sites[s].shrinkage)) } catch {
+                    throw .numerical(site: sites[s].name, error)
+                }
+            }
+        }
+        let layout = self.layout
+        let draft = ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs,
+                                   calibration: Calibration(layout: TermLayout(sites: [], outputs: false), accounts: []), alpha: alpha, scorer: scorer)
+        let calibrated = Calibration(layout: draft.termLayout, accounts: calibration.map(draft.account))
+        return ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs,
+                              calibration: calibrated, alpha: alpha, scorer: scorer)
     }
 }
 

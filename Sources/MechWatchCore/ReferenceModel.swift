@@ -1,52 +1,150 @@
-/// A finalized reference: per-site models, the calibration set's scores and the flagging level.
+/// A finalized reference: per-site, per-transition and per-output models, the calibration of every
+/// statistic, the scorer whose p-value decides flags, and the flagging level.
 public struct ReferenceModel: Sendable {
     public let layout: SiteLayout
     public let sites: [SiteModel]
-    public let calibrator: ConformalCalibrator
+    /// One per consecutive pair of sites, in site order (none for a reference fitted before transitions
+    /// were estimated).
+    public let transitions: [TransitionModel]
+    /// One per site when the fit traces carried outputs; empty otherwise.
+    public let outputs: [OutputModel]
+    public let calibration: Calibration
     /// Traces with `p ≤ alpha` are flagged.
     public let alpha: Double
+    /// Which statistic's p-value flags.
+    public let scorer: Scorer
 
-    public init(layout: SiteLayout, sites: [SiteModel], calibrator: ConformalCalibrator, alpha: Double) {
-        precondition(layout.sites.count == sites.count)
+    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel],
+                calibration: Calibration, alpha: Double, scorer: Scorer) {
+        precondition(layout.sites.count == sites.count && (transitions.isEmpty || transitions.count == sites.count - 1))
         self.layout = layout
         self.sites = sites
-        self.calibrator = calibrator
+        self.transitions = transitions
+        self.outputs = outputs
+        self.calibration = calibration
         self.alpha = alpha
+        self.scorer = scorer
+        termLayout = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty)
     }
 
-    /// The per-site terms and total score of a trace (score = Σ squared Mahalanobis distances).
+    /// The terms this reference accounts for.
+    public let termLayout: TermLayout
+
+    /// Every term of a trace's surprise account (uncalibrated).
     public func account(_ trace: Trace) -> SurpriseAccount {
-        SurpriseAccount(sites: zip(sites, trace.sites).map { $0.score($1) })
+        let siteScores = zip(sites, trace.sites).map { $0.score($1) }
+        let transitionSurprises = transitions.indices.map { k in transitions[k].surprise(x: trace.sites[k], y: trace.sites[k + 1]) }
+        let outputSurprises: [Double?] = outputs.indices.map { outputs[$0].surprise(trace.sites[$0], output: trace.output) }
+        return SurpriseAccount(sites: siteScores, transitions: transitionSurprises, outputs: outputSurprises)
     }
 
-    /// The score, calibrated p-value and flag of a trace.
+    /// The statistics, calibrated p-values and flag of a trace.
     public func evaluate(_ trace: Trace) -> Verdict {
         let account = account(trace)
-        let p = calibrator.pValue(account.score)
-        return Verdict(account: account, p: p, flagged: p <= alpha)
+        let termP = calibration.terms.tailProbabilities(account.termValues)
+        let mechanism = TermCalibration.fisher(termP)
+        let statistics: [Scorer: Double] = [.mahalanobis: account.score, .independence: account.independenceSurprise, .mechanism: mechanism]
+        let p: [Scorer: Double] = [
+            .mahalanobis: calibration.mahalanobis.pValue(account.score),
+            .independence: calibration.independence.pValue(account.independenceSurprise),
+            .mechanism: calibration.terms.mechanism.pValue(mechanism),
+        ]
+        return Verdict(account: account, termP: termP, statistics: statistics, pValues: p, scorer: scorer, alpha: alpha)
     }
 }
 
-/// The per-site surprise terms of one trace.
+/// The statistics a reference can flag with.
+public enum Scorer: String, Sendable, CaseIterable, Codable {
+    /// Σ over sites of the squared Mahalanobis distance under the shrunk covariance.
+    case mahalanobis
+    /// Σ over sites of the mean-field (independent coordinates) surprise.
+    case independence
+    /// Fisher's combination of every term's calibrated tail probability (the full surprise account).
+    case mechanism
+}
+
+/// The held-out calibration of every statistic.
+public struct Calibration: Sendable, Equatable {
+    public let mahalanobis: ConformalCalibrator
+    public let independence: ConformalCalibrator
+    public let terms: TermCalibration
+    /// `termValues[i][j]`: term `j` of calibration trace `i` (what the store keeps).
+    public let termValues: [[Double]]
+
+    /// Calibrates from the calibration traces' accounts.
+    public init(layout: TermLayout, accounts: [SurpriseAccount]) {
+        self.init(layout: layout, termValues: accounts.map(\.termValues),
+                  mahalanobis: accounts.map(\.score), independence: accounts.map(\.independenceSurprise))
+    }
+
+    public init(layout: TermLayout, termValues: [[Double]], mahalanobis: [Double], independence: [Double]) {
+        self.termValues = termValues
+        self.mahalanobis = ConformalCalibrator(scores: mahalanobis)
+        self.independence = ConformalCalibrator(scores: independence)
+        terms = TermCalibration(layout: layout, values: termValues)
+    }
+
+    public var count: Int { termValues.count }
+}
+
+/// Every term of one trace: per site, per transition, per output.
 public struct SurpriseAccount: Sendable, Equatable {
     public var sites: [SiteScore]
+    /// Surprise (nats) of each later site given the earlier one.
+    public var transitions: [Double]
+    /// Output-conditioned surprise per site; nil where the output was absent or too rare (fallback).
+    public var outputs: [Double?]
 
-    public init(sites: [SiteScore]) { self.sites = sites }
+    public init(sites: [SiteScore], transitions: [Double] = [], outputs: [Double?] = []) {
+        self.sites = sites
+        self.transitions = transitions
+        self.outputs = outputs
+    }
 
-    /// The trace's anomaly score: the sum over sites of the squared Mahalanobis distance.
+    /// The Mahalanobis statistic: Σ over sites of the squared Mahalanobis distance.
     public var score: Double { sites.reduce(0) { $0 + $1.mahalanobis } }
+
+    /// The independence statistic: Σ over sites of the mean-field surprise.
+    public var independenceSurprise: Double { sites.reduce(0) { $0 + $1.independenceSurprise } }
+
+    /// Nats the earlier site explains about each later one: joint surprise − transition surprise.
+    public var explainedDependence: [Double] { transitions.indices.map { sites[$0 + 1].jointSurprise - transitions[$0] } }
+
+    /// Whether any site fell back to the unconditional estimate for lack of a known output.
+    public var outputFallback: Bool { outputs.contains { $0 == nil } }
+
+    /// The values in `TermLayout` order (NaN for an output term that fell back: it counts as no evidence).
+    public var termValues: [Double] {
+        var v: [Double] = []
+        for s in sites { v += [s.independenceSurprise, s.jointSurprise, s.explainedInteraction] }
+        for (t, d) in zip(transitions, explainedDependence) { v += [t, d] }
+        v += outputs.map { $0 ?? .nan }
+        return v
+    }
 }
 
 /// What scoring decided about one trace.
 public struct Verdict: Sendable, Equatable {
     public var account: SurpriseAccount
-    public var p: Double
-    public var flagged: Bool
-    public var score: Double { account.score }
+    /// Calibrated tail probability of each term, in `TermLayout` order.
+    public var termP: [Double]
+    public var statistics: [Scorer: Double]
+    public var pValues: [Scorer: Double]
+    public var scorer: Scorer
+    public var alpha: Double
 
-    public init(account: SurpriseAccount, p: Double, flagged: Bool) {
+    public init(account: SurpriseAccount, termP: [Double], statistics: [Scorer: Double], pValues: [Scorer: Double], scorer: Scorer, alpha: Double) {
         self.account = account
-        self.p = p
-        self.flagged = flagged
+        self.termP = termP
+        self.statistics = statistics
+        self.pValues = pValues
+        self.scorer = scorer
+        self.alpha = alpha
     }
+
+    /// The reference scorer's statistic (larger is more anomalous).
+    public var score: Double { statistics[scorer] ?? .nan }
+    /// The reference scorer's calibrated p-value.
+    public var p: Double { pValues[scorer] ?? 1 }
+    public var flagged: Bool { p <= alpha }
 }

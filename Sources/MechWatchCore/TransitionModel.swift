@@ -46,6 +46,20 @@ public struct TransitionModel: Sendable {
         factor = try Cholesky(conditional, dimension: q)
     }
 
+    /// Rebuilds a stored transition from its coefficients and conditional covariance.
+    public init(from x: SiteModel, to y: SiteModel, coefficients: [Double], conditionalCovariance: [Double]) throws(MathError) {
+        precondition(coefficients.count == x.width * y.width && conditionalCovariance.count == y.width * y.width)
+        from = x.name
+        to = y.name
+        widthX = x.width
+        widthY = y.width
+        meanX = x.mean
+        meanY = y.mean
+        self.coefficients = coefficients
+        self.conditionalCovariance = conditionalCovariance
+        factor = try Cholesky(conditionalCovariance, dimension: y.width)
+    }
+
     /// `−log N(y; μ_y + B(x − μ_x), Σ_y|x)` in nats: the surprise of `y` given `x`.
     public func surprise(x: [Double], y: [Double]) -> Double {
         var residual = (0..<widthY).map { y[$0] - meanY[$0] }

@@ -68,8 +68,8 @@ public actor Engine {
             return try fit(name, message)
         case .score(let name, let message):
             return try score(name, message)
-        case .finalize(let name, let alpha):
-            return try finalize(name, alpha: alpha, id: id)
+        case .finalize(let name, let alpha, let scorer):
+            return try finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, id: id)
         case .delete(let name):
             guard references[name] != nil else { throw unknown(name) }
             try storing { () throws(StoreError) in _ = try store.deleteReference(named: name) }
@@ -116,7 +116,7 @@ public actor Engine {
         let trace = try message.trace(in: record.layout, reference: name)
         let verdict = model.evaluate(trace)
         let event = try storing { () throws(StoreError) in
-            try store.insertEvent(referenceID: record.id, trace: trace, verdict: verdict, meta: message.meta?.jsonText)
+            try store.insertEvent(referenceID: record.id, trace: trace, verdict: verdict, terms: model.termLayout, meta: message.meta?.jsonText)
         }
         if verdict.flagged {
             logger.info("flagged", metadata: ["reference": "\(name)", "id": "\(trace.id)", "event": "\(event)", "p": "\(verdict.p)"])
@@ -124,7 +124,7 @@ public actor Engine {
         return .success(id: trace.id, ["event": .int(Int(event)), "score": .number(verdict.score), "p": .number(verdict.p), "flagged": .bool(verdict.flagged)])
     }
 
-    private func finalize(_ name: String, alpha: Double?, id: String?) throws(ProtocolError) -> Reply {
+    private func finalize(_ name: String, alpha: Double?, scorer: Scorer, id: String?) throws(ProtocolError) -> Reply {
         guard let loaded = references[name] else { throw unknown(name) }
         guard case .collecting(let record, let fitter) = loaded else {
             throw ProtocolError(.referenceNotCollecting, "reference: '\(name)' is already active; delete it to fit again")
@@ -136,7 +136,7 @@ public actor Engine {
             throw storeFailure(error)
         }
         let model: ReferenceModel
-        do { model = try fitter.finalize(calibration: calibration, alpha: alpha ?? record.alpha) } catch {
+        do { model = try fitter.finalize(calibration: calibration, alpha: alpha ?? record.alpha, scorer: scorer) } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
         }
         try storing { () throws(StoreError) in try store.activate(record, model: model) }
@@ -146,7 +146,8 @@ public actor Engine {
         let shrinkage = JSONValue.object(model.sites.map { JSONValue.Member($0.name, .number($0.shrinkage)) })
         return .success(id: id, [
             "reference": .string(name), "state": "active", "fit_traces": .int(fitter.fitCount),
-            "calibration_traces": .int(calibration.count), "alpha": .number(model.alpha), "shrinkage": shrinkage,
+            "calibration_traces": .int(calibration.count), "alpha": .number(model.alpha), "scorer": .string(model.scorer.rawValue),
+            "terms": .int(model.termLayout.terms.count), "shrinkage": shrinkage,
         ])
     }
 

@@ -20,6 +20,8 @@ public struct ReferenceRecord: Sendable, Equatable {
     public var finalizedAt: String?
     public var fitCount: Int
     public var calibrationCount: Int
+    /// The statistic whose p-value flags.
+    public var scorer: Scorer
 }
 
 /// One stored event as listed by `flags`.
@@ -44,10 +46,23 @@ public struct EventDetail: Sendable, Equatable {
         public var score: SiteScore
     }
 
+    /// One term of the surprise account with its calibrated tail probability.
+    public struct Term: Sendable, Equatable {
+        public var kind: TermLayout.Kind
+        public var subject: String
+        /// Nats; nil for an output term that fell back to the unconditional estimate.
+        public var value: Double?
+        public var p: Double
+    }
+
     public var row: EventRow
     public var alpha: Double
     public var calibrationCount: Int
     public var sites: [Site]
+    /// The scorer that decided the flag, and each scorer's p-value (absent for version-1 events).
+    public var scorer: Scorer?
+    public var pValues: [Scorer: Double]
+    public var terms: [Term]
 }
 
 /// Event counts of one reference.

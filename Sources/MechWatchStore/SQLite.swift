@@ -137,4 +137,5 @@ enum SQLValue {
 
     static func optional(_ v: Int?) -> SQLValue { v.map { .integer(Int64($0)) } ?? .null }
     static func optional(_ v: String?) -> SQLValue { v.map { .text($0) } ?? .null }
+    static func optional(_ v: Double?) -> SQLValue { v.map { .real($0) } ?? .null }
 }

@@ -59,53 +59,110 @@ extension Store {
         }
     }
 
-    /// Stores the fitted statistics, drops the fit-role traces (their moments are now estimated) and
-    /// makes the reference active, in one transaction.
+    /// Stores the fitted statistics and calibration, drops the fit-role traces (their moments are now
+    /// estimated) and makes the reference active, in one transaction.
     public func activate(_ reference: ReferenceRecord, model: ReferenceModel) throws(StoreError) {
         try transaction { () throws(StoreError) in
             let site = try db.prepare("""
-                UPDATE reference_sites SET shrinkage = ?3, mean = ?4, variances = ?5, covariance = ?6
+                UPDATE reference_sites SET shrinkage = ?3, mean = ?4, variances = ?5, covariance = ?6, output_covariance = ?7
                 WHERE reference_id = ?1 AND position = ?2
                 """)
             for (position, s) in model.sites.enumerated() {
+                let output: SQLValue = model.outputs.isEmpty ? .null : .blob(Blob.float64(model.outputs[position].covariance))
                 try site.bind(.integer(reference.id), .integer(Int64(position)), .real(s.shrinkage),
-                              .blob(Blob.float64(s.mean)), .blob(Blob.float64(s.variances)), .blob(Blob.float64(s.covariance))).run()
+                              .blob(Blob.float64(s.mean)), .blob(Blob.float64(s.variances)), .blob(Blob.float64(s.covariance)), output).run()
             }
+            let transition = try db.prepare("INSERT INTO reference_transitions (reference_id, position, coefficients, conditional_covariance) VALUES (?1, ?2, ?3, ?4)")
+            for (position, t) in model.transitions.enumerated() {
+                try transition.bind(.integer(reference.id), .integer(Int64(position)), .blob(Blob.float64(t.coefficients)),
+                                    .blob(Blob.float64(t.conditionalCovariance))).run()
+            }
+            let output = try db.prepare("INSERT INTO reference_outputs (reference_id, position, output, mean) VALUES (?1, ?2, ?3, ?4)")
+            for (position, o) in model.outputs.enumerated() {
+                for (label, mean) in o.means.sorted(by: { $0.key < $1.key }) {
+                    try output.bind(.integer(reference.id), .integer(Int64(position)), .integer(Int64(label)), .blob(Blob.float64(mean))).run()
+                }
+            }
+            let c = model.calibration
             try db.prepare("""
-                UPDATE reference_models SET state = 'active', alpha = ?2, calibration_scores = ?3,
-                    finalized_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                UPDATE reference_models SET state = 'active', alpha = ?2, scorer = ?3, calibration_scores = ?4,
+                    calibration_independence = ?5, calibration_terms = ?6, finalized_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                 WHERE id = ?1
-                """).bind(.integer(reference.id), .real(model.alpha), .blob(Blob.float64(model.calibrator.sortedScores))).run()
+                """).bind(.integer(reference.id), .real(model.alpha), .text(model.scorer.rawValue),
+                          .blob(Blob.float64(c.mahalanobis.sortedScores)), .blob(Blob.float64(c.independence.sortedScores)),
+                          .blob(Blob.float64(c.termValues.flatMap { $0 }))).run()
             try db.prepare("DELETE FROM fit_traces WHERE reference_id = ?1 AND role = 'fit'").bind(.integer(reference.id)).run()
         }
     }
 
-    /// The fitted model of an active reference.
+    /// The fitted model of an active reference. A reference finalized by schema version 1 has no
+    /// transition statistics; its term calibration is recomputed from its stored calibration traces.
     public func model(of reference: ReferenceRecord) throws(StoreError) -> ReferenceModel {
         guard reference.state == .active else {
             throw StoreError(.notFound, "reference '\(reference.name)' is not active")
         }
-        let stmt = try db.prepare("SELECT name, shrinkage, mean, variances, covariance FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
+        func corrupt(_ what: String, _ error: MathError) -> StoreError {
+            StoreError(.corrupt, "reference '\(reference.name)' \(what): \(error)")
+        }
+        let stmt = try db.prepare("SELECT name, shrinkage, mean, variances, covariance, output_covariance FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
         try stmt.bind(.integer(reference.id))
         var sites: [SiteModel] = []
+        var outputCovariances: [[Double]?] = []
         while try stmt.step() {
             do {
                 sites.append(try SiteModel(
                     name: stmt.text(0), count: reference.fitCount, mean: Blob.float64(stmt.blob(2)),
                     variances: Blob.float64(stmt.blob(3)), covariance: Blob.float64(stmt.blob(4)), shrinkage: stmt.double(1)))
-            } catch {
-                throw StoreError(.corrupt, "reference '\(reference.name)' site '\(stmt.text(0))': \(error)")
+            } catch { throw corrupt("site '\(stmt.text(0))'", error) }
+            outputCovariances.append(stmt.isNull(5) ? nil : Blob.float64(stmt.blob(5)))
+        }
+        var transitions: [TransitionModel] = []
+        let t = try db.prepare("SELECT position, coefficients, conditional_covariance FROM reference_transitions WHERE reference_id = ?1 ORDER BY position")
+        try t.bind(.integer(reference.id))
+        while try t.step() {
+            let k = Int(t.int(0))
+            do {
+                transitions.append(try TransitionModel(from: sites[k], to: sites[k + 1], coefficients: Blob.float64(t.blob(1)),
+                                                       conditionalCovariance: Blob.float64(t.blob(2))))
+            } catch { throw corrupt("transition \(k)", error) }
+        }
+        var means = [[Int: [Double]]](repeating: [:], count: sites.count)
+        let o = try db.prepare("SELECT position, output, mean FROM reference_outputs WHERE reference_id = ?1")
+        try o.bind(.integer(reference.id))
+        while try o.step() { means[Int(o.int(0))][Int(o.int(1))] = Blob.float64(o.blob(2)) }
+        var outputs: [OutputModel] = []
+        for (k, covariance) in outputCovariances.enumerated() {
+            guard let covariance else { break }
+            do { outputs.append(try OutputModel(site: sites[k].name, means: means[k], covariance: covariance)) } catch {
+                throw corrupt("outputs of site '\(sites[k].name)'", error)
             }
         }
-        let scores = try db.prepare("SELECT calibration_scores FROM reference_models WHERE id = ?1")
-            .bind(.integer(reference.id)).firstRow { Blob.float64($0.blob(0)) } ?? []
-        return ReferenceModel(layout: reference.layout, sites: sites,
-                              calibrator: ConformalCalibrator(scores: scores), alpha: reference.alpha)
+        let stored = try db.prepare("SELECT calibration_scores, calibration_independence, calibration_terms FROM reference_models WHERE id = ?1")
+            .bind(.integer(reference.id)).firstRow { s in
+                (Blob.float64(s.blob(0)), s.isNull(1) ? nil : Blob.float64(s.blob(1)), s.isNull(2) ? nil : Blob.float64(s.blob(2)))
+            }
+        let draft = ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs,
+                                   calibration: Calibration(layout: TermLayout(sites: [], outputs: false), accounts: []),
+                                   alpha: reference.alpha, scorer: reference.scorer)
+        let calibration: Calibration
+        if let stored, let independence = stored.1, let flat = stored.2 {
+            let width = draft.termLayout.terms.count
+            let rows = width == 0 ? [] : stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
+            calibration = Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence)
+        } else {
+            var accounts: [SurpriseAccount] = []
+            do { try forEachFitTrace(of: reference, heldOut: true) { accounts.append(draft.account($0)) } } catch {
+                throw (error as? StoreError) ?? StoreError(.sqlite, "\(error)")
+            }
+            calibration = Calibration(layout: draft.termLayout, accounts: accounts)
+        }
+        return ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs,
+                              calibration: calibration, alpha: reference.alpha, scorer: reference.scorer)
     }
 
     private func loadReferences(where clause: String, _ value: SQLValue) throws(StoreError) -> [ReferenceRecord] {
         let stmt = try db.prepare("""
-            SELECT id, name, state, alpha, calibration_fraction, created_at, finalized_at, fit_count, calibration_count
+            SELECT id, name, state, alpha, calibration_fraction, created_at, finalized_at, fit_count, calibration_count, scorer
             FROM reference_models \(clause) ORDER BY name
             """)
         if case .null = value { try stmt.bind() } else { try stmt.bind(value) }
@@ -115,7 +172,8 @@ extension Store {
                 id: stmt.int(0), name: stmt.text(1), state: ReferenceState(rawValue: stmt.text(2)) ?? .collecting,
                 alpha: stmt.double(3), calibrationFraction: stmt.double(4), layout: SiteLayout([]),
                 createdAt: stmt.text(5), finalizedAt: stmt.optionalText(6),
-                fitCount: Int(stmt.int(7)), calibrationCount: Int(stmt.int(8))))
+                fitCount: Int(stmt.int(7)), calibrationCount: Int(stmt.int(8)),
+                scorer: Scorer(rawValue: stmt.text(9)) ?? .mahalanobis))
         }
         let sites = try db.prepare("SELECT name, width FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
         for i in records.indices {

@@ -9,8 +9,8 @@ public enum Request: Sendable, Equatable {
     case fit(reference: String, trace: TraceMessage)
     /// `{"op":"score",…}`: score a trace against an active reference and store the event.
     case score(reference: String, trace: TraceMessage)
-    /// `{"op":"finalize","reference":…,"alpha":…}`: estimate and calibrate; the reference becomes active.
-    case finalize(reference: String, alpha: Double?)
+    /// `{"op":"finalize","reference":…,"alpha":…,"scorer":…}`: estimate and calibrate; the reference becomes active.
+    case finalize(reference: String, alpha: Double?, scorer: Scorer?)
     /// `{"op":"delete","reference":…}`: remove a reference with its traces and events.
     case delete(reference: String)
     /// `{"op":"status"}`: uptime, counts and references.

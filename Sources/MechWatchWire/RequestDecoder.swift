@@ -53,13 +53,21 @@ extension Request {
             let trace = TraceMessage(id: try f.requiredID(), output: try f.optionalInteger("output"), sites: try f.sites(), meta: try f.optionalObject("meta"))
             return op == "fit" ? .fit(reference: reference, trace: trace) : .score(reference: reference, trace: trace)
         case "finalize":
-            try f.allow(["op", "reference", "alpha", "id"])
+            try f.allow(["op", "reference", "alpha", "scorer", "id"])
             let reference = try f.name("reference")
             let alpha = try f.optionalNumber("alpha")
             if let alpha, !(alpha > 0 && alpha < 1) {
                 throw ProtocolError(.invalidField, "alpha: expected a number strictly between 0 and 1, got \(alpha)")
             }
-            return .finalize(reference: reference, alpha: alpha)
+            var scorer: Scorer?
+            if f.value["scorer"] != nil {
+                let name = try f.string("scorer")
+                guard let s = Scorer(rawValue: name) else {
+                    throw ProtocolError(.invalidField, "scorer: expected one of \(Scorer.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(name)\"")
+                }
+                scorer = s
+            }
+            return .finalize(reference: reference, alpha: alpha, scorer: scorer)
         case "delete":
             try f.allow(["op", "reference", "id"])
             return .delete(reference: try f.name("reference"))

@@ -5,6 +5,7 @@ import Testing
 /// A full disk, a locked database and a read-only database fail with specific codes, commit nothing
 /// partial, and leave the store usable.
 @Suite struct StoreFailureTests {
+    let terms = TermLayout(sites: ["h1", "h2"], transitions: false, outputs: false)
     let account = SurpriseAccount(sites: [SiteScore(mahalanobis: 1, jointSurprise: 2, independenceSurprise: 3),
                                           SiteScore(mahalanobis: 4, jointSurprise: 5, independenceSurprise: 6)])
 
@@ -17,7 +18,7 @@ import Testing
         var failure: StoreError?
         for k in 0..<5_000 {
             do {
-                _ = try store.insertEvent(referenceID: ref.id, trace: trace("t-\(k)", k), verdict: Verdict(account: account, p: 0.5, flagged: false), meta: String(repeating: "m", count: 200))
+                _ = try store.insertEvent(referenceID: ref.id, trace: trace("t-\(k)", k), verdict: verdict(account, p: 0.5), terms: terms, meta: String(repeating: "m", count: 200))
                 stored += 1
             } catch {
                 failure = error
@@ -38,13 +39,13 @@ import Testing
         let ref = try store.createReference(name: "r", layout: layout, alpha: 0.1, calibrationFraction: 0.2)
         let other = try SQLiteConnection(path: path)
         try other.execute("BEGIN IMMEDIATE")  // another process holds the write lock
-        let verdict = Verdict(account: account, p: 0.5, flagged: false)
-        #expect(throws: StoreError.self) { try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: verdict, meta: nil) }
-        do { _ = try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: verdict, meta: nil) } catch {
+        let v = verdict(account, p: 0.5)
+        #expect(throws: StoreError.self) { try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: v, terms: terms, meta: nil) }
+        do { _ = try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: v, terms: terms, meta: nil) } catch {
             #expect(error.code == .busy)
         }
         try other.execute("COMMIT")
-        #expect(try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: verdict, meta: nil) > 0)
+        #expect(try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: v, terms: terms, meta: nil) > 0)
     }
 
     @Test func readOnlyDatabaseIsNamed() throws {

@@ -91,7 +91,7 @@ func trace(_ id: String, _ k: Int) -> Trace {
         let active = try #require(try store.reference(named: "mlp"))
         #expect(active.state == .active && active.finalizedAt != nil)
         let loaded = try store.model(of: active)
-        #expect(loaded.calibrator == model.calibrator)
+        #expect(loaded.calibration == model.calibration)
         let probe = trace("p", 1000)
         #expect(loaded.evaluate(probe) == model.evaluate(probe))
 
@@ -109,8 +109,9 @@ func trace(_ id: String, _ k: Int) -> Trace {
         let ref = try store.createReference(name: "r", layout: layout, alpha: 0.1, calibrationFraction: 0.2)
         let account = SurpriseAccount(sites: [SiteScore(mahalanobis: 9, jointSurprise: 7, independenceSurprise: 8),
                                               SiteScore(mahalanobis: 1, jointSurprise: 2, independenceSurprise: 2.5)])
-        let quiet = try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: Verdict(account: account, p: 0.5, flagged: false), meta: nil)
-        let loud = try store.insertEvent(referenceID: ref.id, trace: trace("b", 2), verdict: Verdict(account: account, p: 0.01, flagged: true), meta: #"{"user":7}"#)
+        let terms = TermLayout(sites: ["h1", "h2"], transitions: false, outputs: false)
+        let quiet = try store.insertEvent(referenceID: ref.id, trace: trace("a", 1), verdict: verdict(account, p: 0.5), terms: terms, meta: nil)
+        let loud = try store.insertEvent(referenceID: ref.id, trace: trace("b", 2), verdict: verdict(account, p: 0.01), terms: terms, meta: #"{"user":7}"#)
         #expect(loud > quiet)
         let flagged = try store.events(reference: "r", limit: 10)
         #expect(flagged.map(\.event) == [loud])
@@ -125,7 +126,16 @@ func trace(_ id: String, _ k: Int) -> Trace {
         #expect(detail.sites.map(\.name) == ["h1", "h2"])
         #expect(detail.sites[0].score == account.sites[0])
         #expect(detail.alpha == 0.1)
+        #expect(detail.scorer == .mahalanobis && detail.pValues[.mahalanobis] == 0.01)
+        #expect(detail.terms.map(\.kind) == [.independence, .joint, .interaction, .independence, .joint, .interaction])
+        #expect(detail.terms[2].value == account.sites[0].explainedInteraction)
         #expect(try store.event(9999) == nil)
         #expect(try store.eventCounts()["r"] == EventCounts(events: 2, flagged: 1))
     }
+}
+
+/// A verdict of the Mahalanobis scorer with `p`, flagged at alpha 0.1, every term at tail probability 0.5.
+func verdict(_ account: SurpriseAccount, p: Double) -> Verdict {
+    Verdict(account: account, termP: account.termValues.map { _ in 0.5 }, statistics: [.mahalanobis: account.score],
+            pValues: [.mahalanobis: p], scorer: .mahalanobis, alpha: 0.1)
 }

@@ -13,7 +13,8 @@ import Testing
     @Test func decodesEveryOp() throws {
         #expect(try decode(#"{"op":"hello","protocol":1}"#).request.get() == .hello(protocolVersion: 1))
         #expect(try decode(#"{"op":"status"}"#).request.get() == .status)
-        #expect(try decode(#"{"op":"finalize","reference":"mlp","alpha":0.01}"#).request.get() == .finalize(reference: "mlp", alpha: 0.01))
+        #expect(try decode(#"{"op":"finalize","reference":"mlp","alpha":0.01}"#).request.get() == .finalize(reference: "mlp", alpha: 0.01, scorer: nil))
+        #expect(try decode(#"{"op":"finalize","reference":"m","scorer":"independence"}"#).request.get() == .finalize(reference: "m", alpha: nil, scorer: .independence))
         #expect(try decode(#"{"op":"delete","reference":"mlp"}"#).request.get() == .delete(reference: "mlp"))
         let fit = decode(#"{"op":"fit","reference":"mlp","id":"t-1","output":3,"sites":{"h2":[1,2],"h1":[3]},"meta":{"k":1}}"#)
         #expect(fit.id == "t-1")
@@ -45,6 +46,7 @@ import Testing
             (#"{"op":"score","reference":"r","id":"a","ouptut":1,"sites":{"h":[1]}}"#, .invalidField, "ouptut: unknown field"),
             (#"{"op":"score","reference":"a b","id":"a","sites":{"h":[1]}}"#, .invalidField, "reference: expected 1–256 letters"),
             (#"{"op":"finalize","reference":"r","alpha":1.5}"#, .invalidField, "alpha: expected a number strictly between 0 and 1"),
+            (#"{"op":"finalize","reference":"r","scorer":"magic"}"#, .invalidField, "scorer: expected one of mahalanobis, independence, mechanism"),
             (#"[1,2]"#, .invalidField, "expected a JSON object, got array"),
             (#"{"op":"status""#, .malformedJSON, "malformed JSON"),
         ]
