@@ -1,7 +1,9 @@
 import ArgumentParser
+import MechWatchCore
 import MechWatchStore
 
 extension OutputFormat: ExpressibleByArgument {}
+extension Scorer: ExpressibleByArgument {}
 
 /// Opens the store for a query command, turning store errors into user-facing failures.
 func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) throws -> T {

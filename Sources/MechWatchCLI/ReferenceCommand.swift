@@ -1,4 +1,5 @@
 import ArgumentParser
+import MechWatchCore
 import MechWatchServer
 import MechWatchStore
 import MechWatchWire
@@ -15,13 +16,15 @@ struct ReferenceCommand: AsyncParsableCommand {
             abstract: "Estimate and calibrate a collecting reference; it becomes active and starts scoring.")
         @Argument(help: "Reference name.") var name: String
         @Option(help: "Flagging level for this reference, in (0, 1). Default: the daemon's alpha.") var alpha: Double?
+        @Option(help: "Statistic that flags: mechanism (default), mahalanobis or independence.") var scorer: Scorer?
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
             var request: [JSONValue.Member] = [.init("op", "finalize"), .init("reference", .string(name))]
             if let alpha { request.append(.init("alpha", .number(alpha))) }
+            if let scorer { request.append(.init("scorer", .string(scorer.rawValue))) }
             let reply = try await call(client, .object(request))
-            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?")")
+            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?"), scorer \(reply["scorer"]?.jsonText ?? "?"), \(reply["terms"]?.jsonText ?? "?") terms")
         }
     }
 

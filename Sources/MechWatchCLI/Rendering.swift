@@ -1,3 +1,4 @@
+import MechWatchCore
 import MechWatchStore
 import MechWatchWire
 
@@ -46,6 +47,11 @@ enum EventRendering {
             if case .object(var members) = value {
                 members.append(.init("alpha", .number(e.alpha)))
                 members.append(.init("calibration_traces", .int(e.calibrationCount)))
+                members.append(.init("scorer", e.scorer.map { .string($0.rawValue) } ?? .null))
+                members.append(.init("p_values", .object(Scorer.allCases.compactMap { s in e.pValues[s].map { JSONValue.Member(s.rawValue, .number($0)) } })))
+                members.append(.init("terms", .array(e.terms.map { t in
+                    ["kind": .string(t.kind.rawValue), "subject": .string(t.subject), "nats": t.value.map { .number($0) } ?? .null, "p": .number(t.p)]
+                })))
                 members.append(.init("sites", .array(ranked.map { s in
                     [
                         "site": .string(s.name), "width": .int(s.width), "mahalanobis": .number(s.score.mahalanobis),
@@ -83,6 +89,21 @@ enum EventRendering {
                  Format.fixed(s.score.jointSurprise, 2), Format.fixed(s.score.independenceSurprise, 2), Format.fixed(s.score.explainedInteraction, 2)]
             }
             lines.append(table.render())
+            if !e.terms.isEmpty {
+                lines.append("")
+                let scorers = Scorer.allCases.compactMap { s in e.pValues[s].map { "\(s.rawValue) p \(Format.p($0))" } }
+                lines.append("Surprise account (flagging scorer: \(e.scorer?.rawValue ?? "mahalanobis"); \(scorers.joined(separator: ", "))).")
+                lines.append("Each term's calibrated tail probability, most responsible first: upper tail for surprises,")
+                lines.append("lower tail for explained nats (interaction: within a site; dependence: by the previous site).")
+                var terms = Table(header: ["TERM", "KIND", "NATS", "P"], numeric: [2, 3])
+                terms.rows = e.terms.sorted { $0.p < $1.p }.map { t in
+                    [t.subject, t.kind.rawValue, t.value.map { Format.fixed($0, 2) } ?? "fallback", Format.p(t.p)]
+                }
+                lines.append(terms.render())
+                if e.terms.contains(where: { $0.kind == .output && $0.value == nil }) {
+                    lines.append("(output terms marked fallback: the output was absent or too rare in fitting; they count as no evidence)")
+                }
+            }
             return lines.joined(separator: "\n")
         }
     }
