@@ -2,5 +2,6 @@
 import Glibc
 #endif
 
-/// Natural logarithm, without importing a platform module into every file.
+/// Natural logarithm and exponential, without importing a platform module into every file.
 @inline(__always) func _logOf(_ x: Double) -> Double { log(x) }
+@inline(__always) func _expOf(_ x: Double) -> Double { exp(x) }

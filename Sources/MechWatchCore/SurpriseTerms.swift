@@ -38,27 +38,36 @@ public struct TermLayout: Sendable, Equatable {
 /// Calibrated tail probabilities of each term and of the statistics built on them.
 ///
 /// Each term's value gets a conformal tail probability against the calibration traces' values of that
-/// term (upper tail for surprises, lower tail for explained nats). The mechanism statistic is Fisher's
-/// `−2 Σ log p_term`, itself calibrated against the calibration traces' statistics; theirs use
-/// leave-one-out term probabilities, so a calibration trace is ranked among the others as a new trace is.
+/// term (upper tail for surprises, lower tail for explained nats): `(1 + #{c at least as extreme}) / (n + 1)`.
+/// Beyond the most extreme calibration value the rank saturates, which would make every far-out trace
+/// look alike; there the probability continues as `1/(n+1) · exp(−excess / scale)`, an exponential tail
+/// whose scale is the mean excess of the most extreme 10% of calibration values over their threshold
+/// (a peaks-over-threshold fit, Pickands 1975, with shape 0). The mechanism statistic is Fisher's
+/// `−2 Σ log p_term`, itself calibrated conformally against the calibration traces' statistics; theirs
+/// use leave-one-out term probabilities, so a calibration trace is ranked among the others as a new trace
+/// is, and the final p-value keeps the conformal guarantee.
 public struct TermCalibration: Sendable, Equatable {
     public let layout: TermLayout
     /// Per term, the calibration values ascending.
     let sorted: [[Double]]
+    /// Per term, the exponential tail scale on the anomalous side.
+    let scales: [Double]
     /// The mechanism statistic of each calibration trace, for the final conformal step.
     public let mechanism: ConformalCalibrator
 
-    /// `values[i][j]`: term `j` of calibration trace `i`.
+    /// `values[i][j]`: term `j` of calibration trace `i` (NaN: no evidence, e.g. an output fallback).
     public init(layout: TermLayout, values: [[Double]]) {
         self.layout = layout
         let columns = layout.terms.indices.map { j in values.map { $0[j] }.filter { !$0.isNaN }.sorted() }
+        let scales = layout.terms.indices.map { j in TermCalibration.tailScale(columns[j], lowerTail: layout.terms[j].kind.lowerTail) }
         sorted = columns
+        self.scales = scales
         let statistics = values.map { row -> Double in
             var sum = 0.0
             for (j, v) in row.enumerated() where !v.isNaN {
-                let others = columns[j].count - 1
-                let beyond = TermCalibration.beyond(v, in: columns[j], lowerTail: layout.terms[j].kind.lowerTail) - 1  // not itself
-                sum += -2 * _logOf(Double(1 + beyond) / Double(others + 1))
+                let p = TermCalibration.probability(v, ascending: columns[j], scale: scales[j],
+                                                    lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: true)
+                sum -= 2 * _logOf(p)
             }
             return sum
         }
@@ -68,12 +77,42 @@ public struct TermCalibration: Sendable, Equatable {
     /// Per-term tail probabilities of a new trace's term values (1 for a NaN term: no evidence).
     public func tailProbabilities(_ values: [Double]) -> [Double] {
         values.enumerated().map { j, v in
-            v.isNaN ? 1 : Double(1 + Self.beyond(v, in: sorted[j], lowerTail: layout.terms[j].kind.lowerTail)) / Double(sorted[j].count + 1)
+            v.isNaN ? 1 : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
         }
     }
 
     /// Fisher's combination of tail probabilities.
     public static func fisher(_ p: [Double]) -> Double { p.reduce(0) { $0 - 2 * _logOf($1) } }
+
+    /// The tail probability of `v` against `ascending` (which holds `v` itself when `excludingSelf`).
+    static func probability(_ v: Double, ascending: [Double], scale: Double, lowerTail: Bool, excludingSelf: Bool) -> Double {
+        let others = ascending.count - (excludingSelf ? 1 : 0)
+        guard others > 0 else { return 1 }
+        let beyond = Self.beyond(v, in: ascending, lowerTail: lowerTail) - (excludingSelf ? 1 : 0)
+        let floor = 1 / Double(others + 1)
+        guard beyond == 0 else { return Double(1 + beyond) / Double(others + 1) }
+        // Beyond every other calibration value: continue with the exponential tail from the most extreme one.
+        let extreme: Double
+        if lowerTail {
+            extreme = excludingSelf ? (ascending.count > 1 ? ascending[1] : v) : ascending[0]
+        } else {
+            extreme = excludingSelf ? (ascending.count > 1 ? ascending[ascending.count - 2] : v) : ascending[ascending.count - 1]
+        }
+        let excess = max(0, lowerTail ? extreme - v : v - extreme)
+        return floor * _expOf(-excess / scale)
+    }
+
+    /// Mean excess of the most extreme 10% (at least 5) over the threshold they exceed.
+    static func tailScale(_ ascending: [Double], lowerTail: Bool) -> Double {
+        let n = ascending.count
+        guard n >= 2 else { return 1 }
+        let k = min(n - 1, max(5, n / 10))
+        let values = lowerTail ? Array(ascending.prefix(k + 1)) : Array(ascending.suffix(k + 1).reversed())
+        let threshold = values[k]
+        let meanExcess = values.prefix(k).reduce(0) { $0 + abs($1 - threshold) } / Double(k)
+        let spread = abs(ascending[n - 1] - ascending[0])
+        return max(meanExcess, 1e-9 * max(spread, 1))
+    }
 
     /// Calibration values at least as extreme as `v` (≥ for the upper tail, ≤ for the lower).
     static func beyond(_ v: Double, in ascending: [Double], lowerTail: Bool) -> Int {
@@ -85,7 +124,4 @@ public struct TermCalibration: Sendable, Equatable {
         while lo < hi { let m = (lo + hi) / 2; if ascending[m] < v { lo = m + 1 } else { hi = m } }
         return ascending.count - lo
     }
-
-    /// The calibration values of each term (ascending), for storage.
-    public var calibrationColumns: [[Double]] { sorted }
 }
