@@ -41,6 +41,7 @@ enum EventListRendering {
 enum EventRendering {
     static func render(_ e: EventDetail, as format: OutputFormat) -> String {
         let ranked = e.sites.sorted { $0.score.mahalanobis - Double($0.width) > $1.score.mahalanobis - Double($1.width) }
+        let total = e.sites.reduce(0) { $0 + $1.score.mahalanobis }
         switch format {
         case .json:
             var value = EventListRendering.json(e.row)
@@ -55,7 +56,7 @@ enum EventRendering {
                 members.append(.init("sites", .array(ranked.map { s in
                     [
                         "site": .string(s.name), "width": .int(s.width), "mahalanobis": .number(s.score.mahalanobis),
-                        "share": .number(e.row.score > 0 ? s.score.mahalanobis / e.row.score : 0),
+                        "share": .number(total > 0 ? s.score.mahalanobis / total : 0),
                         "joint_surprise": .number(s.score.jointSurprise), "independence_surprise": .number(s.score.independenceSurprise),
                         "explained_interaction": .number(s.score.explainedInteraction),
                     ]
@@ -66,26 +67,26 @@ enum EventRendering {
         case .csv:
             return CSV.render(header: ["site", "width", "mahalanobis", "share", "joint_surprise", "independence_surprise", "explained_interaction"],
                               rows: ranked.map { s in
-                                  [s.name, String(s.width), "\(s.score.mahalanobis)", "\(e.row.score > 0 ? s.score.mahalanobis / e.row.score : 0)",
+                                  [s.name, String(s.width), "\(s.score.mahalanobis)", "\(total > 0 ? s.score.mahalanobis / total : 0)",
                                    "\(s.score.jointSurprise)", "\(s.score.independenceSurprise)", "\(s.score.explainedInteraction)"]
                               })
         case .table:
             let r = e.row
             var lines = [
                 "event \(r.event)  reference \(r.reference)  id \(r.id)  time \(r.time)",
-                "score \(Format.fixed(r.score, 2))  p \(Format.p(r.p))  alpha \(Format.p(e.alpha))  "
+                "score \(Format.fixed(r.score, 2)) (\(e.scorer?.rawValue ?? "mahalanobis") statistic)  p \(Format.p(r.p))  alpha \(Format.p(e.alpha))  "
                     + (r.flagged ? "FLAGGED (p <= alpha)" : "not flagged (p > alpha)")
                     + "  [conformal p against \(e.calibrationCount) calibration traces]",
             ]
             if let output = r.output { lines.append("output \(output)") }
             if let meta = r.meta { lines.append("meta \(meta)") }
             lines.append("")
-            lines.append("Per site, most responsible first. The score is the sum of squared Mahalanobis distances;")
-            lines.append("a site's typical value on trusted traces is about its width. Surprises are in nats.")
+            lines.append("Per site, most responsible first: squared Mahalanobis distance (about the width on trusted")
+            lines.append("traces), its share of the sites' total, and the surprises in nats.")
             var table = Table(header: ["SITE", "WIDTH", "MAHALANOBIS", "EXCESS", "SHARE", "JOINT", "INDEPENDENT", "EXPLAINED"], numeric: [1, 2, 3, 4, 5, 6, 7])
             table.rows = ranked.map { s in
                 [s.name, String(s.width), Format.fixed(s.score.mahalanobis, 2), Format.fixed(s.score.mahalanobis - Double(s.width), 2),
-                 r.score > 0 ? Format.fixed(100 * s.score.mahalanobis / r.score, 1) + "%" : "-",
+                 total > 0 ? Format.fixed(100 * s.score.mahalanobis / total, 1) + "%" : "-",
                  Format.fixed(s.score.jointSurprise, 2), Format.fixed(s.score.independenceSurprise, 2), Format.fixed(s.score.explainedInteraction, 2)]
             }
             lines.append(table.render())

@@ -58,8 +58,12 @@ enum Format {
         return (value < 0 && rounded != 0 ? "-" : "") + text
     }
 
-    /// A p-value: 4 significant figures below 0.001, else 4 decimals.
+    /// A p-value: 4 decimals from 0.001 up, else 3 significant figures in scientific notation.
     static func p(_ value: Double) -> String {
-        value >= 0.001 ? fixed(value, 4) : "\(Double(Int((value * 1e7).rounded())) / 1e7)"
+        guard value < 0.001, value > 0 else { return fixed(value, 4) }
+        var exponent = 0
+        var mantissa = value
+        while mantissa < 1 { mantissa *= 10; exponent -= 1 }
+        return fixed(mantissa, 2) + "e" + String(exponent)
     }
 }
