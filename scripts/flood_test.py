@@ -57,7 +57,10 @@ for i in range(args.fit):
     s.sendall(line("fit", f"t-{i}").encode())
     f.readline()
 s.sendall(b'{"op":"finalize","reference":"flood"}\n')
-assert json.loads(f.readline())["ok"]
+finalized = json.loads(f.readline())
+if not finalized.get("ok"):
+    daemon.kill()
+    sys.exit(f"finalize failed: {finalized}")
 baseline = rss_kib("VmRSS:")
 payload = [line("score", f"s-{i}").encode() for i in range(64)]
 
@@ -101,7 +104,8 @@ peak = rss_kib("VmHWM:")
 daemon.send_signal(signal.SIGTERM)
 daemon.wait()
 
-reference_mib = args.sites * (2 * args.width ** 2 + 2 * args.width) * 8 / 2 ** 20
+# Active reference without outputs (README, "Memory"): sites S(2d² + 2d) + transitions (S − 1)·3d² doubles.
+reference_mib = (args.sites * (2 * args.width ** 2 + 2 * args.width) + (args.sites - 1) * 3 * args.width ** 2) * 8 / 2 ** 20
 trace_kib = len(payload[0]) / 1024
 bound_mib = 2 * (reference_mib + 64) + baseline / 1024  # reference + 64 MiB of queues, doubled, over idle
 print(f"flood: {args.clients} clients, {args.seconds}s, {args.sites}x{args.width} floats ({trace_kib:.0f} KiB JSON per trace)")

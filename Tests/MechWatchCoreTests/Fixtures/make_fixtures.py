@@ -62,10 +62,15 @@ tx = rng2.normal(size=(6, p)) @ a + 2.0
 tl = np.array([0, 1, 2, 0, 3, 1])
 ty = tx @ coef.T + class_shift[tl] + 0.3 * rng2.normal(size=(6, q))
 ty[-1] += np.array([3.0, -3.0, 3.0])  # breaks the dependence
-sxx, _ = ledoit_wolf(x)
-syy, sy = ledoit_wolf(y)
+_, s_x = ledoit_wolf(x)
+_, sy = ledoit_wolf(y)
 mx, my = x.mean(0), y.mean(0)
-syx = (y - my).T @ (x - mx) / n_t  # biased cross-covariance
+# The joint covariance shrunk as one matrix with the larger intensity: (1-s) S + s blockdiag(mu_x I, mu_y I).
+s_joint = max(s_x, sy)
+cx, cy = np.cov(x.T, bias=True), np.cov(y.T, bias=True)
+sxx = (1 - s_joint) * cx + s_joint * np.trace(cx) / p * np.eye(p)
+syy = (1 - s_joint) * cy + s_joint * np.trace(cy) / q * np.eye(q)
+syx = (1 - s_joint) * (y - my).T @ (x - mx) / n_t  # biased cross-covariance, shrunk
 b = syx @ np.linalg.inv(sxx)
 cond = syy - b @ syx.T
 resid = (ty - my) - (tx - mx) @ b.T
