@@ -99,7 +99,8 @@ public struct TermCalibration: Sendable, Equatable {
             extreme = excludingSelf ? (ascending.count > 1 ? ascending[ascending.count - 2] : v) : ascending[ascending.count - 1]
         }
         let excess = max(0, lowerTail ? extreme - v : v - extreme)
-        return floor * _expOf(-excess / scale)
+        // Kept above 1e-300 so that log p, and the Fisher statistic, stay finite however far out a trace is.
+        return max(floor * _expOf(-excess / scale), 1e-300)
     }
 
     /// Mean excess of the most extreme 10% (at least 5) over the threshold they exceed.

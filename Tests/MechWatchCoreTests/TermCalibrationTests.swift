@@ -28,6 +28,13 @@ import Testing
         #expect(abs(p[2] - expected) < 1e-15)
     }
 
+    @Test func farOutValuesKeepAFiniteStatistic() {
+        let c = TermCalibration(layout: layout, values: values)
+        let p = c.tailProbabilities([1e9, 1e9, -1e9])
+        #expect(p.allSatisfy { $0 == 1e-300 })
+        #expect(TermCalibration.fisher(p).isFinite)
+    }
+
     @Test func nanTermsAreNoEvidence() {
         let c = TermCalibration(layout: layout, values: values)
         let middle: Double = 11.0 / 21

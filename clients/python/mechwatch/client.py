@@ -97,15 +97,19 @@ class Client:
         return [ScoreResult(id=r["id"], event=int(r["event"]), score=float(r["score"]), p=float(r["p"]),
                             flagged=bool(r["flagged"])) for r in replies]
 
-    def finalize(self, reference: str, alpha: Optional[float] = None) -> FinalizeResult:
-        """Estimates and calibrates a collecting reference; it becomes active."""
+    def finalize(self, reference: str, alpha: Optional[float] = None, scorer: Optional[str] = None) -> FinalizeResult:
+        """Estimates and calibrates a collecting reference; it becomes active. `scorer`: the statistic
+        that flags, `mechanism` (the daemon's default), `mahalanobis` or `independence`."""
         request = {"op": "finalize", "reference": reference}
         if alpha is not None:
             request["alpha"] = float(alpha)
+        if scorer is not None:
+            request["scorer"] = scorer
         r = self._call(request)
         return FinalizeResult(reference=r["reference"], fit_traces=int(r["fit_traces"]),
                               calibration_traces=int(r["calibration_traces"]), alpha=float(r["alpha"]),
-                              shrinkage={k: float(v) for k, v in r["shrinkage"].items()})
+                              shrinkage={k: float(v) for k, v in r["shrinkage"].items()},
+                              scorer=r.get("scorer", "mahalanobis"), terms=int(r.get("terms", 0)))
 
     def delete(self, reference: str) -> None:
         """Deletes a reference with its traces and events."""

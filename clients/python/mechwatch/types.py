@@ -36,10 +36,13 @@ class ScoreResult:
 
 @dataclass(frozen=True)
 class FinalizeResult:
-    """A finalized reference: how many traces fitted and calibrated it, its alpha and per-site shrinkage."""
+    """A finalized reference: how many traces fitted and calibrated it, its alpha, the scorer that flags,
+    how many surprise terms it accounts for, and per-site shrinkage."""
 
     reference: str
     fit_traces: int
     calibration_traces: int
     alpha: float
     shrinkage: Dict[str, float]
+    scorer: str = "mechanism"
+    terms: int = 0

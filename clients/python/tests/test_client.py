@@ -26,6 +26,7 @@ def test_fit_finalize_score(daemon):
         assert final.fit_traces + final.calibration_traces == 600
         assert final.calibration_traces == held_out
         assert set(final.shrinkage) == {"h1", "h2"}
+        assert final.scorer == "mechanism" and final.terms == 3 * 2 + 2
 
         normal = client.score("py", gaussian_traces(rng, 400), outputs=np.zeros(400, dtype=int))
         shifted = client.score("py", [Trace(sites=s, meta={"kind": "shifted"}) for s in gaussian_traces(rng, 20, 6.0)])
@@ -48,7 +49,7 @@ def test_errors_carry_code_and_message(daemon):
     with pytest.raises(MechWatchError) as e:
         client.score("r", gaussian_traces(rng, 1))
     assert e.value.code == "reference_not_active"
-    client.finalize("r", alpha=0.05)
+    assert client.finalize("r", alpha=0.05, scorer="mahalanobis").scorer == "mahalanobis"
     traces = gaussian_traces(rng, 3)
     traces[1] = {"h1": traces[1]["h1"][:4], "h2": traces[1]["h2"]}
     with pytest.raises(MechWatchError) as e:
