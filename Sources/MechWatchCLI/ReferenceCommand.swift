@@ -24,7 +24,8 @@ struct ReferenceCommand: AsyncParsableCommand {
             if let alpha { request.append(.init("alpha", .number(alpha))) }
             if let scorer { request.append(.init("scorer", .string(scorer.rawValue))) }
             let reply = try await call(client, .object(request))
-            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?"), scorer \(reply["scorer"]?.jsonText ?? "?"), \(reply["terms"]?.jsonText ?? "?") terms")
+            let scorer = reply["scorer"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "?"
+            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?"), scorer \(scorer), \(reply["terms"]?.jsonText ?? "?") terms")
         }
     }
 
