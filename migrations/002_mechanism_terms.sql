@@ -48,7 +48,9 @@ CREATE TABLE event_terms (
     PRIMARY KEY (event_id, term)
 ) WITHOUT ROWID;
 
--- Statistics of each scorer per event, so scorers can be compared on stored traffic.
+-- Statistics of each scorer per event, so scorers can be compared on stored traffic. From this version
+-- on, events.score and events.p_value are those of the reference's scorer (named in events.scorer;
+-- NULL for events scored by version 1, whose score is the Mahalanobis sum).
 ALTER TABLE events ADD COLUMN scorer TEXT;           -- the scorer that decided `flagged`
 ALTER TABLE events ADD COLUMN p_mahalanobis REAL;
 ALTER TABLE events ADD COLUMN p_independence REAL;
