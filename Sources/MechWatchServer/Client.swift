@@ -9,14 +9,14 @@ public enum Client {
         socketPath: String, maximumReplyBytes: Int = 16 << 20,
         _ body: (inout Connection) async throws -> T
     ) async throws -> T {
-        let channel: NIOAsyncChannel<Frame, ByteBuffer>
+        let channel: NIOAsyncChannel<[Frame], ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(unixDomainSocketPath: socketPath) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumReplyBytes)))
                         // Half-closure: `finishSending()` shuts the write side so the daemon sees the end of input.
-                        return try NIOAsyncChannel<Frame, ByteBuffer>(
+                        return try NIOAsyncChannel<[Frame], ByteBuffer>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
@@ -32,7 +32,10 @@ public enum Client {
 
     /// An open connection: send requests, read replies in order.
     public struct Connection {
-        var inbound: NIOAsyncChannelInboundStream<Frame>.AsyncIterator
+        var inbound: NIOAsyncChannelInboundStream<[Frame]>.AsyncIterator
+        /// Frames of the last read not yet returned.
+        var pending: [Frame] = []
+        var pendingIndex = 0
         /// Writes request lines; `Sendable`, so a child task can write while the caller reads (pipelining).
         public let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
 
@@ -43,7 +46,13 @@ public enum Client {
 
         /// The next reply, parsed, or nil once the daemon has closed the connection.
         public mutating func nextReply() async throws -> JSONValue? {
-            guard let frame = try await inbound.next() else { return nil }
+            if pendingIndex == pending.count {
+                guard let frames = try await inbound.next() else { return nil }
+                pending = frames
+                pendingIndex = 0
+            }
+            let frame = pending[pendingIndex]
+            pendingIndex += 1
             guard case .line(let bytes) = frame else { throw ClientError.badReply("\(frame)") }
             do { return try JSONParser.parse(bytes) } catch { throw ClientError.badReply(error.message) }
         }

@@ -60,6 +60,40 @@ public actor Engine {
         }
     }
 
+    /// Answers messages read together from one connection, in order. Consecutive score requests share
+    /// one transaction (group commit): each is a savepoint inside it, and none is acknowledged before the
+    /// commit; if the commit fails, every one of them gets `store_error`.
+    public func handle(_ messages: [DecodedMessage]) -> [Reply] {
+        var replies: [Reply] = []
+        replies.reserveCapacity(messages.count)
+        var start = 0
+        while start < messages.count {
+            var end = start
+            while end < messages.count, case .success(.score) = messages[end].request { end += 1 }
+            if end - start >= 2 {
+                replies += scoreGroup(messages[start..<end])
+                start = end
+            } else {
+                replies.append(handle(messages[start]))
+                start += 1
+            }
+        }
+        return replies
+    }
+
+    private func scoreGroup(_ group: ArraySlice<DecodedMessage>) -> [Reply] {
+        var replies: [Reply] = []
+        do {
+            try store.transaction { () throws(StoreError) in
+                for message in group { replies.append(handle(message)) }
+            }
+            return replies
+        } catch {
+            let failure = storeFailure(error)
+            return group.map { .failure(id: $0.id, failure) }
+        }
+    }
+
     private func handle(_ request: Request, id: String?) throws(ProtocolError) -> Reply {
         switch request {
         case .hello:

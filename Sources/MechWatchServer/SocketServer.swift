@@ -36,7 +36,7 @@ public struct SocketServer: Service {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit)))
                     // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
                     // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
-                    return try NIOAsyncChannel<Frame, ByteBuffer>(synchronouslyWrapping: channel)
+                    return try NIOAsyncChannel<[Frame], ByteBuffer>(synchronouslyWrapping: channel)
                 }
             }
         if let group = access.group?.id {
@@ -63,7 +63,7 @@ public struct SocketServer: Service {
         logger.notice("stopped", metadata: ["socket": "\(path)"])
     }
 
-    private func serve(_ connection: NIOAsyncChannel<Frame, ByteBuffer>) async {
+    private func serve(_ connection: NIOAsyncChannel<[Frame], ByteBuffer>) async {
         let peer = await AccessPolicy.peer(of: connection.channel)
         let allowed = peer.map { access.allows(uid: $0.uid, gid: $0.gid) } ?? false
         do {
@@ -76,9 +76,11 @@ public struct SocketServer: Service {
                     try await outbound.write(ByteBuffer(string: Reply.failure(id: nil, refusal).line))
                     return
                 }
-                for try await frame in inbound.cancelOnGracefulShutdown() {
-                    let reply = await engine.handle(Self.decode(frame))
-                    try await outbound.write(ByteBuffer(string: reply.line))
+                for try await frames in inbound.cancelOnGracefulShutdown() {
+                    let replies = await engine.handle(frames.map(Self.decode))
+                    var out = ByteBuffer()
+                    for reply in replies { out.writeString(reply.line) }
+                    try await outbound.write(out)
                 }
             }
         } catch {

@@ -40,14 +40,17 @@ final class SQLiteConnection {
     }
 
     /// Runs `body` in a transaction (`BEGIN IMMEDIATE`), committing on success, rolling back on error.
+    /// Inside another transaction it is a savepoint: its failure undoes only its own changes, and nothing
+    /// is durable until the outermost transaction commits (group commit).
     func transaction<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
-        try execute("BEGIN IMMEDIATE")
+        let nested = sqlite3_get_autocommit(handle) == 0
+        try execute(nested ? "SAVEPOINT nested" : "BEGIN IMMEDIATE")
         do {
             let value = try body()
-            try execute("COMMIT")
+            try execute(nested ? "RELEASE nested" : "COMMIT")
             return value
         } catch {
-            try? execute("ROLLBACK")
+            try? execute(nested ? "ROLLBACK TO nested; RELEASE nested" : "ROLLBACK")
             throw error
         }
     }

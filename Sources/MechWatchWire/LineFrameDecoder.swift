@@ -11,9 +11,10 @@ public enum Frame: Sendable, Equatable {
 }
 
 /// Splits a byte stream on `\n` only, enforcing a maximum line length so a client cannot make the
-/// daemon buffer without bound.
+/// daemon buffer without bound. Emits every complete frame of one read together, so that pipelined
+/// requests can be handled (and committed) as a group.
 public struct LineFrameDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = Frame
+    public typealias InboundOut = [Frame]
 
     public let maximumLineLength: Int
     private var discarding = false
@@ -24,20 +25,20 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = next(&buffer) else { return .needMoreData }
-        context.fireChannelRead(wrapInboundOut(frame))
-        return .continue
+        var frames: [Frame] = []
+        while let frame = next(&buffer) { frames.append(frame) }
+        if !frames.isEmpty { context.fireChannelRead(wrapInboundOut(frames)) }
+        return .needMoreData
     }
 
     public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        if let frame = next(&buffer) {
-            context.fireChannelRead(wrapInboundOut(frame))
-            return .continue
-        }
+        var frames: [Frame] = []
+        while let frame = next(&buffer) { frames.append(frame) }
         if buffer.readableBytes > 0 {
-            if !discarding { context.fireChannelRead(wrapInboundOut(.truncated(byteCount: buffer.readableBytes))) }
+            if !discarding { frames.append(.truncated(byteCount: buffer.readableBytes)) }
             buffer.moveReaderIndex(to: buffer.writerIndex)
         }
+        if !frames.isEmpty { context.fireChannelRead(wrapInboundOut(frames)) }
         return .needMoreData
     }
 

@@ -9,7 +9,7 @@ import Testing
         for chunk in chunks { try channel.writeInbound(ByteBuffer(string: chunk)) }
         if close { channel.pipeline.fireChannelInactive() }
         var out: [Frame] = []
-        while let f = try channel.readInbound(as: Frame.self) { out.append(f) }
+        while let batch = try channel.readInbound(as: [Frame].self) { out += batch }
         _ = try? channel.finish()
         return out
     }
@@ -23,6 +23,15 @@ import Testing
         #expect(try frames([long, long, "\nok\n"]) == [.oversized(limit: 16), .line(Array("ok".utf8))])
         #expect(try frames([String(repeating: "y", count: 17) + "\nok\n"]) == [.oversized(limit: 16), .line(Array("ok".utf8))])
         #expect(try frames([String(repeating: "y", count: 16) + "\n"]) == [.line(Array(repeating: UInt8(ascii: "y"), count: 16))])
+    }
+
+    @Test func completeFramesOfOneReadArriveTogether() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineFrameDecoder(maximumLineLength: 16)))
+        try channel.writeInbound(ByteBuffer(string: "a\nb\nc"))
+        try channel.writeInbound(ByteBuffer(string: "\n"))
+        #expect(try channel.readInbound(as: [Frame].self) == [.line([0x61]), .line([0x62])])
+        #expect(try channel.readInbound(as: [Frame].self) == [.line([0x63])])
+        _ = try? channel.finish()
     }
 
     @Test func unterminatedTailIsReportedAtClose() throws {
