@@ -74,6 +74,22 @@ public struct OutputModel: Sendable {
         factor = try Cholesky(covariance, dimension: p)
     }
 
+    /// `surprise(_:output:)` of many vectors at once (one triangular solve for those with a known output).
+    public func surprise(batch xs: [[Double]], outputs: [Int?]) -> [Double?] {
+        let known = xs.indices.filter { outputs[$0].flatMap { means[$0] } != nil }
+        guard let width = xs.first?.count, !known.isEmpty else { return xs.map { _ in nil } }
+        var centred = [Double](repeating: 0, count: width * known.count)
+        for (j, k) in known.enumerated() {
+            let mean = means[outputs[k]!]!
+            for i in 0..<width { centred[j * width + i] = xs[k][i] - mean[i] }
+        }
+        let constant = factor.logDeterminant + Double(width) * SiteModel.logTwoPi
+        let values = factor.squaredMahalanobis(columns: &centred, count: known.count)
+        var result = [Double?](repeating: nil, count: xs.count)
+        for (j, k) in known.enumerated() { result[k] = 0.5 * (values[j] + constant) }
+        return result
+    }
+
     /// `−log N(x; μ_output, Σ_within)` in nats, or nil when the output is absent or too rare in fitting.
     public func surprise(_ x: [Double], output: Int?) -> Double? {
         guard let output, let mean = means[output] else { return nil }

@@ -38,9 +38,30 @@ public struct ReferenceModel: Sendable {
         return SurpriseAccount(sites: siteScores, transitions: transitionSurprises, outputs: outputSurprises)
     }
 
+    /// The accounts of many traces at once, with level-3 BLAS per site and transition; equal to `account`
+    /// on each trace up to rounding.
+    public func accounts(_ traces: [Trace]) -> [SurpriseAccount] {
+        let perSite = sites.indices.map { s in sites[s].score(batch: traces.map { $0.sites[s] }) }
+        let perTransition = transitions.indices.map { k in
+            transitions[k].surprise(batchX: traces.map { $0.sites[k] }, batchY: traces.map { $0.sites[k + 1] })
+        }
+        let perOutput = outputs.indices.map { s in outputs[s].surprise(batch: traces.map { $0.sites[s] }, outputs: traces.map(\.output)) }
+        return traces.indices.map { j in
+            SurpriseAccount(sites: perSite.map { $0[j] }, transitions: perTransition.map { $0[j] }, outputs: perOutput.map { $0[j] })
+        }
+    }
+
+    /// The verdicts of many traces at once (see `accounts`).
+    public func evaluate(batch traces: [Trace]) -> [Verdict] {
+        accounts(traces).map(verdict)
+    }
+
     /// The statistics, calibrated p-values and flag of a trace.
     public func evaluate(_ trace: Trace) -> Verdict {
-        let account = account(trace)
+        verdict(for: account(trace))
+    }
+
+    private func verdict(for account: SurpriseAccount) -> Verdict {
         let termP = calibration.terms.tailProbabilities(account.termValues)
         let mechanism = TermCalibration.fisher(termP)
         let statistics: [Scorer: Double] = [.mahalanobis: account.score, .independence: account.independenceSurprise, .mechanism: mechanism]

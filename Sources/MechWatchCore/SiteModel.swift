@@ -61,6 +61,29 @@ public struct SiteModel: Sendable {
             independenceSurprise: 0.5 * independence + independenceLogNormaliser)
     }
 
+    /// The surprise terms of many vectors at once (level-3 BLAS); equal to `score` on each.
+    public func score(batch xs: [[Double]]) -> [SiteScore] {
+        let m = xs.count
+        var centred = [Double](repeating: 0, count: width * m)
+        var independence = [Double](repeating: 0, count: m)
+        for (j, x) in xs.enumerated() {
+            precondition(x.count == width)
+            var sum = 0.0
+            for i in 0..<width {
+                let c = x[i] - mean[i]
+                centred[j * width + i] = c
+                sum += c * c / variances[i]
+            }
+            independence[j] = sum
+        }
+        let mahalanobis = cholesky.squaredMahalanobis(columns: &centred, count: m)
+        return (0..<m).map { j in
+            SiteScore(mahalanobis: mahalanobis[j],
+                      jointSurprise: 0.5 * (mahalanobis[j] + cholesky.logDeterminant + Double(width) * SiteModel.logTwoPi),
+                      independenceSurprise: 0.5 * independence[j] + independenceLogNormaliser)
+        }
+    }
+
     static let logTwoPi = 1.8378770664093453
 }
 

@@ -82,10 +82,34 @@ public actor Engine {
     }
 
     private func scoreGroup(_ group: ArraySlice<DecodedMessage>) -> [Reply] {
+        requestCount += group.count
+        // Validate each request, then score each reference's traces as one batch (level-3 BLAS).
+        let prepared: [Result<PreparedScore, ProtocolError>] = group.map { message in
+            guard case .success(.score(let name, let trace)) = message.request else {
+                return .failure(ProtocolError(.internalError, "not a score request"))
+            }
+            do throws(ProtocolError) { return .success(try prepareScore(name, trace)) } catch { return .failure(error) }
+        }
+        var byReference: [String: [(index: Int, score: PreparedScore)]] = [:]
+        for (k, p) in prepared.enumerated() { if case .success(let s) = p { byReference[s.record.name, default: []].append((k, s)) } }
+        var verdicts = [Verdict?](repeating: nil, count: prepared.count)
+        for items in byReference.values {
+            let batch = items[0].score.model.evaluate(batch: items.map(\.score.trace))
+            for (item, verdict) in zip(items, batch) { verdicts[item.index] = verdict }
+        }
         var replies: [Reply] = []
         do {
             try store.transaction { () throws(StoreError) in
-                for message in group { replies.append(handle(message)) }
+                for (k, message) in zip(prepared.indices, group) {
+                    switch prepared[k] {
+                    case .failure(let error):
+                        replies.append(.failure(id: message.id, error))
+                    case .success(let score):
+                        do throws(ProtocolError) { replies.append(try commitScore(score, verdicts[k]!)) } catch {
+                            replies.append(.failure(id: message.id, error))
+                        }
+                    }
+                }
             }
             return replies
         } catch {
@@ -142,20 +166,35 @@ public actor Engine {
         return .success(id: trace.id, ["reference": .string(name), "role": heldOut ? "calibration" : "fit"])
     }
 
+    /// A validated score request: its reference, model and trace in layout order.
+    struct PreparedScore {
+        var record: ReferenceRecord
+        var model: ReferenceModel
+        var trace: Trace
+        var meta: String?
+    }
+
     private func score(_ name: String, _ message: TraceMessage) throws(ProtocolError) -> Reply {
+        let prepared = try prepareScore(name, message)
+        return try commitScore(prepared, prepared.model.evaluate(prepared.trace))
+    }
+
+    private func prepareScore(_ name: String, _ message: TraceMessage) throws(ProtocolError) -> PreparedScore {
         guard let loaded = references[name] else { throw unknown(name) }
         guard case .active(let record, let model) = loaded else {
             throw ProtocolError(.referenceNotActive, "reference: '\(name)' is still collecting (\(loaded.record.fitCount + loaded.record.calibrationCount) fit traces); finalize it before scoring")
         }
-        let trace = try message.trace(in: record.layout, reference: name)
-        let verdict = model.evaluate(trace)
+        return PreparedScore(record: record, model: model, trace: try message.trace(in: record.layout, reference: name), meta: message.meta?.jsonText)
+    }
+
+    private func commitScore(_ s: PreparedScore, _ verdict: Verdict) throws(ProtocolError) -> Reply {
         let event = try storing { () throws(StoreError) in
-            try store.insertEvent(referenceID: record.id, trace: trace, verdict: verdict, terms: model.termLayout, meta: message.meta?.jsonText)
+            try store.insertEvent(referenceID: s.record.id, trace: s.trace, verdict: verdict, terms: s.model.termLayout, meta: s.meta)
         }
         if verdict.flagged {
-            logger.info("flagged", metadata: ["reference": "\(name)", "id": "\(trace.id)", "event": "\(event)", "p": "\(verdict.p)"])
+            logger.info("flagged", metadata: ["reference": "\(s.record.name)", "id": "\(s.trace.id)", "event": "\(event)", "p": "\(verdict.p)"])
         }
-        return .success(id: trace.id, ["event": .int(Int(event)), "score": .number(verdict.score), "p": .number(verdict.p), "flagged": .bool(verdict.flagged)])
+        return .success(id: s.trace.id, ["event": .int(Int(event)), "score": .number(verdict.score), "p": .number(verdict.p), "flagged": .bool(verdict.flagged)])
     }
 
     private func finalize(_ name: String, alpha: Double?, scorer: Scorer, id: String?) throws(ProtocolError) -> Reply {
