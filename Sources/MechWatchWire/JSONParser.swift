@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A strict RFC 8259 parser over one message's bytes, keeping object member order.
 ///
 /// Two leniencies, so that clients that write them get a precise error from validation instead of
@@ -133,8 +137,17 @@ public struct JSONParser {
             if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { position += 1 }
             guard digits(&self) > 0 else { throw malformed("expected digits in an exponent") }
         }
-        let text = String(decoding: bytes[start..<position], as: UTF8.self)
-        guard let value = Double(text) else { throw malformed("invalid number \(text)") }
+        // strtod on a NUL-terminated stack copy: no String allocated per number (JSON numbers are ASCII and
+        // valid for strtod in the C locale, which the daemon never changes, once the grammar above accepted them).
+        let length = position - start
+        let value: Double? = withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { buffer in
+            for i in 0..<length { buffer[i] = CChar(bitPattern: bytes[start + i]) }
+            buffer[length] = 0
+            var end: UnsafeMutablePointer<CChar>?
+            let v = strtod(buffer.baseAddress!, &end)
+            return end == buffer.baseAddress! + length ? v : nil
+        }
+        guard let value else { throw malformed("invalid number \(String(decoding: bytes[start..<position], as: UTF8.self))") }
         return value
     }
 
