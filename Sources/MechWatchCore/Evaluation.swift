@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// Detection quality of one scorer on labelled traces.
-public struct Evaluation: Sendable, Equatable {
+public struct Evaluation: Sendable {
     /// Area under the ROC curve of the statistic (ties count one half), anomalous as positives.
     public var auroc: Double
     /// Fraction of anomalous traces with `p ≤ alpha`.
@@ -12,11 +12,6 @@ public struct Evaluation: Sendable, Equatable {
     public var falsePositiveRate: Double
     public var falsePositiveInterval: (lower: Double, upper: Double)
     public var normal: Int, anomalous: Int
-
-    public static func == (a: Evaluation, b: Evaluation) -> Bool {
-        a.auroc == b.auroc && a.truePositiveRate == b.truePositiveRate && a.falsePositiveRate == b.falsePositiveRate
-            && a.falsePositiveInterval == b.falsePositiveInterval && a.normal == b.normal && a.anomalous == b.anomalous
-    }
 
     /// Evaluates `(statistic, p, isAnomalous)` triples at level `alpha`.
     public init(_ samples: [(statistic: Double, p: Double, anomalous: Bool)], alpha: Double) {

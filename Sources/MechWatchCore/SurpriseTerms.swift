@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The named terms of a reference's surprise account, in a fixed order derived from its sites.
 ///
 /// Per site: `independence` (mean-field surprise), `joint` (shrunk-covariance surprise), `interaction`
@@ -67,7 +71,7 @@ public struct TermCalibration: Sendable, Equatable {
             for (j, v) in row.enumerated() where !v.isNaN {
                 let p = TermCalibration.probability(v, ascending: columns[j], scale: scales[j],
                                                     lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: true)
-                sum -= 2 * _logOf(p)
+                sum -= 2 * log(p)
             }
             return sum
         }
@@ -82,7 +86,7 @@ public struct TermCalibration: Sendable, Equatable {
     }
 
     /// Fisher's combination of tail probabilities.
-    public static func fisher(_ p: [Double]) -> Double { p.reduce(0) { $0 - 2 * _logOf($1) } }
+    public static func fisher(_ p: [Double]) -> Double { p.reduce(0) { $0 - 2 * log($1) } }
 
     /// The tail probability of `v` against `ascending` (which holds `v` itself when `excludingSelf`).
     static func probability(_ v: Double, ascending: [Double], scale: Double, lowerTail: Bool, excludingSelf: Bool) -> Double {
@@ -100,7 +104,7 @@ public struct TermCalibration: Sendable, Equatable {
         }
         let excess = max(0, lowerTail ? extreme - v : v - extreme)
         // Kept above 1e-300 so that log p, and the Fisher statistic, stay finite however far out a trace is.
-        return max(floor * _expOf(-excess / scale), 1e-300)
+        return max(floor * exp(-excess / scale), 1e-300)
     }
 
     /// Mean excess of the most extreme 10% (at least 5) over the threshold they exceed.

@@ -4,6 +4,8 @@ import CSQLite
 final class SQLiteConnection {
     let handle: OpaquePointer
     let path: String
+    /// Prepared statements of the per-trace writes, reused instead of re-parsed for every trace.
+    private var cache: [String: Statement] = [:]
 
     init(path: String, readOnly: Bool = false) throws(StoreError) {
         var db: OpaquePointer?
@@ -19,7 +21,10 @@ final class SQLiteConnection {
         sqlite3_extended_result_codes(db, 1)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    deinit {
+        cache.removeAll()
+        sqlite3_close_v2(handle)
+    }
 
     /// Runs one or more statements that return no rows.
     func execute(_ sql: String) throws(StoreError) {
@@ -37,6 +42,15 @@ final class SQLiteConnection {
         let rc = sqlite3_prepare_v2(handle, sql, -1, &stmt, nil)
         guard rc == SQLITE_OK, let stmt else { throw StoreError(sqliteCode: rc, lastMessage) }
         return Statement(stmt, connection: self)
+    }
+
+    /// A prepared statement kept for reuse; only for statements run to completion (`run()`) each time,
+    /// so two uses never overlap.
+    func cached(_ sql: String) throws(StoreError) -> Statement {
+        if let statement = cache[sql] { return statement }
+        let statement = try prepare(sql)
+        cache[sql] = statement
+        return statement
     }
 
     /// Runs `body` in a transaction (`BEGIN IMMEDIATE`), committing on success, rolling back on error.
@@ -63,7 +77,8 @@ final class SQLiteConnection {
 /// A prepared statement with 1-based binding and 0-based column access.
 final class Statement {
     private let stmt: OpaquePointer
-    private let connection: SQLiteConnection
+    /// Unowned: the connection caches some statements, and always outlives them.
+    private unowned let connection: SQLiteConnection
 
     fileprivate init(_ stmt: OpaquePointer, connection: SQLiteConnection) {
         self.stmt = stmt

@@ -5,14 +5,14 @@ extension Store {
     public func insertEvent(referenceID: Int64, trace: Trace, verdict: Verdict, terms: TermLayout, meta: String?) throws(StoreError) -> Int64 {
         try transaction { () throws(StoreError) in
             let p = verdict.pValues
-            try db.prepare("""
+            try db.cached("""
                 INSERT INTO events (reference_id, client_id, output, score, p_value, flagged, meta, scorer, p_mahalanobis, p_independence, p_mechanism)
                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                 """).bind(.integer(referenceID), .text(trace.id), .optional(trace.output), .real(verdict.score),
                           .real(verdict.p), .integer(verdict.flagged ? 1 : 0), .optional(meta), .text(verdict.scorer.rawValue),
                           .optional(p[.mahalanobis]), .optional(p[.independence]), .optional(p[.mechanism])).run()
             let event = db.lastInsertRowID
-            let site = try db.prepare("""
+            let site = try db.cached("""
                 INSERT INTO event_sites (event_id, position, mahalanobis, joint_surprise, independence_surprise)
                 VALUES (?1, ?2, ?3, ?4, ?5)
                 """)
@@ -20,7 +20,7 @@ extension Store {
                 try site.bind(.integer(event), .integer(Int64(position)), .real(s.mahalanobis),
                               .real(s.jointSurprise), .real(s.independenceSurprise)).run()
             }
-            let term = try db.prepare("INSERT INTO event_terms (event_id, term, kind, subject, value, p) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            let term = try db.cached("INSERT INTO event_terms (event_id, term, kind, subject, value, p) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             for (k, (spec, value)) in zip(terms.terms, verdict.account.termValues).enumerated() {
                 try term.bind(.integer(event), .integer(Int64(k)), .text(spec.kind.rawValue), .text(spec.site),
                               value.isNaN ? .null : .real(value), .real(verdict.termP[k])).run()

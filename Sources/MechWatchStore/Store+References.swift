@@ -35,11 +35,11 @@ extension Store {
     /// Stores a trusted trace (float32) in its role and counts it.
     public func addFitTrace(referenceID: Int64, trace: Trace, heldOut: Bool) throws(StoreError) {
         try transaction { () throws(StoreError) in
-            try db.prepare("INSERT INTO fit_traces (reference_id, client_id, role, output, vector) VALUES (?1, ?2, ?3, ?4, ?5)")
+            try db.cached("INSERT INTO fit_traces (reference_id, client_id, role, output, vector) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .bind(.integer(referenceID), .text(trace.id), .text(heldOut ? "calibration" : "fit"),
                       .optional(trace.output), .blob(Blob.float32(trace.sites.flatMap { $0 }))).run()
             let column = heldOut ? "calibration_count" : "fit_count"
-            try db.prepare("UPDATE reference_models SET \(column) = \(column) + 1 WHERE id = ?1").bind(.integer(referenceID)).run()
+            try db.cached("UPDATE reference_models SET \(column) = \(column) + 1 WHERE id = ?1").bind(.integer(referenceID)).run()
         }
     }
 
