@@ -15,6 +15,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Default alpha for new references, in (0, 1) (config: alpha).") var alpha: Double?
     @Option(help: "Fraction of fit traces held out for calibration, in (0, 1) (config: calibration_fraction).") var calibrationFraction: Double?
     @Option(help: "Longest accepted message line in bytes (config: max_message_bytes).") var maxMessageBytes: Int?
+    @Option(help: "Largest accepted binary payload in bytes (config: max_payload_bytes).") var maxPayloadBytes: Int?
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Comma-separated user ids allowed to connect besides the daemon's own (config: allowed_uids).") var allowedUids: String?
@@ -28,6 +29,7 @@ struct Serve: AsyncParsableCommand {
             if let alpha { try c.set("alpha", .double(alpha)) }
             if let calibrationFraction { try c.set("calibration_fraction", .double(calibrationFraction)) }
             if let maxMessageBytes { try c.set("max_message_bytes", .integer(maxMessageBytes)) }
+            if let maxPayloadBytes { try c.set("max_payload_bytes", .integer(maxPayloadBytes)) }
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let allowedUids {

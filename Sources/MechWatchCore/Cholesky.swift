@@ -40,18 +40,12 @@ public struct Cholesky: Sendable, Equatable {
         throw .notPositiveDefinite(dimension: p)
     }
 
-    /// `‖L⁻¹ vⱼ‖²` for each column `vⱼ` of a `dimension × count` column-major matrix, with one level-3
-    /// triangular solve (`dtrsm`) for the whole batch. `columns` is overwritten.
-    public func squaredMahalanobis(columns: inout [Double], count m: Int) -> [Double] {
-        precondition(columns.count == dimension * m)
-        guard m > 0 else { return [] }
-        cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, Int32(dimension), Int32(m), 1,
-                    lower, Int32(dimension), &columns, Int32(dimension))
-        return (0..<m).map { j in
-            var sum = 0.0
-            for i in 0..<dimension { let z = columns[j * dimension + i]; sum += z * z }
-            return sum
-        }
+    /// `L⁻¹`, column-major lower triangular (LAPACK `dtrtri`).
+    public func inverse() throws(MathError) -> [Double] {
+        var a = lower
+        let info = LAPACKE_dtrtri(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), Int32(dimension), &a, Int32(dimension))
+        guard info == 0 else { throw .lapack(routine: "dtrtri", info: Int(info)) }
+        return a
     }
 
     /// `‖L⁻¹ v‖²`, the squared Mahalanobis norm of `v` under `A`.

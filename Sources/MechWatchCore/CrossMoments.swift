@@ -7,11 +7,11 @@ import COpenBLAS
 public struct CrossMoments: Sendable, Equatable {
     /// Width of the earlier site `x` and of the later site `y`.
     public let widthX: Int, widthY: Int
-    public private(set) var count = 0
-    public private(set) var meanX: [Double]
-    public private(set) var meanY: [Double]
+    public internal(set) var count = 0
+    public internal(set) var meanX: [Double]
+    public internal(set) var meanY: [Double]
     /// `C_yx`, `widthY × widthX`, column-major.
-    public private(set) var comoment: [Double]
+    public internal(set) var comoment: [Double]
 
     public init(widthX: Int, widthY: Int) {
         self.widthX = widthX

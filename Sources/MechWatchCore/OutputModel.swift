@@ -3,11 +3,11 @@ import COpenBLAS
 /// Streaming per-output means and pooled within-output co-moment of one site.
 public struct OutputMoments: Sendable, Equatable {
     public let width: Int
-    public private(set) var counts: [Int: Int] = [:]
-    public private(set) var means: [Int: [Double]] = [:]
+    public internal(set) var counts: [Int: Int] = [:]
+    public internal(set) var means: [Int: [Double]] = [:]
     /// Lower triangle of `Σ_c Σ_{i∈c} (x_i − μ_c)(x_i − μ_c)ᵀ`, column-major.
-    public private(set) var comoment: [Double]
-    public private(set) var count = 0
+    public internal(set) var comoment: [Double]
+    public internal(set) var count = 0
 
     public init(width: Int) {
         self.width = width
@@ -42,7 +42,8 @@ public struct OutputModel: Sendable {
     /// Default `minimumCount`.
     public static let defaultMinimumCount = 10
     public let covariance: [Double]
-    private let factor: Cholesky
+    /// Cholesky factor of the pooled covariance.
+    let factor: Cholesky
 
     public init(site: String, moments m: OutputMoments, shrinkage: Double, minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
         let p = m.width
@@ -72,22 +73,6 @@ public struct OutputModel: Sendable {
         self.covariance = covariance
         let p = Int(Double(covariance.count).squareRoot())
         factor = try Cholesky(covariance, dimension: p)
-    }
-
-    /// `surprise(_:output:)` of many vectors at once (one triangular solve for those with a known output).
-    public func surprise(batch xs: [[Double]], outputs: [Int?]) -> [Double?] {
-        let known = xs.indices.filter { outputs[$0].flatMap { means[$0] } != nil }
-        guard let width = xs.first?.count, !known.isEmpty else { return xs.map { _ in nil } }
-        var centred = [Double](repeating: 0, count: width * known.count)
-        for (j, k) in known.enumerated() {
-            let mean = means[outputs[k]!]!
-            for i in 0..<width { centred[j * width + i] = xs[k][i] - mean[i] }
-        }
-        let constant = factor.logDeterminant + Double(width) * SiteModel.logTwoPi
-        let values = factor.squaredMahalanobis(columns: &centred, count: known.count)
-        var result = [Double?](repeating: nil, count: xs.count)
-        for (j, k) in known.enumerated() { result[k] = 0.5 * (values[j] + constant) }
-        return result
     }
 
     /// `−log N(x; μ_output, Σ_within)` in nats, or nil when the output is absent or too rare in fitting.

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Accumulates trusted traces for one reference in a single pass and estimates a `ReferenceModel`.
 ///
 /// Each trace either joins the fitting moments or is held out for calibration, decided by
@@ -39,6 +41,34 @@ public struct ReferenceFitter: Sendable {
         return false
     }
 
+    /// Adds a batch: each trace joins the fitting moments or is held out, as `add` decides; the moments
+    /// are updated block-wise with level-3 BLAS, the sites in parallel. Returns which traces were held out.
+    @discardableResult
+    public mutating func add(_ batch: TraceBatch) -> [Bool] {
+        precondition(batch.layout == layout)
+        let heldOut = batch.ids.map(split.holdsOut)
+        let rows = batch.ids.indices.filter { !heldOut[$0] }
+        calibrationCount += batch.count - rows.count
+        guard !rows.isEmpty else { return heldOut }
+        let labelled = rows.filter { batch.outputs[$0] != nil }
+        let labels = labelled.map { batch.outputs[$0]! }
+        let sites = layout.sites.count
+        moments.withUnsafeMutableBufferPointer { m in
+            crosses.withUnsafeMutableBufferPointer { c in
+                outputMoments.withUnsafeMutableBufferPointer { o in
+                    nonisolated(unsafe) let moments = m, crosses = c, outputMoments = o
+                    DispatchQueue.concurrentPerform(iterations: sites) { s in
+                        let block = batch.block(site: s, rows: rows)
+                        moments[s].add(block: block, count: rows.count)
+                        if s > 0 { crosses[s - 1].add(blockX: batch.block(site: s - 1, rows: rows), blockY: block, count: rows.count) }
+                        if !labelled.isEmpty { outputMoments[s].add(block: batch.block(site: s, rows: labelled), labels: labels) }
+                    }
+                }
+            }
+        }
+        return heldOut
+    }
+
     /// Estimates the site models, scores the held-out traces and returns the calibrated reference.
     public func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism) throws(FitError) -> ReferenceModel {
         guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
@@ -64,12 +94,12 @@ public struct ReferenceFitter: Sendable {
                 }
             }
         }
-        let layout = self.layout
-        let draft = ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs,
-                                   calibration: Calibration(layout: TermLayout(sites: [], outputs: false), accounts: []), alpha: alpha, scorer: scorer)
-        let calibrated = Calibration(layout: draft.termLayout, accounts: calibration.map(draft.account))
-        return ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs,
-                              calibration: calibrated, alpha: alpha, scorer: scorer)
+        let draft: ReferenceModel
+        do {
+            draft = try ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs,
+                                       calibration: .empty, alpha: alpha, scorer: scorer)
+        } catch { throw .numerical(site: "whitening", error) }
+        return draft.calibrated(Calibration(accounts: draft.batchScorer.accounts(TraceBatch(layout: layout, traces: calibration))))
     }
 }
 

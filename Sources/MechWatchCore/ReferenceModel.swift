@@ -8,14 +8,14 @@ public struct ReferenceModel: Sendable {
     public let transitions: [TransitionModel]
     /// One per site when the fit traces carried outputs; empty otherwise.
     public let outputs: [OutputModel]
-    public let calibration: Calibration
+    public private(set) var calibration: Calibration
     /// Traces with `p ≤ alpha` are flagged.
     public let alpha: Double
     /// Which statistic's p-value flags.
     public let scorer: Scorer
 
     public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel],
-                calibration: Calibration, alpha: Double, scorer: Scorer) {
+                calibration: Calibration, alpha: Double, scorer: Scorer) throws(MathError) {
         precondition(layout.sites.count == sites.count && (transitions.isEmpty || transitions.count == sites.count - 1))
         self.layout = layout
         self.sites = sites
@@ -24,53 +24,44 @@ public struct ReferenceModel: Sendable {
         self.calibration = calibration
         self.alpha = alpha
         self.scorer = scorer
-        termLayout = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty)
+        batchScorer = try BatchScorer(layout: layout, sites: sites, transitions: transitions, outputs: outputs)
     }
 
+    /// The same model with another calibration (the whitening is not recomputed).
+    public func calibrated(_ calibration: Calibration) -> ReferenceModel {
+        var copy = self
+        copy.calibration = calibration
+        return copy
+    }
+
+    /// The precomputed whitening that scores batches.
+    public let batchScorer: BatchScorer
+
     /// The terms this reference accounts for.
-    public let termLayout: TermLayout
+    public var termLayout: TermLayout { batchScorer.terms }
 
     /// Every term of a trace's surprise account (uncalibrated).
     public func account(_ trace: Trace) -> SurpriseAccount {
-        let siteScores = zip(sites, trace.sites).map { $0.score($1) }
-        let transitionSurprises = transitions.indices.map { k in transitions[k].surprise(x: trace.sites[k], y: trace.sites[k + 1]) }
-        let outputSurprises: [Double?] = outputs.indices.map { outputs[$0].surprise(trace.sites[$0], output: trace.output) }
-        return SurpriseAccount(sites: siteScores, transitions: transitionSurprises, outputs: outputSurprises)
-    }
-
-    /// The accounts of many traces at once, with level-3 BLAS per site and transition; equal to `account`
-    /// on each trace up to rounding.
-    public func accounts(_ traces: [Trace]) -> [SurpriseAccount] {
-        let perSite = sites.indices.map { s in sites[s].score(batch: traces.map { $0.sites[s] }) }
-        let perTransition = transitions.indices.map { k in
-            transitions[k].surprise(batchX: traces.map { $0.sites[k] }, batchY: traces.map { $0.sites[k + 1] })
-        }
-        let perOutput = outputs.indices.map { s in outputs[s].surprise(batch: traces.map { $0.sites[s] }, outputs: traces.map(\.output)) }
-        return traces.indices.map { j in
-            SurpriseAccount(sites: perSite.map { $0[j] }, transitions: perTransition.map { $0[j] }, outputs: perOutput.map { $0[j] })
-        }
-    }
-
-    /// The verdicts of many traces at once (see `accounts`).
-    public func evaluate(batch traces: [Trace]) -> [Verdict] {
-        accounts(traces).map(verdict)
+        batchScorer.accounts(TraceBatch(layout: layout, traces: [trace])).account(0)
     }
 
     /// The statistics, calibrated p-values and flag of a trace.
     public func evaluate(_ trace: Trace) -> Verdict {
-        verdict(for: account(trace))
+        evaluate(TraceBatch(layout: layout, traces: [trace])).verdict(0)
     }
 
-    private func verdict(for account: SurpriseAccount) -> Verdict {
-        let termP = calibration.terms.tailProbabilities(account.termValues)
-        let mechanism = TermCalibration.fisher(termP)
-        let statistics: [Scorer: Double] = [.mahalanobis: account.score, .independence: account.independenceSurprise, .mechanism: mechanism]
-        let p: [Scorer: Double] = [
-            .mahalanobis: calibration.mahalanobis.pValue(account.score),
-            .independence: calibration.independence.pValue(account.independenceSurprise),
-            .mechanism: calibration.terms.mechanism.pValue(mechanism),
-        ]
-        return Verdict(account: account, termP: termP, statistics: statistics, pValues: p, scorer: scorer, alpha: alpha)
+    /// The statistics, calibrated p-values and flags of every trace of a batch.
+    public func evaluate(_ batch: TraceBatch) -> ScoredBatch {
+        ScoredBatch(accounts: batchScorer.accounts(batch), calibration: calibration, scorer: scorer, alpha: alpha)
+    }
+
+    /// Bytes held by the model's matrices and vectors (what a loaded reference costs in memory, roughly).
+    public var byteCount: Int {
+        let sitesBytes = sites.reduce(0) { $0 + 8 * ($1.covariance.count + $1.cholesky.lower.count + $1.mean.count + $1.variances.count) }
+        let transitionBytes = transitions.reduce(0) { $0 + 8 * ($1.coefficients.count + 2 * $1.conditionalCovariance.count) }
+        let outputBytes = outputs.reduce(0) { $0 + 8 * (2 * $1.covariance.count + $1.means.values.reduce(0) { $0 + $1.count }) }
+        let calibrationBytes = 8 * calibration.termValues.reduce(0) { $0 + 2 * $1.count }
+        return sitesBytes + transitionBytes + outputBytes + calibrationBytes + batchScorer.byteCount
     }
 }
 
@@ -93,10 +84,14 @@ public struct Calibration: Sendable, Equatable {
     public let termValues: [[Double]]
 
     /// Calibrates from the calibration traces' accounts.
-    public init(layout: TermLayout, accounts: [SurpriseAccount]) {
-        self.init(layout: layout, termValues: accounts.map(\.termValues),
-                  mahalanobis: accounts.map(\.score), independence: accounts.map(\.independenceSurprise))
+    public init(accounts: AccountBatch) {
+        let rows = (0..<accounts.count).map { accounts.account($0) }
+        self.init(layout: accounts.terms, termValues: rows.map(\.termValues),
+                  mahalanobis: rows.map(\.score), independence: rows.map(\.independenceSurprise))
     }
+
+    /// No calibration traces (a model being fitted, before its calibration set is scored).
+    public static let empty = Calibration(layout: TermLayout(sites: [], outputs: false), termValues: [], mahalanobis: [], independence: [])
 
     public init(layout: TermLayout, termValues: [[Double]], mahalanobis: [Double], independence: [Double]) {
         self.termValues = termValues

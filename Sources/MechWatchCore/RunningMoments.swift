@@ -10,16 +10,16 @@ import COpenBLAS
 /// `Σ‖x−μ‖⁴ = Σq² − 4δ·Σ(q a) + 4 δᵀ(Σ a aᵀ)δ + 2‖δ‖² Σq − 4‖δ‖² δ·Σa + n‖δ‖⁴`.
 public struct RunningMoments: Sendable, Equatable {
     public let width: Int
-    public private(set) var count: Int = 0
-    public private(set) var mean: [Double]
+    public internal(set) var count: Int = 0
+    public internal(set) var mean: [Double]
     /// Lower triangle (column-major, full storage) of the co-moment matrix about the mean.
-    public private(set) var comoment: [Double]
+    public internal(set) var comoment: [Double]
     /// The fixed shift for the fourth-moment accumulators; empty until the first vector.
-    public private(set) var shift: [Double] = []
+    public internal(set) var shift: [Double] = []
     /// `Σ q²` with `q = ‖x − shift‖²`.
-    public private(set) var sumQ2: Double = 0
+    public internal(set) var sumQ2: Double = 0
     /// `Σ q (x − shift)`.
-    public private(set) var sumQA: [Double]
+    public internal(set) var sumQA: [Double]
 
     public init(width: Int) {
         precondition(width > 0, "site width must be positive")

@@ -16,7 +16,8 @@ public struct SiteModel: Sendable {
     public let shrinkage: Double
     /// Cholesky factor of `covariance`.
     public let cholesky: Cholesky
-    private let independenceLogNormaliser: Double
+    /// `½ (Σ log σᵢ² + p log 2π)`, the constant of the independence surprise.
+    let independenceLogNormaliser: Double
 
     /// Fraction of the mean variance below which a coordinate's variance is raised (dead units).
     public static let varianceFloor = 1e-6
@@ -59,29 +60,6 @@ public struct SiteModel: Sendable {
             mahalanobis: mahalanobis,
             jointSurprise: 0.5 * (mahalanobis + cholesky.logDeterminant + Double(width) * SiteModel.logTwoPi),
             independenceSurprise: 0.5 * independence + independenceLogNormaliser)
-    }
-
-    /// The surprise terms of many vectors at once (level-3 BLAS); equal to `score` on each.
-    public func score(batch xs: [[Double]]) -> [SiteScore] {
-        let m = xs.count
-        var centred = [Double](repeating: 0, count: width * m)
-        var independence = [Double](repeating: 0, count: m)
-        for (j, x) in xs.enumerated() {
-            precondition(x.count == width)
-            var sum = 0.0
-            for i in 0..<width {
-                let c = x[i] - mean[i]
-                centred[j * width + i] = c
-                sum += c * c / variances[i]
-            }
-            independence[j] = sum
-        }
-        let mahalanobis = cholesky.squaredMahalanobis(columns: &centred, count: m)
-        return (0..<m).map { j in
-            SiteScore(mahalanobis: mahalanobis[j],
-                      jointSurprise: 0.5 * (mahalanobis[j] + cholesky.logDeterminant + Double(width) * SiteModel.logTwoPi),
-                      independenceSurprise: 0.5 * independence[j] + independenceLogNormaliser)
-        }
     }
 
     static let logTwoPi = 1.8378770664093453

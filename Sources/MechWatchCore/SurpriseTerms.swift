@@ -80,9 +80,12 @@ public struct TermCalibration: Sendable, Equatable {
 
     /// Per-term tail probabilities of a new trace's term values (1 for a NaN term: no evidence).
     public func tailProbabilities(_ values: [Double]) -> [Double] {
-        values.enumerated().map { j, v in
-            v.isNaN ? 1 : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
-        }
+        values.enumerated().map { j, v in tailProbability(v, term: j) }
+    }
+
+    /// The tail probability of value `v` of term `j` (1 for NaN: no evidence).
+    public func tailProbability(_ v: Double, term j: Int) -> Double {
+        v.isNaN ? 1 : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
     }
 
     /// Fisher's combination of tail probabilities.

@@ -18,7 +18,8 @@ public struct TransitionModel: Sendable {
     public let coefficients: [Double]
     /// `Σ_y|x`, column-major.
     public let conditionalCovariance: [Double]
-    private let factor: Cholesky
+    /// Cholesky factor of `Σ_y|x`.
+    let factor: Cholesky
 
     /// Fits from the two site models and the cross moments of the traces that estimated them.
     public init(from x: SiteModel, to y: SiteModel, cross: CrossMoments) throws(MathError) {
@@ -76,22 +77,6 @@ public struct TransitionModel: Sendable {
         self.coefficients = coefficients
         self.conditionalCovariance = conditionalCovariance
         factor = try Cholesky(conditionalCovariance, dimension: y.width)
-    }
-
-    /// `surprise(x:y:)` of many pairs at once: one GEMM for the predictions, one triangular solve.
-    public func surprise(batchX xs: [[Double]], batchY ys: [[Double]]) -> [Double] {
-        let m = xs.count
-        guard m > 0 else { return [] }
-        var centredX = [Double](repeating: 0, count: widthX * m)
-        var residual = [Double](repeating: 0, count: widthY * m)
-        for j in 0..<m {
-            for i in 0..<widthX { centredX[j * widthX + i] = xs[j][i] - meanX[i] }
-            for i in 0..<widthY { residual[j * widthY + i] = ys[j][i] - meanY[i] }
-        }
-        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, Int32(widthY), Int32(m), Int32(widthX), -1,
-                    coefficients, Int32(widthY), centredX, Int32(widthX), 1, &residual, Int32(widthY))
-        let constant = factor.logDeterminant + Double(widthY) * SiteModel.logTwoPi
-        return factor.squaredMahalanobis(columns: &residual, count: m).map { 0.5 * ($0 + constant) }
     }
 
     /// `−log N(y; μ_y + B(x − μ_x), Σ_y|x)` in nats: the surprise of `y` given `x`.

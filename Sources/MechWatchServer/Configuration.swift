@@ -12,6 +12,9 @@ public struct Configuration: Sendable, Equatable {
     public var calibrationFraction: Double = 0.2
     /// Longest accepted message line, in bytes.
     public var maxMessageBytes: Int = 16 << 20
+    /// Largest accepted binary payload (what one `fit_batch`/`score_batch` may carry), in bytes. A
+    /// connection holds at most one payload being received, so this bounds each connection's input buffer.
+    public var maxPayloadBytes: Int = 64 << 20
     /// How long a write waits for a database lock held by another process before failing, in ms.
     public var busyTimeoutMilliseconds: Int = 5_000
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -30,6 +33,7 @@ public struct Configuration: Sendable, Equatable {
         ("alpha", "a number strictly between 0 and 1"),
         ("calibration_fraction", "a number strictly between 0 and 1"),
         ("max_message_bytes", "an integer from 1024 to 1073741824"),
+        ("max_payload_bytes", "an integer from 0 to 1073741824"),
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
@@ -57,6 +61,9 @@ public struct Configuration: Sendable, Equatable {
         case "max_message_bytes":
             guard case .integer(let n) = value, (1024...(1 << 30)).contains(n) else { throw invalid() }
             maxMessageBytes = n
+        case "max_payload_bytes":
+            guard case .integer(let n) = value, (0...(1 << 30)).contains(n) else { throw invalid() }
+            maxPayloadBytes = n
         case "busy_timeout_ms":
             guard case .integer(let n) = value, (0...600_000).contains(n) else { throw invalid() }
             busyTimeoutMilliseconds = n

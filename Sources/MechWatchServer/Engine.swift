@@ -5,6 +5,7 @@ import Logging
 import MechWatchCore
 import MechWatchStore
 import MechWatchWire
+import NIOCore
 
 /// The daemon's state: references (collecting or active) and the store. Serialises all requests, so
 /// every reply follows the commit of what it acknowledges.
@@ -22,6 +23,7 @@ public actor Engine {
     }
 
     private let store: Store
+    private let writer: EventWriter
     private let configuration: Configuration
     private let logger: Logger
     private let started = Engine.now()
@@ -33,13 +35,19 @@ public actor Engine {
         self.configuration = configuration
         self.logger = logger
         store = try Store(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
+        writer = try EventWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
         for record in try store.references() {
             switch record.state {
             case .active:
                 references[record.name] = .active(record, try store.model(of: record))
             case .collecting:
                 var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction))
-                try store.forEachFitTrace(of: record, heldOut: false) { fitter.add($0) }
+                var traces: [Trace] = []
+                try store.forEachFitTrace(of: record, heldOut: false) { trace in
+                    traces.append(trace)
+                    if traces.count == BatchScorer.blockSize { fitter.add(TraceBatch(layout: record.layout, traces: traces)); traces = [] }
+                }
+                fitter.add(TraceBatch(layout: record.layout, traces: traces))
                 references[record.name] = .collecting(record, fitter)
             }
             logger.info("loaded reference", metadata: ["reference": "\(record.name)", "state": "\(record.state.rawValue)", "fit_traces": "\(record.fitCount)"])
@@ -47,75 +55,129 @@ public actor Engine {
     }
 
     /// Answers one decoded message.
-    public func handle(_ message: DecodedMessage) -> Reply {
-        requestCount += 1
-        do throws(ProtocolError) {
-            switch message.request {
-            case .failure(let error): throw error
-            case .success(let request): return try handle(request, id: message.id)
-            }
-        } catch {
-            logger.debug("request failed", metadata: ["code": "\(error.code.rawValue)", "message": "\(error.message)"])
-            return .failure(id: message.id, error)
-        }
+    public func handle(_ message: DecodedMessage) async -> Reply {
+        await handle([message])[0]
     }
 
-    /// Answers messages read together from one connection, in order. Consecutive score requests share
-    /// one transaction (group commit): each is a savepoint inside it, and none is acknowledged before the
-    /// commit; if the commit fails, every one of them gets `store_error`.
-    public func handle(_ messages: [DecodedMessage]) -> [Reply] {
+    /// Answers messages read together from one connection, in order. Scoring happens here; storing the
+    /// events is handed to the writer, which commits everything submitted meanwhile in one transaction,
+    /// and each reply waits for its commit. While a reply waits, the engine serves other connections, so
+    /// scoring one batch overlaps storing the previous one. Consecutive JSON `score` requests of one
+    /// reference are scored together as one batch.
+    public func handle(_ messages: [DecodedMessage]) async -> [Reply] {
+        requestCount += messages.count
+        var steps: [Step] = []
+        var k = 0
+        while k < messages.count {
+            guard case .success(.score(let name, _)) = messages[k].request else {
+                steps.append(step(messages[k]))
+                k += 1
+                continue
+            }
+            var end = k + 1
+            while end < messages.count, case .success(.score(name, _)) = messages[end].request { end += 1 }
+            steps += scoreTraces(name, messages[k..<end])
+            k = end
+        }
         var replies: [Reply] = []
-        replies.reserveCapacity(messages.count)
-        var start = 0
-        while start < messages.count {
-            var end = start
-            while end < messages.count, case .success(.score) = messages[end].request { end += 1 }
-            if end - start >= 2 {
-                replies += scoreGroup(messages[start..<end])
-                start = end
-            } else {
-                replies.append(handle(messages[start]))
-                start += 1
+        replies.reserveCapacity(steps.count)
+        for step in steps {
+            switch step {
+            case .done(let reply):
+                replies.append(reply)
+            case .stored(let future, let reply):
+                do { replies.append(reply.success(try await future.get())) } catch {
+                    replies.append(.failure(id: reply.requestID, storeFailure(error)))
+                }
             }
         }
         return replies
     }
 
-    private func scoreGroup(_ group: ArraySlice<DecodedMessage>) -> [Reply] {
-        requestCount += group.count
-        // Validate each request, then score each reference's traces as one batch (level-3 BLAS).
-        let prepared: [Result<PreparedScore, ProtocolError>] = group.map { message in
-            guard case .success(.score(let name, let trace)) = message.request else {
-                return .failure(ProtocolError(.internalError, "not a score request"))
+    /// A message's reply, or what its reply waits for.
+    enum Step {
+        case done(Reply)
+        case stored(EventLoopFuture<[Int64]>, ScoreReply)
+    }
+
+    /// How to answer scored traces once their events are stored.
+    struct ScoreReply {
+        var reference: String
+        var ids: [String]
+        var scored: ScoredBatch
+        /// Nil: the batch's reply (`score_batch`); otherwise the one trace (`score`) this reply is for.
+        var row: Int?
+        var requestID: String?
+
+        func success(_ events: [Int64]) -> Reply {
+            func result(_ j: Int) -> [JSONValue.Member] {
+                [.init("event", .int(Int(events[j]))), .init("score", .number(scored.score(j))), .init("p", .number(scored.p(j))),
+                 .init("flagged", .bool(scored.flagged(j)))]
             }
-            do throws(ProtocolError) { return .success(try prepareScore(name, trace)) } catch { return .failure(error) }
+            if let row {
+                return Reply(value: .object([.init("ok", true), .init("id", .string(ids[row]))] + result(row)))
+            }
+            let results = ids.indices.map { j in JSONValue.object([.init("id", .string(ids[j]))] + result(j)) }
+            let flagged = ids.indices.filter(scored.flagged).count
+            return .success(id: requestID, ["reference": .string(reference), "count": .int(ids.count), "flagged": .int(flagged), "results": .array(results)])
         }
-        var byReference: [String: [(index: Int, score: PreparedScore)]] = [:]
-        for (k, p) in prepared.enumerated() { if case .success(let s) = p { byReference[s.record.name, default: []].append((k, s)) } }
-        var verdicts = [Verdict?](repeating: nil, count: prepared.count)
-        for items in byReference.values {
-            let batch = items[0].score.model.evaluate(batch: items.map(\.score.trace))
-            for (item, verdict) in zip(items, batch) { verdicts[item.index] = verdict }
+    }
+
+    private func step(_ message: DecodedMessage) -> Step {
+        do throws(ProtocolError) {
+            switch message.request {
+            case .failure(let error): throw error
+            case .success(.scoreBatch(let name, let batch)):
+                let (record, model) = try activeModel(name)
+                return submit(record, model, try batch.batch(in: record.layout, reference: name), meta: batch.meta?.jsonText, row: nil, requestID: message.id)
+            case .success(let request):
+                return .done(try handle(request, id: message.id))
+            }
+        } catch {
+            logger.debug("request failed", metadata: ["code": "\(error.code.rawValue)", "message": "\(error.message)"])
+            return .done(.failure(id: message.id, error))
         }
-        var replies: [Reply] = []
-        do {
-            try store.transaction { () throws(StoreError) in
-                for (k, message) in zip(prepared.indices, group) {
-                    switch prepared[k] {
-                    case .failure(let error):
-                        replies.append(.failure(id: message.id, error))
-                    case .success(let score):
-                        do throws(ProtocolError) { replies.append(try commitScore(score, verdicts[k]!)) } catch {
-                            replies.append(.failure(id: message.id, error))
-                        }
-                    }
+    }
+
+    /// JSON `score` requests of one reference: those that validate are scored as one batch and stored together.
+    private func scoreTraces(_ name: String, _ messages: ArraySlice<DecodedMessage>) -> [Step] {
+        let model: (ReferenceRecord, ReferenceModel)
+        do { model = try activeModel(name) } catch { return messages.map { .done(.failure(id: $0.id, error)) } }
+        var steps: [Step?] = Array(repeating: nil, count: messages.count)
+        var traces: [Trace] = [], slots: [Int] = [], metas: [String?] = []
+        for (k, message) in zip(0..., messages) {
+            guard case .success(.score(_, let trace)) = message.request else { continue }
+            do throws(ProtocolError) {
+                traces.append(try trace.trace(in: model.0.layout, reference: name))
+                slots.append(k)
+                metas.append(trace.meta?.jsonText)
+            } catch { steps[k] = .done(.failure(id: message.id, error)) }
+        }
+        // Traces with different meta are stored as separate batches (meta is per batch).
+        var start = 0
+        while start < traces.count {
+            var end = start + 1
+            while end < traces.count, metas[end] == metas[start] { end += 1 }
+            let batch = TraceBatch(layout: model.0.layout, traces: Array(traces[start..<end]))
+            if case .stored(let future, var reply) = submit(model.0, model.1, batch, meta: metas[start], row: 0, requestID: nil) {
+                for j in start..<end {
+                    reply.row = j - start
+                    steps[slots[j]] = .stored(future, reply)
                 }
             }
-            return replies
-        } catch {
-            let failure = storeFailure(error)
-            return group.map { .failure(id: $0.id, failure) }
+            start = end
         }
+        return steps.map { $0! }
+    }
+
+    /// Scores a batch and hands its events to the writer.
+    private func submit(_ record: ReferenceRecord, _ model: ReferenceModel, _ batch: TraceBatch, meta: String?, row: Int?, requestID: String?) -> Step {
+        let scored = model.evaluate(batch)
+        for j in 0..<scored.count where scored.flagged(j) {
+            logger.info("flagged", metadata: ["reference": "\(record.name)", "id": "\(batch.ids[j])", "p": "\(scored.p(j))"])
+        }
+        let future = writer.submit(EventBatch(referenceID: record.id, ids: batch.ids, outputs: batch.outputs, scored: scored, meta: meta))
+        return .stored(future, ScoreReply(reference: record.name, ids: batch.ids, scored: scored, row: row, requestID: requestID))
     }
 
     private func handle(_ request: Request, id: String?) throws(ProtocolError) -> Reply {
@@ -123,9 +185,17 @@ public actor Engine {
         case .hello:
             return .success(id: id, ["server": "mechwatch", "version": .string(MechWatchVersion.current), "protocol": .int(Request.protocolVersion)])
         case .fit(let name, let message):
-            return try fit(name, message)
-        case .score(let name, let message):
-            return try score(name, message)
+            let layout = try collecting(name, layout: message.layout).0.layout
+            let roles = try fit(name, TraceBatch(layout: layout, traces: [try message.trace(in: layout, reference: name)]))
+            return .success(id: message.id, ["reference": .string(name), "role": .string(roles[0])])
+        case .fitBatch(let name, let batch):
+            let layout = try collecting(name, layout: batch.layout).0.layout
+            let roles = try fit(name, try batch.batch(in: layout, reference: name))
+            let results = zip(batch.ids, roles).map { JSONValue.object([.init("id", .string($0)), .init("role", .string($1))]) }
+            return .success(id: id, ["reference": .string(name), "count": .int(roles.count),
+                                     "calibration": .int(roles.filter { $0 == "calibration" }.count), "results": .array(results)])
+        case .score, .scoreBatch:
+            throw ProtocolError(.internalError, "score requests are handled in batches")
         case .finalize(let name, let alpha, let scorer):
             return try finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, id: id)
         case .delete(let name):
@@ -139,62 +209,48 @@ public actor Engine {
         }
     }
 
-    private func fit(_ name: String, _ message: TraceMessage) throws(ProtocolError) -> Reply {
-        var record: ReferenceRecord
-        var fitter: ReferenceFitter
+    /// The collecting reference `name`, created with `layout` if it does not exist yet.
+    private func collecting(_ name: String, layout: SiteLayout) throws(ProtocolError) -> (ReferenceRecord, ReferenceFitter) {
         switch references[name] {
         case .active?:
             throw ProtocolError(.referenceNotCollecting, "reference: '\(name)' is already active and takes no more fit traces; delete it or fit a reference with a new name")
         case .collecting(let r, let f)?:
-            (record, fitter) = (r, f)
+            return (r, f)
         case nil:
-            let layout = message.layout
-            record = try storing { () throws(StoreError) in
+            let record = try storing { () throws(StoreError) in
                 try store.createReference(name: name, layout: layout, alpha: configuration.alpha, calibrationFraction: configuration.calibrationFraction)
             }
-            fitter = ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: configuration.calibrationFraction))
+            let fitter = ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: configuration.calibrationFraction))
+            references[name] = .collecting(record, fitter)
             logger.info("created reference", metadata: ["reference": "\(name)", "sites": "\(layout.sites.map { "\($0.name):\($0.width)" })"])
+            return (record, fitter)
         }
+    }
+
+    /// Stores trusted traces (in the reference's layout), then adds them to its moments; returns each one's role.
+    private func fit(_ name: String, _ batch: TraceBatch) throws(ProtocolError) -> [String] {
+        guard case .collecting(var record, var fitter)? = references[name] else { throw unknown(name) }
         // Stored traces are float32; fit on exactly the stored values so a restart replays the same moments.
-        var trace = try message.trace(in: record.layout, reference: name)
-        trace.sites = trace.sites.map { $0.map { Double(Float($0)) } }
-        let heldOut = fitter.split.holdsOut(trace.id)
-        try storing { () throws(StoreError) in try store.addFitTrace(referenceID: record.id, trace: trace, heldOut: heldOut) }
-        fitter.add(trace)
-        if heldOut { record.calibrationCount += 1 } else { record.fitCount += 1 }
+        var rounded = batch
+        for k in rounded.values.indices { rounded.values[k] = Double(Float(rounded.values[k])) }
+        let heldOut = rounded.ids.map(fitter.split.holdsOut)
+        try storing { () throws(StoreError) in try store.addFitTraces(referenceID: record.id, batch: rounded, heldOut: heldOut) }
+        references[name] = nil  // let the fitter be mutated in place
+        fitter.add(rounded)
+        let calibration = heldOut.filter { $0 }.count
+        record.calibrationCount += calibration
+        record.fitCount += batch.count - calibration
         references[name] = .collecting(record, fitter)
-        return .success(id: trace.id, ["reference": .string(name), "role": heldOut ? "calibration" : "fit"])
+        return heldOut.map { $0 ? "calibration" : "fit" }
     }
 
-    /// A validated score request: its reference, model and trace in layout order.
-    struct PreparedScore {
-        var record: ReferenceRecord
-        var model: ReferenceModel
-        var trace: Trace
-        var meta: String?
-    }
-
-    private func score(_ name: String, _ message: TraceMessage) throws(ProtocolError) -> Reply {
-        let prepared = try prepareScore(name, message)
-        return try commitScore(prepared, prepared.model.evaluate(prepared.trace))
-    }
-
-    private func prepareScore(_ name: String, _ message: TraceMessage) throws(ProtocolError) -> PreparedScore {
+    /// The active reference `name` and its model.
+    private func activeModel(_ name: String) throws(ProtocolError) -> (ReferenceRecord, ReferenceModel) {
         guard let loaded = references[name] else { throw unknown(name) }
         guard case .active(let record, let model) = loaded else {
             throw ProtocolError(.referenceNotActive, "reference: '\(name)' is still collecting (\(loaded.record.fitCount + loaded.record.calibrationCount) fit traces); finalize it before scoring")
         }
-        return PreparedScore(record: record, model: model, trace: try message.trace(in: record.layout, reference: name), meta: message.meta?.jsonText)
-    }
-
-    private func commitScore(_ s: PreparedScore, _ verdict: Verdict) throws(ProtocolError) -> Reply {
-        let event = try storing { () throws(StoreError) in
-            try store.insertEvent(referenceID: s.record.id, trace: s.trace, verdict: verdict, terms: s.model.termLayout, meta: s.meta)
-        }
-        if verdict.flagged {
-            logger.info("flagged", metadata: ["reference": "\(s.record.name)", "id": "\(s.trace.id)", "event": "\(event)", "p": "\(verdict.p)"])
-        }
-        return .success(id: s.trace.id, ["event": .int(Int(event)), "score": .number(verdict.score), "p": .number(verdict.p), "flagged": .bool(verdict.flagged)])
+        return (record, model)
     }
 
     private func finalize(_ name: String, alpha: Double?, scorer: Scorer, id: String?) throws(ProtocolError) -> Reply {

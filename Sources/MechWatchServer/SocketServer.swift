@@ -27,13 +27,13 @@ public struct SocketServer: Service {
     public func run() async throws {
         let path = configuration.socket
         try SocketPath.prepare(path, group: access.group?.id)
-        let limit = configuration.maxMessageBytes
+        let limit = configuration.maxMessageBytes, payloadLimit = configuration.maxPayloadBytes
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit)))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit, maximumPayloadLength: payloadLimit)))
                     // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
                     // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
                     return try NIOAsyncChannel<[Frame], ByteBuffer>(synchronouslyWrapping: channel)
@@ -81,6 +81,8 @@ public struct SocketServer: Service {
                     var out = ByteBuffer()
                     for reply in replies { out.writeString(reply.line) }
                     try await outbound.write(out)
+                    // After an unframeable header the rest of the stream has no boundaries: close.
+                    if frames.contains(where: { if case .unframeable = $0 { true } else { false } }) { return }
                 }
             }
         } catch {
@@ -93,6 +95,10 @@ public struct SocketServer: Service {
         switch frame {
         case .line(let bytes):
             return Request.decode(bytes)
+        case .binary(let header, let payload):
+            return Request.decode(header, payload: payload)
+        case .unframeable(let reason):
+            return DecodedMessage(id: nil, request: .failure(ProtocolError(.unframeable, reason)))
         case .oversized(let limit):
             return DecodedMessage(id: nil, request: .failure(ProtocolError(.lineTooLong, "message: longer than max_message_bytes (\(limit) bytes); it was discarded")))
         case .truncated(let count):

@@ -15,11 +15,12 @@ enum Blob {
         }
     }
 
-    static func float32(_ values: [Double]) -> [UInt8] {
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(values.count * 4)
-        for v in values { withUnsafeBytes(of: Float(v).bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
-        return bytes
+    static func float32(_ values: ArraySlice<Double>) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: values.count * 4) { buffer, count in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            for (k, v) in values.enumerated() { raw.storeBytes(of: Float(v).bitPattern.littleEndian, toByteOffset: 4 * k, as: UInt32.self) }
+            count = values.count * 4
+        }
     }
 
     static func float32(_ bytes: [UInt8]) -> [Double] {

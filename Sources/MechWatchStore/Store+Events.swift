@@ -1,31 +1,43 @@
 import MechWatchCore
 
 extension Store {
-    /// Stores a scored trace with its per-site and per-term values in one transaction; returns the event number.
-    public func insertEvent(referenceID: Int64, trace: Trace, verdict: Verdict, terms: TermLayout, meta: String?) throws(StoreError) -> Int64 {
-        try transaction { () throws(StoreError) in
-            let p = verdict.pValues
-            try db.cached("""
+    /// Stores scored traces with their per-site and per-term values in one transaction (a savepoint
+    /// when already inside one); returns the event numbers in order. `ids[j]`, `outputs[j]` and row `j`
+    /// of `scored` describe trace `j`; `meta` (JSON text) is stored with every one.
+    public func insertEvents(referenceID: Int64, ids: [String], outputs: [Int?], scored: ScoredBatch, meta: String?) throws(StoreError) -> [Int64] {
+        precondition(ids.count == scored.count && outputs.count == scored.count)
+        return try transaction { () throws(StoreError) in
+            let event = try db.cached("""
                 INSERT INTO events (reference_id, client_id, output, score, p_value, flagged, meta, scorer, p_mahalanobis, p_independence, p_mechanism)
                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                """).bind(.integer(referenceID), .text(trace.id), .optional(trace.output), .real(verdict.score),
-                          .real(verdict.p), .integer(verdict.flagged ? 1 : 0), .optional(meta), .text(verdict.scorer.rawValue),
-                          .optional(p[.mahalanobis]), .optional(p[.independence]), .optional(p[.mechanism])).run()
-            let event = db.lastInsertRowID
+                """)
             let site = try db.cached("""
                 INSERT INTO event_sites (event_id, position, mahalanobis, joint_surprise, independence_surprise)
                 VALUES (?1, ?2, ?3, ?4, ?5)
                 """)
-            for (position, s) in verdict.account.sites.enumerated() {
-                try site.bind(.integer(event), .integer(Int64(position)), .real(s.mahalanobis),
-                              .real(s.jointSurprise), .real(s.independenceSurprise)).run()
-            }
             let term = try db.cached("INSERT INTO event_terms (event_id, term, kind, subject, value, p) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            for (k, (spec, value)) in zip(terms.terms, verdict.account.termValues).enumerated() {
-                try term.bind(.integer(event), .integer(Int64(k)), .text(spec.kind.rawValue), .text(spec.site),
-                              value.isNaN ? .null : .real(value), .real(verdict.termP[k])).run()
+            let accounts = scored.accounts, terms = accounts.terms.terms
+            let t = terms.count, sites = accounts.siteCount
+            let p = (scored.pValues[.mahalanobis], scored.pValues[.independence], scored.pValues[.mechanism])
+            var numbers: [Int64] = []
+            numbers.reserveCapacity(ids.count)
+            for j in ids.indices {
+                try event.bind(.integer(referenceID), .text(ids[j]), .optional(outputs[j]), .real(scored.score(j)),
+                               .real(scored.p(j)), .integer(scored.flagged(j) ? 1 : 0), .optional(meta), .text(scored.scorer.rawValue),
+                               .optional(p.0?[j]), .optional(p.1?[j]), .optional(p.2?[j])).run()
+                let number = db.lastInsertRowID
+                numbers.append(number)
+                for s in 0..<sites {
+                    try site.bind(.integer(number), .integer(Int64(s)), .real(accounts.mahalanobis[j * sites + s]),
+                                  .real(accounts.termValues[j * t + 3 * s + 1]), .real(accounts.termValues[j * t + 3 * s])).run()
+                }
+                for k in 0..<t {
+                    let value = accounts.termValues[j * t + k]
+                    try term.bind(.integer(number), .integer(Int64(k)), .text(terms[k].kind.rawValue), .text(terms[k].site),
+                                  value.isNaN ? .null : .real(value), .real(scored.termP[j * t + k])).run()
+                }
             }
-            return event
+            return numbers
         }
     }
 

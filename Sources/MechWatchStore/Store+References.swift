@@ -32,14 +32,20 @@ extension Store {
         return db.changes > 0
     }
 
-    /// Stores a trusted trace (float32) in its role and counts it.
-    public func addFitTrace(referenceID: Int64, trace: Trace, heldOut: Bool) throws(StoreError) {
+    /// Stores trusted traces (float32), trace `j` in the calibration role when `heldOut[j]`, and counts
+    /// them, in one transaction.
+    public func addFitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool]) throws(StoreError) {
+        precondition(heldOut.count == batch.count)
         try transaction { () throws(StoreError) in
-            try db.cached("INSERT INTO fit_traces (reference_id, client_id, role, output, vector) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .bind(.integer(referenceID), .text(trace.id), .text(heldOut ? "calibration" : "fit"),
-                      .optional(trace.output), .blob(Blob.float32(trace.sites.flatMap { $0 }))).run()
-            let column = heldOut ? "calibration_count" : "fit_count"
-            try db.cached("UPDATE reference_models SET \(column) = \(column) + 1 WHERE id = ?1").bind(.integer(referenceID)).run()
+            let insert = try db.cached("INSERT INTO fit_traces (reference_id, client_id, role, output, vector) VALUES (?1, ?2, ?3, ?4, ?5)")
+            let width = batch.layout.totalWidth
+            for j in 0..<batch.count {
+                try insert.bind(.integer(referenceID), .text(batch.ids[j]), .text(heldOut[j] ? "calibration" : "fit"),
+                                .optional(batch.outputs[j]), .blob(Blob.float32(batch.values[j * width..<(j + 1) * width]))).run()
+            }
+            let calibration = heldOut.filter { $0 }.count
+            try db.cached("UPDATE reference_models SET fit_count = fit_count + ?2, calibration_count = calibration_count + ?3 WHERE id = ?1")
+                .bind(.integer(referenceID), .integer(Int64(batch.count - calibration)), .integer(Int64(calibration))).run()
         }
     }
 
@@ -141,23 +147,21 @@ extension Store {
             .bind(.integer(reference.id)).firstRow { s in
                 (Blob.float64(s.blob(0)), s.isNull(1) ? nil : Blob.float64(s.blob(1)), s.isNull(2) ? nil : Blob.float64(s.blob(2)))
             }
-        let draft = ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs,
-                                   calibration: Calibration(layout: TermLayout(sites: [], outputs: false), accounts: []),
-                                   alpha: reference.alpha, scorer: reference.scorer)
-        let calibration: Calibration
+        let draft: ReferenceModel
+        do {
+            draft = try ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs,
+                                       calibration: .empty, alpha: reference.alpha, scorer: reference.scorer)
+        } catch { throw corrupt("whitening", error) }
         if let stored, let independence = stored.1, let flat = stored.2 {
             let width = draft.termLayout.terms.count
             let rows = width == 0 ? [] : stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
-            calibration = Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence)
-        } else {
-            var accounts: [SurpriseAccount] = []
-            do { try forEachFitTrace(of: reference, heldOut: true) { accounts.append(draft.account($0)) } } catch {
-                throw (error as? StoreError) ?? StoreError(.sqlite, "\(error)")
-            }
-            calibration = Calibration(layout: draft.termLayout, accounts: accounts)
+            return draft.calibrated(Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence))
         }
-        return ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs,
-                              calibration: calibration, alpha: reference.alpha, scorer: reference.scorer)
+        var traces: [Trace] = []
+        do { try forEachFitTrace(of: reference, heldOut: true) { traces.append($0) } } catch {
+            throw (error as? StoreError) ?? StoreError(.sqlite, "\(error)")
+        }
+        return draft.calibrated(Calibration(accounts: draft.batchScorer.accounts(TraceBatch(layout: reference.layout, traces: traces))))
     }
 
     private func loadReferences(where clause: String, _ value: SQLValue) throws(StoreError) -> [ReferenceRecord] {

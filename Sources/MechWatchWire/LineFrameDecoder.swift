@@ -1,27 +1,42 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 
 /// One framed inbound message.
 public enum Frame: Sendable, Equatable {
     /// A complete line, without its `\n` (and without a `\r` before it).
     case line([UInt8])
+    /// A header line with `"payload_bytes": N` and the N raw bytes that followed it.
+    case binary(header: [UInt8], payload: [UInt8])
     /// A line longer than the limit; its bytes up to the next `\n` are discarded.
     case oversized(limit: Int)
-    /// The peer closed its side with an unterminated line of this many bytes pending.
+    /// The peer closed its side with an unterminated line (or an incomplete payload) of this many bytes pending.
     case truncated(byteCount: Int)
+    /// A header whose `payload_bytes` cannot be honoured: the stream cannot be resynchronised, so the
+    /// connection is answered with this reason and closed.
+    case unframeable(reason: String)
 }
 
 /// Splits a byte stream on `\n` only, enforcing a maximum line length so a client cannot make the
-/// daemon buffer without bound. Emits every complete frame of one read together, so that pipelined
+/// daemon buffer without bound; a line whose JSON has `"payload_bytes": N` is followed by N raw bytes,
+/// at most `maximumPayloadLength`. Emits every complete frame of one read together, so that pipelined
 /// requests can be handled (and committed) as a group.
 public struct LineFrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = [Frame]
 
     public let maximumLineLength: Int
+    public let maximumPayloadLength: Int
     private var discarding = false
+    /// A header read whose payload has not fully arrived, and the payload's length.
+    private var pending: (header: [UInt8], length: Int)?
+    /// After an unframeable header nothing more is read.
+    private var failed = false
 
-    public init(maximumLineLength: Int) {
-        precondition(maximumLineLength > 0)
+    public init(maximumLineLength: Int, maximumPayloadLength: Int = 1 << 30) {
+        precondition(maximumLineLength > 0 && maximumPayloadLength >= 0)
         self.maximumLineLength = maximumLineLength
+        self.maximumPayloadLength = maximumPayloadLength
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -34,9 +49,10 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         var frames: [Frame] = []
         while let frame = next(&buffer) { frames.append(frame) }
-        if buffer.readableBytes > 0 {
-            if !discarding { frames.append(.truncated(byteCount: buffer.readableBytes)) }
+        if buffer.readableBytes > 0 || pending != nil {
+            if !discarding && !failed { frames.append(.truncated(byteCount: buffer.readableBytes + (pending?.header.count ?? 0))) }
             buffer.moveReaderIndex(to: buffer.writerIndex)
+            pending = nil
         }
         if !frames.isEmpty { context.fireChannelRead(wrapInboundOut(frames)) }
         return .needMoreData
@@ -44,6 +60,15 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
 
     /// The next frame in `buffer`, consuming its bytes, or nil if more input is needed.
     mutating func next(_ buffer: inout ByteBuffer) -> Frame? {
+        if failed {
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return nil
+        }
+        if let (header, length) = pending {
+            guard buffer.readableBytes >= length else { return nil }
+            pending = nil
+            return .binary(header: header, payload: buffer.readBytes(length: length)!)
+        }
         let view = buffer.readableBytesView
         if discarding {
             guard let newline = view.firstIndex(of: UInt8(ascii: "\n")) else {
@@ -71,6 +96,57 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         }
         let line = Array(view[view.startIndex..<end])
         buffer.moveReaderIndex(to: newline + 1)
-        return .line(line)
+        switch payloadLength(of: line) {
+        case nil:
+            return .line(line)
+        case .failure(let header)?:
+            failed = true
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return .unframeable(reason: header.reason)
+        case .success(let length)?:
+            pending = (line, length)
+            return next(&buffer)
+        }
     }
+
+    private static let key = Array(#""payload_bytes""#.utf8)
+
+    /// Whether `"payload_bytes"` occurs in `line` (jumping from quote to quote with `memchr`).
+    private static func mentionsKey(_ line: [UInt8]) -> Bool {
+        let n = key.count
+        guard line.count >= n else { return false }
+        return line.withUnsafeBufferPointer { (l: UnsafeBufferPointer<UInt8>) -> Bool in
+            key.withUnsafeBufferPointer { (k: UnsafeBufferPointer<UInt8>) -> Bool in
+                let base = UnsafeRawPointer(l.baseAddress!)
+                var offset = 0
+                while l.count - offset >= n {
+                    guard let found = memchr(base + offset, 0x22, l.count - offset) else { return false }
+                    let at = base.distance(to: UnsafeRawPointer(found))
+                    if l.count - at < n { return false }
+                    if memcmp(found, k.baseAddress!, n) == 0 { return true }
+                    offset = at + 1
+                }
+                return false
+            }
+        }
+    }
+
+    /// Nil for a line without `payload_bytes`; otherwise the payload length, or why it is unusable.
+    private func payloadLength(of line: [UInt8]) -> Result<Int, UnframeableHeader>? {
+        guard Self.mentionsKey(line) else { return nil }
+        guard let header = try? JSONParser.parse(line), case .object = header else {
+            return .failure(UnframeableHeader("message: a header with payload_bytes must be a valid JSON object; the payload that follows cannot be located, so the connection is closed"))
+        }
+        guard let value = header["payload_bytes"] else { return nil }
+        guard case .number(let d) = value, d == d.rounded(), d >= 0, d <= Double(maximumPayloadLength) else {
+            return .failure(UnframeableHeader("payload_bytes: expected an integer from 0 to \(maximumPayloadLength) (max_payload_bytes), got \(value.jsonText); the connection is closed"))
+        }
+        return .success(Int(d))
+    }
+}
+
+/// Why a binary header cannot be framed.
+struct UnframeableHeader: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
 }

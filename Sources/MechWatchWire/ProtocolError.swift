@@ -11,6 +11,8 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
         case invalidField = "invalid_field"
         case unsupportedProtocol = "unsupported_protocol"
         case nonFiniteValue = "non_finite_value"
+        case payloadMismatch = "payload_mismatch"
+        case unframeable = "unframeable"
         case unknownReference = "unknown_reference"
         case referenceNotActive = "reference_not_active"
         case referenceNotCollecting = "reference_not_collecting"

@@ -2,6 +2,8 @@
 public struct Reply: Sendable, Equatable {
     public var value: JSONValue
 
+    public init(value: JSONValue) { self.value = value }
+
     /// A success reply with `fields` after `"ok":true` (and `"id"` first when given).
     public static func success(id: String? = nil, _ fields: KeyValuePairs<String, JSONValue>) -> Reply {
         var members: [JSONValue.Member] = [.init("ok", true)]

@@ -9,6 +9,10 @@ public enum Request: Sendable, Equatable {
     case fit(reference: String, trace: TraceMessage)
     /// `{"op":"score",…}`: score a trace against an active reference and store the event.
     case score(reference: String, trace: TraceMessage)
+    /// `{"op":"fit_batch",…}` + payload: add many trusted traces at once.
+    case fitBatch(reference: String, batch: BatchMessage)
+    /// `{"op":"score_batch",…}` + payload: score many traces at once; one reply for the batch.
+    case scoreBatch(reference: String, batch: BatchMessage)
     /// `{"op":"finalize","reference":…,"alpha":…,"scorer":…}`: estimate and calibrate; the reference becomes active.
     case finalize(reference: String, alpha: Double?, scorer: Scorer?)
     /// `{"op":"delete","reference":…}`: remove a reference with its traces and events.
@@ -20,7 +24,7 @@ public enum Request: Sendable, Equatable {
     public static let protocolVersion = 1
 
     /// The value of `op` for each request kind, as documented.
-    public static let ops = ["hello", "fit", "score", "finalize", "delete", "status"]
+    public static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "status"]
 }
 
 /// A trace as sent on the wire: sites in the client's order, before matching a reference's layout.
@@ -69,5 +73,53 @@ public struct TraceMessage: Sendable, Equatable {
             throw ProtocolError(.missingSite, "sites.\(layout.sites[missing].name): missing; reference '\(reference)' expects sites \(layout.sites.map(\.name))")
         }
         return Trace(id: id, output: output, sites: ordered.map { $0! })
+    }
+}
+
+/// Traces sent as one binary batch: the client's layout, one id (and optional output) per trace, and the
+/// values, `count × layout.totalWidth`, row-major in the client's site order.
+public struct BatchMessage: Sendable, Equatable {
+    public var layout: SiteLayout
+    public var ids: [String]
+    public var outputs: [Int?]
+    public var values: [Double]
+    /// The client's `meta` object, stored with every trace of the batch.
+    public var meta: JSONValue?
+
+    public init(layout: SiteLayout, ids: [String], outputs: [Int?], values: [Double], meta: JSONValue? = nil) {
+        self.layout = layout
+        self.ids = ids
+        self.outputs = outputs
+        self.values = values
+        self.meta = meta
+    }
+
+    /// The batch with its sites in `layout` order (reordered if the client sent another order); every
+    /// site of the layout must be present with its width, and no other.
+    public func batch(in layout: SiteLayout, reference: String) throws(ProtocolError) -> TraceBatch {
+        if layout == self.layout { return TraceBatch(layout: layout, ids: ids, outputs: outputs, values: values) }
+        let source = self.layout.offsets
+        var placement: [(from: Int, to: Int, width: Int)] = []
+        let targets = layout.offsets
+        for (k, site) in self.layout.sites.enumerated() {
+            guard let index = layout.index(of: site.name) else {
+                throw ProtocolError(.unknownSite, "layout: site '\(site.name)': reference '\(reference)' has no such site; expected only \(layout.sites.map(\.name))")
+            }
+            guard layout.sites[index].width == site.width else {
+                throw ProtocolError(.wrongWidth, "layout: site '\(site.name)' has width \(site.width); reference '\(reference)' expects \(layout.sites[index].width)")
+            }
+            placement.append((source[k], targets[index], site.width))
+        }
+        if let missing = layout.sites.first(where: { self.layout.index(of: $0.name) == nil }) {
+            throw ProtocolError(.missingSite, "layout: site '\(missing.name)' missing; reference '\(reference)' expects sites \(layout.sites.map(\.name))")
+        }
+        let width = layout.totalWidth
+        var reordered = [Double](repeating: 0, count: values.count)
+        for j in ids.indices {
+            for p in placement {
+                for i in 0..<p.width { reordered[j * width + p.to + i] = values[j * width + p.from + i] }
+            }
+        }
+        return TraceBatch(layout: layout, ids: ids, outputs: outputs, values: reordered)
     }
 }

@@ -16,8 +16,12 @@ extension Request {
     /// Longest accepted reference name, site name or trace id.
     public static let maximumNameLength = 256
 
-    /// Decodes and validates one message (a line without its `\n`).
-    public static func decode(_ line: [UInt8]) -> DecodedMessage {
+    /// Longest accepted batch, in traces.
+    public static let maximumBatchCount = 65_536
+
+    /// Decodes and validates one message: a line without its `\n`, and the binary payload that followed
+    /// it when its header had `payload_bytes`.
+    public static func decode(_ line: [UInt8], payload: [UInt8]? = nil) -> DecodedMessage {
         guard String(validating: line, as: UTF8.self) != nil else {
             return DecodedMessage(id: nil, request: .failure(ProtocolError(.invalidUTF8, "message is not valid UTF-8")))
         }
@@ -31,7 +35,8 @@ extension Request {
         let fields = Fields(value)
         let id = try? fields.optionalID()
         do {
-            return DecodedMessage(id: id ?? nil, request: .success(try decode(fields)))
+            let request = if let payload { try decodeBinary(fields, payload) } else { try decode(fields) }
+            return DecodedMessage(id: id ?? nil, request: .success(request))
         } catch {
             return DecodedMessage(id: id ?? nil, request: .failure(error))
         }
@@ -47,6 +52,8 @@ extension Request {
                 throw ProtocolError(.unsupportedProtocol, "protocol: this server speaks version \(protocolVersion), got \(version)")
             }
             return .hello(protocolVersion: version)
+        case "fit_batch", "score_batch":
+            throw ProtocolError(.missingField, "payload_bytes: missing; \(op) carries its traces as a binary payload after the header line (see the README, \"Binary frames\")")
         case "fit", "score":
             try f.allow(["op", "reference", "id", "output", "sites", "meta"])
             let reference = try f.name("reference")
@@ -76,6 +83,43 @@ extension Request {
             return .status
         default:
             throw ProtocolError(.unknownOp, "op: unknown operation '\(op)'; expected one of \(ops.joined(separator: ", "))")
+        }
+    }
+}
+
+extension Request {
+    /// A header with `payload_bytes` and its payload: binary `fit`/`score` (one trace) or `fit_batch`/`score_batch`.
+    private static func decodeBinary(_ f: Fields, _ payload: [UInt8]) throws(ProtocolError) -> Request {
+        let op = try f.string("op")
+        let dtypeName = try f.string("dtype")
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw ProtocolError(.invalidField, "dtype: expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(dtypeName)\"")
+        }
+        switch op {
+        case "fit", "score":
+            try f.allow(["op", "reference", "id", "output", "meta", "layout", "dtype", "payload_bytes"])
+            let reference = try f.name("reference"), id = try f.requiredID(), layout = try f.layout()
+            let values = try dtype.values(payload, layout: layout, ids: [id])
+            let offsets = layout.offsets
+            let sites = layout.sites.enumerated().map { k, site in
+                TraceMessage.Site(name: site.name, values: Array(values[offsets[k]..<offsets[k] + site.width]))
+            }
+            let trace = TraceMessage(id: id, output: try f.optionalInteger("output"), sites: sites, meta: try f.optionalObject("meta"))
+            return op == "fit" ? .fit(reference: reference, trace: trace) : .score(reference: reference, trace: trace)
+        case "fit_batch", "score_batch":
+            try f.allow(["op", "reference", "id", "ids", "count", "outputs", "meta", "layout", "dtype", "payload_bytes"])
+            let reference = try f.name("reference"), layout = try f.layout()
+            let count = try f.integer("count")
+            guard count >= 1, count <= maximumBatchCount else {
+                throw ProtocolError(.invalidField, "count: expected 1–\(maximumBatchCount) traces, got \(count)")
+            }
+            let ids = try f.ids(count: count)
+            let outputs = try f.outputs(count: count)
+            let batch = BatchMessage(layout: layout, ids: ids, outputs: outputs,
+                                     values: try dtype.values(payload, layout: layout, ids: ids), meta: try f.optionalObject("meta"))
+            return op == "fit_batch" ? .fitBatch(reference: reference, batch: batch) : .scoreBatch(reference: reference, batch: batch)
+        default:
+            throw ProtocolError(.invalidField, "payload_bytes: op '\(op)' takes no payload; only fit, score, fit_batch and score_batch do")
         }
     }
 }
@@ -163,6 +207,58 @@ private struct Fields {
     func requiredID() throws(ProtocolError) -> String {
         guard let id = try optionalID() else { throw ProtocolError(.missingField, "id: missing; expected a string identifying the trace") }
         return id
+    }
+
+    /// `layout`: `[["name", width], …]`, names unique.
+    func layout() throws(ProtocolError) -> SiteLayout {
+        let expected = "an array of [site name, width] pairs"
+        guard case .array(let entries) = try required("layout", expected), !entries.isEmpty else {
+            throw ProtocolError(.invalidField, "layout: expected \(expected), at least one")
+        }
+        var seen = Set<String>()
+        var sites: [SiteLayout.Site] = []
+        for (k, entry) in entries.enumerated() {
+            guard case .array(let pair) = entry, pair.count == 2, case .string(let name) = pair[0] else {
+                throw ProtocolError(.invalidField, "layout[\(k)]: expected [site name, width], got \(entry.jsonText)")
+            }
+            guard !name.isEmpty, name.utf8.count <= Request.maximumNameLength else {
+                throw ProtocolError(.invalidField, "layout[\(k)]: site names must be 1–\(Request.maximumNameLength) bytes")
+            }
+            guard seen.insert(name).inserted else { throw ProtocolError(.invalidField, "layout[\(k)]: site '\(name)' appears more than once") }
+            let width = try Fields.integer(pair[1], field: "layout[\(k)] width")
+            guard width >= 1, width <= 1 << 24 else {
+                throw ProtocolError(.invalidField, "layout[\(k)]: width of '\(name)' must be 1–\(1 << 24), got \(width)")
+            }
+            sites.append(.init(name: name, width: width))
+        }
+        return SiteLayout(sites)
+    }
+
+    /// `ids`: `count` trace ids (strings, or integers written in decimal).
+    func ids(count: Int) throws(ProtocolError) -> [String] {
+        guard case .array(let entries) = try required("ids", "an array of \(count) trace ids") else {
+            throw ProtocolError(.invalidField, "ids: expected an array of \(count) trace ids, got \(value["ids"]!.typeName)")
+        }
+        guard entries.count == count else { throw ProtocolError(.invalidField, "ids: has \(entries.count) ids; count is \(count)") }
+        var ids: [String] = []
+        ids.reserveCapacity(count)
+        for (k, entry) in entries.enumerated() {
+            switch entry {
+            case .string(let s) where !s.isEmpty && s.utf8.count <= Request.maximumNameLength: ids.append(s)
+            case .number: ids.append(String(try Fields.integer(entry, field: "ids[\(k)]")))
+            default: throw ProtocolError(.invalidField, "ids[\(k)]: expected 1–\(Request.maximumNameLength) bytes of text or an integer, got \(entry.jsonText)")
+            }
+        }
+        return ids
+    }
+
+    /// `outputs`: absent, or `count` entries each an integer or null.
+    func outputs(count: Int) throws(ProtocolError) -> [Int?] {
+        guard let v = value["outputs"], v != .null else { return Array(repeating: nil, count: count) }
+        guard case .array(let entries) = v, entries.count == count else {
+            throw ProtocolError(.invalidField, "outputs: expected an array of \(count) integers or nulls (one per trace)")
+        }
+        return try entries.enumerated().map { k, e throws(ProtocolError) in e == .null ? nil : try Fields.integer(e, field: "outputs[\(k)]") }
     }
 
     func sites() throws(ProtocolError) -> [TraceMessage.Site] {

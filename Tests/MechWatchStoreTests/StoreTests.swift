@@ -139,3 +139,16 @@ func verdict(_ account: SurpriseAccount, p: Double) -> Verdict {
     Verdict(account: account, termP: account.termValues.map { _ in 0.5 }, statistics: [.mahalanobis: account.score],
             pValues: [.mahalanobis: p], scorer: .mahalanobis, alpha: 0.1)
 }
+
+extension Store {
+    /// One event, stored as a batch of one.
+    func insertEvent(referenceID: Int64, trace: Trace, verdict: Verdict, terms: TermLayout, meta: String?) throws(StoreError) -> Int64 {
+        try insertEvents(referenceID: referenceID, ids: [trace.id], outputs: [trace.output], scored: ScoredBatch(verdicts: [verdict], terms: terms), meta: meta)[0]
+    }
+
+    /// One fit trace, stored as a batch of one.
+    func addFitTrace(referenceID: Int64, trace: Trace, heldOut: Bool) throws(StoreError) {
+        let layout = SiteLayout(trace.sites.enumerated().map { .init(name: "s\($0)", width: $1.count) })
+        try addFitTraces(referenceID: referenceID, batch: TraceBatch(layout: layout, traces: [trace]), heldOut: [heldOut])
+    }
+}

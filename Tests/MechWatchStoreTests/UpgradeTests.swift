@@ -27,7 +27,7 @@ import Testing
             }
             for t in calibration {
                 try v1.prepare("INSERT INTO fit_traces (reference_id, client_id, role, vector) VALUES (1, ?1, 'calibration', ?2)")
-                    .bind(.text(t.id), .blob(Blob.float32(t.sites.flatMap { $0 }))).run()
+                    .bind(.text(t.id), .blob(Blob.float32(ArraySlice(t.sites.flatMap { $0 })))).run()
             }
         }
         let upgraded = try Store(path: path)

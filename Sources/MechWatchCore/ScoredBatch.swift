@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What scoring decided about a batch of traces, flat (no per-trace allocation): the accounts, each
+/// term's calibrated tail probability, each scorer's statistic and p-value, and the flags.
+public struct ScoredBatch: Sendable {
+    public let accounts: AccountBatch
+    /// `count × terms` tail probabilities, row-major, in `TermLayout` order.
+    public let termP: [Double]
+    /// Per scorer, one statistic per trace.
+    public let statistics: [Scorer: [Double]]
+    /// Per scorer, one calibrated p-value per trace.
+    public let pValues: [Scorer: [Double]]
+    public let scorer: Scorer
+    public let alpha: Double
+
+    /// Calibrates a batch's accounts.
+    public init(accounts: AccountBatch, calibration: Calibration, scorer: Scorer, alpha: Double) {
+        let m = accounts.count, t = accounts.terms.terms.count, s = accounts.siteCount
+        var termP = [Double](repeating: 1, count: m * t)
+        var mahalanobis = [Double](repeating: 0, count: m), independence = mahalanobis, mechanism = mahalanobis
+        for j in 0..<m {
+            var fisher = 0.0
+            for k in 0..<t {
+                let p = calibration.terms.tailProbability(accounts.termValues[j * t + k], term: k)
+                termP[j * t + k] = p
+                fisher -= 2 * log(p)
+            }
+            mechanism[j] = fisher
+            for site in 0..<s {
+                mahalanobis[j] += accounts.mahalanobis[j * s + site]
+                independence[j] += accounts.termValues[j * t + 3 * site]
+            }
+        }
+        self.accounts = accounts
+        self.termP = termP
+        statistics = [.mahalanobis: mahalanobis, .independence: independence, .mechanism: mechanism]
+        pValues = [
+            .mahalanobis: mahalanobis.map(calibration.mahalanobis.pValue),
+            .independence: independence.map(calibration.independence.pValue),
+            .mechanism: mechanism.map(calibration.terms.mechanism.pValue),
+        ]
+        self.scorer = scorer
+        self.alpha = alpha
+    }
+
+    /// Verdicts with one term layout gathered into a batch (e.g. to store them together).
+    public init(verdicts: [Verdict], terms: TermLayout) {
+        let sites = verdicts.first?.account.sites.count ?? 0
+        var accounts = AccountBatch(count: verdicts.count, terms: terms, sites: sites)
+        accounts.termValues = verdicts.flatMap(\.account.termValues)
+        accounts.mahalanobis = verdicts.flatMap { $0.account.sites.map(\.mahalanobis) }
+        precondition(accounts.termValues.count == verdicts.count * terms.terms.count, "verdicts do not follow the term layout")
+        self.accounts = accounts
+        termP = verdicts.flatMap(\.termP)
+        let scorers = Set(verdicts.flatMap { $0.pValues.keys })
+        statistics = Dictionary(uniqueKeysWithValues: scorers.map { s in (s, verdicts.map { $0.statistics[s] ?? .nan }) })
+        pValues = Dictionary(uniqueKeysWithValues: scorers.map { s in (s, verdicts.map { $0.pValues[s] ?? 1 }) })
+        scorer = verdicts.first?.scorer ?? .mechanism
+        alpha = verdicts.first?.alpha ?? 0
+    }
+
+    public var count: Int { accounts.count }
+    /// The reference scorer's statistic of trace `j` (larger is more anomalous).
+    public func score(_ j: Int) -> Double { statistics[scorer]![j] }
+    /// The reference scorer's calibrated p-value of trace `j`.
+    public func p(_ j: Int) -> Double { pValues[scorer]![j] }
+    public func flagged(_ j: Int) -> Bool { p(j) <= alpha }
+
+    /// Trace `j`'s verdict as its own value.
+    public func verdict(_ j: Int) -> Verdict {
+        let t = accounts.terms.terms.count
+        return Verdict(account: accounts.account(j), termP: Array(termP[j * t..<(j + 1) * t]),
+                       statistics: statistics.mapValues { $0[j] }, pValues: pValues.mapValues { $0[j] }, scorer: scorer, alpha: alpha)
+    }
+}

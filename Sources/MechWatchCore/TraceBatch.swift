@@ -1,0 +1,70 @@
+/// Many traces of one layout in one flat buffer: row `j` of `values` is trace `j`'s site vectors
+/// concatenated in layout order (what a binary `fit_batch`/`score_batch` payload holds).
+public struct TraceBatch: Sendable, Equatable {
+    public let layout: SiteLayout
+    public var ids: [String]
+    /// One per trace; nil where the client sent no output.
+    public var outputs: [Int?]
+    /// `count × layout.totalWidth` values, row-major.
+    public var values: [Double]
+
+    public init(layout: SiteLayout, ids: [String], outputs: [Int?], values: [Double]) {
+        precondition(outputs.count == ids.count && values.count == ids.count * layout.totalWidth)
+        self.layout = layout
+        self.ids = ids
+        self.outputs = outputs
+        self.values = values
+    }
+
+    /// The traces (whose sites must follow `layout`) as one batch.
+    public init(layout: SiteLayout, traces: [Trace]) {
+        var values: [Double] = []
+        values.reserveCapacity(traces.count * layout.totalWidth)
+        for t in traces {
+            precondition(t.sites.map(\.count) == layout.sites.map(\.width), "trace '\(t.id)' does not follow the layout")
+            for v in t.sites { values += v }
+        }
+        self.init(layout: layout, ids: traces.map(\.id), outputs: traces.map(\.output), values: values)
+    }
+
+    public var count: Int { ids.count }
+
+    /// Trace `j` with its own site arrays.
+    public func trace(_ j: Int) -> Trace {
+        let width = layout.totalWidth
+        var offset = j * width
+        let sites = layout.sites.map { site -> [Double] in
+            defer { offset += site.width }
+            return Array(values[offset..<offset + site.width])
+        }
+        return Trace(id: ids[j], output: outputs[j], sites: sites)
+    }
+
+    /// Site `s` of the traces `rows`, one vector per column (`width × rows.count`, column-major).
+    public func block(site s: Int, rows: [Int]) -> [Double] {
+        let width = layout.sites[s].width, offset = layout.offsets[s], rowLength = layout.totalWidth
+        var block = [Double](repeating: 0, count: width * rows.count)
+        for (c, j) in rows.enumerated() {
+            for i in 0..<width { block[c * width + i] = values[j * rowLength + offset + i] }
+        }
+        return block
+    }
+
+    /// The traces `range` as their own batch.
+    public func slice(_ range: Range<Int>) -> TraceBatch {
+        let width = layout.totalWidth
+        return TraceBatch(layout: layout, ids: Array(ids[range]), outputs: Array(outputs[range]),
+                          values: Array(values[range.lowerBound * width..<range.upperBound * width]))
+    }
+}
+
+extension SiteLayout {
+    /// Where each site starts in a flattened trace.
+    public var offsets: [Int] {
+        var offset = 0
+        return sites.map { site in
+            defer { offset += site.width }
+            return offset
+        }
+    }
+}
