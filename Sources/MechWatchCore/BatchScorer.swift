@@ -225,7 +225,7 @@ private struct Workspace {
 /// The surprise terms of a batch of traces, flat: row `j` of `termValues` holds trace `j`'s terms in
 /// `TermLayout` order (NaN for an output term that fell back); `mahalanobis` holds the per-site distances.
 public struct AccountBatch: Sendable, Equatable {
-    public let count: Int
+    public private(set) var count: Int
     public let terms: TermLayout
     public let siteCount: Int
     public var termValues: [Double]
@@ -239,6 +239,16 @@ public struct AccountBatch: Sendable, Equatable {
         mahalanobis = Array(repeating: 0, count: count * sites)
     }
 
+    /// Traces `range` as a batch of their own.
+    func rows(_ range: Range<Int>) -> AccountBatch {
+        var part = AccountBatch(count: 0, terms: terms, sites: siteCount)
+        let t = terms.terms.count
+        part.count = range.count
+        part.termValues = Array(termValues[range.lowerBound * t..<range.upperBound * t])
+        part.mahalanobis = Array(mahalanobis[range.lowerBound * siteCount..<range.upperBound * siteCount])
+        return part
+    }
+
     /// Trace `j`'s account as its own value.
     public func account(_ j: Int) -> SurpriseAccount {
         let t = terms.terms.count
@@ -250,4 +260,15 @@ public struct AccountBatch: Sendable, Equatable {
         let outputs = terms.terms.indices.filter { terms.terms[$0].kind == .output }.map { row[$0].isNaN ? nil : row[$0] }
         return SurpriseAccount(sites: sites, transitions: transitions, outputs: outputs)
     }
+}
+
+/// The BLAS library's own threading. Batch scoring and fitting run the sites in parallel themselves, so
+/// the daemon keeps BLAS single-threaded to avoid oversubscribing the cores.
+public enum BLASThreads {
+    /// Sets the number of threads each BLAS call may use.
+    public static func set(_ count: Int) { openblas_set_num_threads(Int32(count)) }
+    /// Threads each BLAS call may use now.
+    public static var count: Int { Int(openblas_get_num_threads()) }
+    /// The kernel set OpenBLAS chose for this CPU (e.g. `Haswell`, `Zen`).
+    public static var coreName: String { String(cString: openblas_get_corename()) }
 }

@@ -61,6 +61,24 @@ public struct ScoredBatch: Sendable {
         alpha = verdicts.first?.alpha ?? 0
     }
 
+    private init(accounts: AccountBatch, termP: [Double], statistics: [Scorer: [Double]], pValues: [Scorer: [Double]], scorer: Scorer, alpha: Double) {
+        self.accounts = accounts
+        self.termP = termP
+        self.statistics = statistics
+        self.pValues = pValues
+        self.scorer = scorer
+        self.alpha = alpha
+    }
+
+    /// Traces `range` as a batch of their own.
+    public func rows(_ range: Range<Int>) -> ScoredBatch {
+        if range == 0..<count { return self }
+        let t = accounts.terms.terms.count
+        return ScoredBatch(accounts: accounts.rows(range), termP: Array(termP[range.lowerBound * t..<range.upperBound * t]),
+                           statistics: statistics.mapValues { Array($0[range]) }, pValues: pValues.mapValues { Array($0[range]) },
+                           scorer: scorer, alpha: alpha)
+    }
+
     public var count: Int { accounts.count }
     /// The reference scorer's statistic of trace `j` (larger is more anomalous).
     public func score(_ j: Int) -> Double { statistics[scorer]![j] }

@@ -23,7 +23,7 @@ public actor Engine {
     }
 
     private let store: Store
-    private let writer: EventWriter
+    private let scoring: ScoringStage
     private let configuration: Configuration
     private let logger: Logger
     private let started = Engine.now()
@@ -34,8 +34,9 @@ public actor Engine {
     public init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        BLASThreads.set(1)  // the sites run in parallel instead
         store = try Store(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
-        writer = try EventWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
+        scoring = ScoringStage(writer: try EventWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds), logger: logger)
         for record in try store.references() {
             switch record.state {
             case .active:
@@ -97,27 +98,27 @@ public actor Engine {
     /// A message's reply, or what its reply waits for.
     enum Step {
         case done(Reply)
-        case stored(EventLoopFuture<[Int64]>, ScoreReply)
+        case stored(EventLoopFuture<ScoredEvents>, ScoreReply)
     }
 
     /// How to answer scored traces once their events are stored.
     struct ScoreReply {
         var reference: String
         var ids: [String]
-        var scored: ScoredBatch
         /// Nil: the batch's reply (`score_batch`); otherwise the one trace (`score`) this reply is for.
         var row: Int?
         var requestID: String?
 
-        func success(_ events: [Int64]) -> Reply {
-            func result(_ j: Int) -> [JSONValue.Member] {
-                [.init("event", .int(Int(events[j]))), .init("score", .number(scored.score(j))), .init("p", .number(scored.p(j))),
+        func success(_ result: ScoredEvents) -> Reply {
+            let scored = result.scored
+            func fields(_ j: Int) -> [JSONValue.Member] {
+                [.init("event", .int(Int(result.events[j]))), .init("score", .number(scored.score(j))), .init("p", .number(scored.p(j))),
                  .init("flagged", .bool(scored.flagged(j)))]
             }
             if let row {
-                return Reply(value: .object([.init("ok", true), .init("id", .string(ids[row]))] + result(row)))
+                return Reply(value: .object([.init("ok", true), .init("id", .string(ids[row]))] + fields(row)))
             }
-            let results = ids.indices.map { j in JSONValue.object([.init("id", .string(ids[j]))] + result(j)) }
+            let results = ids.indices.map { j in JSONValue.object([.init("id", .string(ids[j]))] + fields(j)) }
             let flagged = ids.indices.filter(scored.flagged).count
             return .success(id: requestID, ["reference": .string(reference), "count": .int(ids.count), "flagged": .int(flagged), "results": .array(results)])
         }
@@ -170,14 +171,10 @@ public actor Engine {
         return steps.map { $0! }
     }
 
-    /// Scores a batch and hands its events to the writer.
+    /// Queues a batch for the scoring stage (which stores its events through the writer).
     private func submit(_ record: ReferenceRecord, _ model: ReferenceModel, _ batch: TraceBatch, meta: String?, row: Int?, requestID: String?) -> Step {
-        let scored = model.evaluate(batch)
-        for j in 0..<scored.count where scored.flagged(j) {
-            logger.info("flagged", metadata: ["reference": "\(record.name)", "id": "\(batch.ids[j])", "p": "\(scored.p(j))"])
-        }
-        let future = writer.submit(EventBatch(referenceID: record.id, ids: batch.ids, outputs: batch.outputs, scored: scored, meta: meta))
-        return .stored(future, ScoreReply(reference: record.name, ids: batch.ids, scored: scored, row: row, requestID: requestID))
+        .stored(scoring.submit(batch, reference: record, model: model, meta: meta),
+                ScoreReply(reference: record.name, ids: batch.ids, row: row, requestID: requestID))
     }
 
     private func handle(_ request: Request, id: String?) throws(ProtocolError) -> Reply {

@@ -1,0 +1,83 @@
+import Logging
+import MechWatchCore
+import MechWatchStore
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Scored traces and their stored event numbers.
+struct ScoredEvents: Sendable {
+    var scored: ScoredBatch
+    var events: [Int64]
+}
+
+/// The scoring stage of the pipeline, on a thread of its own: it takes every batch queued since its last
+/// pass, scores those of one reference as one batch (so single-trace requests from many connections
+/// share the matrix passes), and hands the results to the writer. While it scores, connections keep
+/// decoding and the writer keeps committing. (`@unchecked Sendable`: its queue is used only under the lock.)
+final class ScoringStage: @unchecked Sendable {
+    private struct Job {
+        var reference: ReferenceRecord
+        var model: ReferenceModel
+        var batch: TraceBatch
+        var meta: String?
+        var promise: EventLoopPromise<ScoredEvents>
+    }
+
+    private struct State {
+        var pending: [Job] = []
+        var scheduled = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let thread = NIOThreadPool(numberOfThreads: 1)
+    private let writer: EventWriter
+    private let logger: Logger
+    private let eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
+
+    init(writer: EventWriter, logger: Logger) {
+        self.writer = writer
+        self.logger = logger
+        thread.start()
+    }
+
+    deinit { try? thread.syncShutdownGracefully() }
+
+    /// Queues `batch` (in `reference`'s layout) for scoring; the future holds its verdicts and event numbers once stored.
+    func submit(_ batch: TraceBatch, reference: ReferenceRecord, model: ReferenceModel, meta: String?) -> EventLoopFuture<ScoredEvents> {
+        let promise = eventLoop.makePromise(of: ScoredEvents.self)
+        let schedule = state.withLockedValue { s in
+            s.pending.append(Job(reference: reference, model: model, batch: batch, meta: meta, promise: promise))
+            defer { s.scheduled = true }
+            return !s.scheduled
+        }
+        if schedule { thread.submit { _ in self.pass() } }
+        return promise.futureResult
+    }
+
+    private func pass() {
+        let jobs = state.withLockedValue { s in
+            defer { s.pending = []; s.scheduled = false }
+            return s.pending
+        }
+        var byReference: [Int64: [Job]] = [:]
+        for job in jobs { byReference[job.reference.id, default: []].append(job) }
+        for group in byReference.values {
+            let model = group[0].model
+            let combined = group.count == 1 ? group[0].batch : TraceBatch(
+                layout: group[0].batch.layout, ids: group.flatMap(\.batch.ids), outputs: group.flatMap(\.batch.outputs),
+                values: group.flatMap(\.batch.values))
+            let scored = model.evaluate(combined)
+            var start = 0
+            for job in group {
+                let part = scored.rows(start..<start + job.batch.count)
+                start += job.batch.count
+                for j in 0..<part.count where part.flagged(j) {
+                    logger.info("flagged", metadata: ["reference": "\(job.reference.name)", "id": "\(job.batch.ids[j])", "p": "\(part.p(j))"])
+                }
+                let stored = writer.submit(EventBatch(referenceID: job.reference.id, ids: job.batch.ids, outputs: job.batch.outputs, scored: part, meta: job.meta))
+                job.promise.completeWith(stored.map { ScoredEvents(scored: part, events: $0) })
+            }
+        }
+    }
+}
