@@ -39,7 +39,7 @@ let package = Package(
         ]),
         // Command-line interface: every subcommand of `mechwatch`.
         .target(name: "MechWatchCLI", dependencies: [
-            "MechWatchCore", "MechWatchStore", "MechWatchWire", "MechWatchServer",
+            "MechWatchCore", "MechWatchStore", "MechWatchWire", "MechWatchServer", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -15,7 +15,7 @@ public struct MechWatchCommand: AsyncParsableCommand {
             ./Config/mechwatch.toml if present, else built-in defaults.
             """,
         version: MechWatchVersion.current,
-        subcommands: [Serve.self, Send.self, ReferenceCommand.self, Flags.self, EventCommand.self, Eval.self, Status.self])
+        subcommands: [Serve.self, Send.self, ReferenceCommand.self, Flags.self, EventCommand.self, Eval.self, Status.self, Bench.self])
 
     public init() {}
 }

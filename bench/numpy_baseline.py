@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""The scores MechWatch computes, in numpy alone, in-process, batch 256: the baseline of `make bench`.
+
+Usage: bench/numpy_baseline.py DIR   (DIR as left by `mechwatch bench --keep DIR`)
+
+Loads the reference `mechwatch bench` fitted (from DIR/bench.db, with Python's sqlite3), the probe batch
+it scored (DIR/probes.*), and computes every term of the surprise account, the calibrated term
+probabilities, Fisher's combination and the three scorers' conformal p-values, exactly as documented in
+the README ("Scoring"), with numpy only: whitening by the inverse Cholesky factor as a matrix product.
+It checks its scores against the events the daemon stored for the same traces (ids `check-*`), times
+scoring (batch 256) and fitting the same statistics (batch 256 of synthetic float32 traces of the same
+shape), and prints both beside MechWatch's figures from DIR/bench.json as ratios.
+"""
+import json
+import math
+import sqlite3
+import sys
+import time
+
+import numpy as np
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def f64(blob):
+    return np.frombuffer(blob, dtype="<f8")
+
+
+class Reference:
+    """A finalized reference as stored (see migrations/), with precomputed inverse factors."""
+
+    def __init__(self, db, name="bench"):
+        ref_id, alpha, scorer, maha, indep, terms = db.execute(
+            "SELECT id, alpha, scorer, calibration_scores, calibration_independence, calibration_terms "
+            "FROM reference_models WHERE name = ?", (name,)).fetchone()
+        self.alpha, self.scorer = alpha, scorer
+        rows = db.execute("SELECT name, width, mean, variances, covariance, output_covariance FROM reference_sites "
+                          "WHERE reference_id = ? ORDER BY position", (ref_id,)).fetchall()
+        self.names = [r[0] for r in rows]
+        self.widths = [r[1] for r in rows]
+        self.offsets = np.cumsum([0] + self.widths)[:-1]
+        self.sites = []
+        for name, p, mean, var, cov, out_cov in rows:
+            L = np.linalg.cholesky(f64(cov).reshape(p, p))  # symmetric: row/column order agree
+            site = dict(mean=f64(mean), inv_var=1 / f64(var), W=np.linalg.inv(L),
+                        joint_c=2 * np.log(np.diag(L)).sum() + p * LOG_2PI,
+                        indep_c=0.5 * (np.log(f64(var)).sum() + p * LOG_2PI))
+            if out_cov is not None:
+                Lo = np.linalg.cholesky(f64(out_cov).reshape(p, p))
+                site.update(Wo=np.linalg.inv(Lo), out_c=2 * np.log(np.diag(Lo)).sum() + p * LOG_2PI, out_means={})
+            self.sites.append(site)
+        for pos, label, mean in db.execute("SELECT position, output, mean FROM reference_outputs WHERE reference_id = ?", (ref_id,)):
+            self.sites[pos]["out_means"][label] = f64(mean)
+        self.transitions = []
+        for pos, coef, ccov in db.execute("SELECT position, coefficients, conditional_covariance FROM reference_transitions "
+                                          "WHERE reference_id = ? ORDER BY position", (ref_id,)):
+            px, py = self.widths[pos], self.widths[pos + 1]
+            Lc = np.linalg.cholesky(f64(ccov).reshape(py, py))
+            self.transitions.append(dict(B=f64(coef).reshape(px, py).T.copy(), W=np.linalg.inv(Lc),
+                                         c=2 * np.log(np.diag(Lc)).sum() + py * LOG_2PI))
+        self.outputs = "Wo" in self.sites[0]
+        self.kinds = []
+        for _ in self.names:
+            self.kinds += ["independence", "joint", "interaction"]
+        self.kinds += ["transition", "dependence"] * len(self.transitions)
+        if self.outputs:
+            self.kinds += ["output"] * len(self.names)
+        self.lower = np.array([k in ("interaction", "dependence") for k in self.kinds])
+        T = len(self.kinds)
+        cal = f64(terms).reshape(-1, T)
+        self.cal_sorted = [np.sort(c[~np.isnan(c)]) for c in cal.T]
+        self.scales = [tail_scale(s, lo) for s, lo in zip(self.cal_sorted, self.lower)]
+        # The mechanism statistic of each calibration trace, with leave-one-out term probabilities.
+        loo = np.zeros(len(cal))
+        for j in range(T):
+            v = cal[:, j]
+            ok = ~np.isnan(v)
+            loo[ok] -= 2 * np.log(tail_p(v[ok], self.cal_sorted[j], self.scales[j], self.lower[j], exclude_self=True))
+        self.cal_mechanism = np.sort(loo)
+        self.cal_maha, self.cal_indep = np.sort(f64(maha)), np.sort(f64(indep))
+
+    def terms(self, X, labels):
+        """Every term of each row of X (traces × total width, float64), in the stored term order."""
+        m, S = len(X), len(self.sites)
+        out = np.empty((m, len(self.kinds)))
+        centred = []
+        for s, site in enumerate(self.sites):
+            c = X[:, self.offsets[s]:self.offsets[s] + self.widths[s]] - site["mean"]
+            centred.append(c)
+            z = c @ site["W"].T
+            maha = np.einsum("ij,ij->i", z, z)
+            out[:, 3 * s] = 0.5 * np.einsum("ij,ij,j->i", c, c, site["inv_var"]) + site["indep_c"]
+            out[:, 3 * s + 1] = 0.5 * (maha + site["joint_c"])
+            out[:, 3 * s + 2] = out[:, 3 * s] - out[:, 3 * s + 1]
+            if s == 0:
+                self.last_maha = np.zeros((m, S))
+            self.last_maha[:, s] = maha
+        base = 3 * S
+        for k, t in enumerate(self.transitions):
+            r = centred[k + 1] - centred[k] @ t["B"].T
+            z = r @ t["W"].T
+            out[:, base + 2 * k] = 0.5 * (np.einsum("ij,ij->i", z, z) + t["c"])
+            out[:, base + 2 * k + 1] = out[:, 3 * (k + 1) + 1] - out[:, base + 2 * k]
+        if self.outputs:
+            base += 2 * len(self.transitions)
+            for s, site in enumerate(self.sites):
+                known = np.array([l in site["out_means"] for l in labels])
+                means = np.stack([site["out_means"].get(l, site["mean"]) for l in labels])
+                c = X[:, self.offsets[s]:self.offsets[s] + self.widths[s]] - means
+                z = c @ site["Wo"].T
+                out[:, base + s] = np.where(known, 0.5 * (np.einsum("ij,ij->i", z, z) + site["out_c"]), np.nan)
+        return out
+
+    def score(self, X, labels):
+        """(term values, term probabilities, {scorer: statistic}, {scorer: p-value}) of each trace."""
+        t = self.terms(X, labels)
+        p = np.ones_like(t)
+        for j in range(t.shape[1]):
+            ok = ~np.isnan(t[:, j])
+            p[ok, j] = tail_p(t[ok, j], self.cal_sorted[j], self.scales[j], self.lower[j], exclude_self=False)
+        stats = {"mahalanobis": self.last_maha.sum(1), "independence": t[:, 0:3 * len(self.sites):3].sum(1),
+                 "mechanism": -2 * np.log(p).sum(1)}
+        cal = {"mahalanobis": self.cal_maha, "independence": self.cal_indep, "mechanism": self.cal_mechanism}
+        pv = {k: (1 + len(cal[k]) - np.searchsorted(cal[k], v, "left")) / (len(cal[k]) + 1) for k, v in stats.items()}
+        return t, p, stats, pv
+
+
+def tail_scale(asc, lower):
+    """Mean excess of the most extreme 10% (at least 5) over the threshold they exceed."""
+    n = len(asc)
+    if n < 2:
+        return 1.0
+    k = min(n - 1, max(5, n // 10))
+    vals = asc[:k + 1] if lower else asc[::-1][:k + 1]
+    mean_excess = np.abs(vals[:k] - vals[k]).mean()
+    return max(mean_excess, 1e-9 * max(abs(asc[-1] - asc[0]), 1))
+
+
+def tail_p(v, asc, scale, lower, exclude_self):
+    """Conformal tail probability with the exponential tail beyond the calibration range."""
+    n = len(asc)
+    others = n - (1 if exclude_self else 0)
+    if others <= 0:
+        return np.ones_like(v)
+    beyond = (np.searchsorted(asc, v, "right") if lower else n - np.searchsorted(asc, v, "left")) - (1 if exclude_self else 0)
+    floor = 1 / (others + 1)
+    if lower:
+        extreme = (asc[1] if n > 1 else v) if exclude_self else asc[0]
+        excess = np.maximum(0, extreme - v)
+    else:
+        extreme = (asc[-2] if n > 1 else v) if exclude_self else asc[-1]
+        excess = np.maximum(0, v - extreme)
+    tail = np.maximum(floor * np.exp(-excess / scale), 1e-300)
+    return np.where(beyond > 0, (1 + beyond) / (others + 1), tail)
+
+
+def fit_statistics(widths, batches, labels_of):
+    """Streams the statistics a reference is estimated from: per-site count, mean and co-moment, the
+    fourth-moment accumulators about a shift, cross co-moments of consecutive sites, and per-output means
+    with the pooled within-output co-moment (derived from the total and the output means)."""
+    offsets = np.cumsum([0] + widths)
+    S = len(widths)
+    n = 0
+    s1 = [np.zeros(p) for p in widths]
+    s2 = [np.zeros((p, p)) for p in widths]
+    cross = [np.zeros((widths[k], widths[k + 1])) for k in range(S - 1)]
+    shift = None
+    q2 = np.zeros(S)
+    qa = [np.zeros(p) for p in widths]
+    class_sums = [dict() for _ in widths]
+    class_counts = {}
+    for b, X in enumerate(batches):
+        X = X.astype(np.float64)
+        labels = labels_of(b)
+        if shift is None:
+            shift = [X[0, offsets[s]:offsets[s + 1]].copy() for s in range(S)]
+        n += len(X)
+        onehot_labels, inverse = np.unique(labels, return_inverse=True)
+        onehot = np.zeros((len(onehot_labels), len(X)))
+        onehot[inverse, np.arange(len(X))] = 1
+        for label, c in zip(onehot_labels, onehot.sum(1)):
+            class_counts[label] = class_counts.get(label, 0) + c
+        for s in range(S):
+            x = X[:, offsets[s]:offsets[s + 1]]
+            s1[s] += x.sum(0)
+            s2[s] += x.T @ x
+            a = x - shift[s]
+            q = np.einsum("ij,ij->i", a, a)
+            q2[s] += q @ q
+            qa[s] += q @ a
+            sums = onehot @ x
+            for label, row in zip(onehot_labels, sums):
+                class_sums[s][label] = class_sums[s].get(label, 0) + row
+            if s + 1 < S:
+                cross[s] += x.T @ X[:, offsets[s + 1]:offsets[s + 2]]
+    stats = []
+    for s in range(S):
+        mean = s1[s] / n
+        comoment = s2[s] - n * np.outer(mean, mean)
+        within = s2[s] - sum(np.outer(v, v) / class_counts[c] for c, v in class_sums[s].items())
+        stats.append((mean, comoment, within))
+    return stats, cross
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    directory = sys.argv[1]
+    bench = json.load(open(f"{directory}/bench.json"))
+    dtype = {"f16": "<f2", "f32": "<f4", "f64": "<f8"}[bench["dtype"]]
+    width = bench["sites"] * bench["width"]
+    X = np.fromfile(bench["probes"], dtype=dtype).astype(np.float64).reshape(-1, width)
+    labels = bench["probe_outputs"]
+    db = sqlite3.connect(bench["database"])
+    ref = Reference(db)
+
+    # Identical scores: compare with what the daemon stored for the same traces.
+    _, _, stats, pv = ref.score(X, labels)
+    stored = dict(((cid, (score, p)) for cid, score, p in db.execute(
+        "SELECT client_id, score, p_value FROM events WHERE client_id LIKE 'check-%'")))
+    mine_score = stats[ref.scorer]
+    mine_p = pv[ref.scorer]
+    rel = max(abs(mine_score[j] - stored[f"check-{j}"][0]) / max(abs(stored[f"check-{j}"][0]), 1e-12) for j in range(len(X)))
+    same_p = sum(math.isclose(mine_p[j], stored[f"check-{j}"][1], rel_tol=1e-9) for j in range(len(X)))
+    print(f"numpy {np.__version__}: {ref.scorer} scores of {len(X)} probe traces vs the daemon's stored events: "
+          f"max relative difference {rel:.2e}; p-values equal in {same_p}/{len(X)}")
+    if rel > 1e-6 or same_p < len(X) - 2:
+        sys.exit("numpy baseline: the scores differ from MechWatch's; the comparison would be meaningless")
+
+    # Score throughput, batch 256.
+    batch = X[:256]
+    bl = labels[:256]
+    ref.score(batch, bl)
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < 5:
+        ref.score(batch, bl)
+        done += len(batch)
+    score_rate = done / (time.perf_counter() - start)
+
+    # Fit throughput: the same statistics over the same number of traces, batch 256.
+    rng = np.random.default_rng(0)
+    widths = [bench["width"]] * bench["sites"]
+    pool = [rng.standard_normal((256, width), dtype=np.float32) for _ in range(4)]
+    pool_labels = [rng.integers(0, 10, 256) for _ in range(4)]
+    fit_traces = 20_000
+    count = fit_traces // 256
+    start = time.perf_counter()
+    fit_statistics(widths, (pool[b % 4] for b in range(count)), lambda b: pool_labels[b % 4])
+    fit_rate = count * 256 / (time.perf_counter() - start)
+
+    print(f"numpy in-process (BLAS threads: all cores unless OPENBLAS_NUM_THREADS is set): "
+          f"score {score_rate:.0f} traces/s, fit {fit_rate:.0f} traces/s\n")
+    rows = [
+        ("end-to-end score / numpy score", bench["score_traces_per_s"] / score_rate, ">= 1.0"),
+        ("in-process core / numpy score", bench["core_traces_per_s"] / score_rate, ">= 1.5"),
+        ("fit (end-to-end) / numpy fit", bench["fit_traces_per_s"] / fit_rate, ">= 1.0"),
+    ]
+    print(f"{'ratio':34}{'measured':>10}   target")
+    for name, value, target in rows:
+        print(f"{name:34}{value:10.2f}   {target}")
+    print(f"{'p99 latency at half load':34}{bench['half_p99_ms']:9.1f}ms   <= 10 ms")
+    bound = 2 * (bench["reference_bytes"] + bench["in_flight_bytes"])
+    print(f"{'peak RSS / 2x(reference+in flight)':34}{bench['peak_rss_bytes'] / bound:10.2f}   <= 1.0")
+
+
+if __name__ == "__main__":
+    main()
