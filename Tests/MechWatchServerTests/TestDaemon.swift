@@ -60,8 +60,13 @@ struct TestDaemon {
 
     /// Sends raw bytes on a fresh connection, half-closes, and returns the reply lines.
     func raw(_ bytes: String) async throws -> [JSONValue] {
+        try await raw(Array(bytes.utf8))
+    }
+
+    /// Sends raw bytes on a fresh connection, half-closes, and returns the reply lines.
+    func raw(_ bytes: [UInt8]) async throws -> [JSONValue] {
         try await Client.withConnection(socketPath: configuration.socket) { connection in
-            try await connection.outbound.write(ByteBuffer(string: bytes))
+            try await connection.outbound.write(ByteBuffer(bytes: bytes))
             connection.finishSending()
             var replies: [JSONValue] = []
             while let reply = try await connection.nextReply() { replies.append(reply) }
