@@ -7,8 +7,13 @@ import COpenBLAS
 extension RunningMoments {
     /// Adds the `count` vectors of `block`; equal to adding them one by one, up to rounding.
     public mutating func add(block: [Double], count n: Int) {
-        precondition(block.count == width * n)
-        guard n > 0 else { return }
+        merge(RunningMoments(block: block, count: n))
+    }
+
+    /// The moments of the `count` vectors of `block` alone.
+    public init(block: [Double], count n: Int) {
+        precondition(n > 0 && block.count % n == 0)
+        let width = block.count / n
         var part = RunningMoments(width: width)
         part.count = n
         part.shift = Array(block[0..<width])
@@ -26,7 +31,7 @@ extension RunningMoments {
         for i in 0..<width { part.mean[i] /= Double(n) }
         for j in 0..<n { for i in 0..<width { centred[j * width + i] -= part.mean[i] } }
         cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(n), 1, centred, Int32(width), 0, &part.comoment, Int32(width))
-        merge(part)
+        self = part
     }
 }
 
@@ -54,6 +59,41 @@ extension CrossMoments {
 }
 
 extension OutputMoments {
+    /// Adds the vectors whose moments are `all` (every one labelled, vector `j` of `block` with `labels[j]`)
+    /// without another pass over the block: the pooled within-output co-moment of the block is its total
+    /// co-moment minus the between-output part, `C_within = C − Σ_c n_c (μ_c − μ)(μ_c − μ)ᵀ`.
+    public mutating func add(block: [Double], labels: [Int], moments all: RunningMoments) {
+        precondition(all.count == labels.count && block.count == width * labels.count)
+        var groups: [Int: (count: Int, mean: [Double])] = [:]
+        for (j, label) in labels.enumerated() {
+            var g = groups[label] ?? (0, Array(repeating: 0, count: width))
+            g.count += 1
+            for i in 0..<width { g.mean[i] += block[j * width + i] }
+            groups[label] = g
+        }
+        var within = all.comoment
+        for (label, g) in groups {
+            let k = Double(g.count)
+            let mean = g.mean.map { $0 / k }
+            let between = (0..<width).map { mean[$0] - all.mean[$0] }
+            cblas_dsyr(CblasColMajor, CblasLower, Int32(width), -k, between, 1, &within, Int32(width))
+            merge(label: label, count: g.count, mean: mean)
+        }
+        for k in comoment.indices { comoment[k] += within[k] }
+        count += labels.count
+    }
+
+    /// Chan et al. for one output's mean: the pooled co-moment gains `n₁n₂/n δδᵀ` (lower triangle).
+    private mutating func merge(label: Int, count k: Int, mean: [Double]) {
+        let n1 = Double(counts[label, default: 0]), n2 = Double(k), total = n1 + n2
+        var old = means[label] ?? mean
+        let delta = (0..<width).map { mean[$0] - old[$0] }
+        for i in 0..<width { old[i] += delta[i] * n2 / total }
+        if n1 > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * n2 / total, delta, 1, &comoment, Int32(width)) }
+        means[label] = old
+        counts[label] = Int(total)
+    }
+
     /// Adds the `count` vectors of `block`, vector `j` seen with output `labels[j]`.
     public mutating func add(block: [Double], labels: [Int]) {
         let n = labels.count
@@ -68,14 +108,7 @@ extension OutputMoments {
             for (c, j) in members.enumerated() { for i in 0..<width { centred[c * width + i] = block[j * width + i] - mean[i] } }
             cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(members.count), 1, centred, Int32(width),
                         1, &comoment, Int32(width))
-            // Chan et al. for this output's mean: the pooled co-moment gains n₁n₂/n δδᵀ.
-            let n1 = Double(counts[label, default: 0]), total = n1 + k
-            var old = means[label] ?? mean
-            let delta = (0..<width).map { mean[$0] - old[$0] }
-            for i in 0..<width { old[i] += delta[i] * k / total }
-            if n1 > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * k / total, delta, 1, &comoment, Int32(width)) }
-            means[label] = old
-            counts[label] = Int(total)
+            merge(label: label, count: members.count, mean: mean)
             count += members.count
         }
     }

@@ -59,9 +59,14 @@ public struct ReferenceFitter: Sendable {
                     nonisolated(unsafe) let moments = m, crosses = c, outputMoments = o
                     DispatchQueue.concurrentPerform(iterations: sites) { s in
                         let block = batch.block(site: s, rows: rows)
-                        moments[s].add(block: block, count: rows.count)
+                        let part = RunningMoments(block: block, count: rows.count)
+                        if labelled.count == rows.count {
+                            outputMoments[s].add(block: block, labels: labels, moments: part)
+                        } else if !labelled.isEmpty {
+                            outputMoments[s].add(block: batch.block(site: s, rows: labelled), labels: labels)
+                        }
+                        moments[s].merge(part)
                         if s > 0 { crosses[s - 1].add(blockX: batch.block(site: s - 1, rows: rows), blockY: block, count: rows.count) }
-                        if !labelled.isEmpty { outputMoments[s].add(block: batch.block(site: s, rows: labelled), labels: labels) }
                     }
                 }
             }

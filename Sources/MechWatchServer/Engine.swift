@@ -23,7 +23,11 @@ public actor Engine {
     }
 
     private let store: Store
+    private let writer: StoreWriter
     private let scoring: ScoringStage
+    /// Collecting references whose in-memory moments may hold traces a failed write did not store; they
+    /// are replayed from the store before finalizing.
+    private var unsynced: Set<String> = []
     private let configuration: Configuration
     private let logger: Logger
     private let started = Engine.now()
@@ -36,23 +40,29 @@ public actor Engine {
         self.logger = logger
         BLASThreads.set(1)  // the sites run in parallel instead
         store = try Store(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
-        scoring = ScoringStage(writer: try EventWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds), logger: logger)
+        writer = try StoreWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
+        scoring = ScoringStage(writer: writer, logger: logger)
         for record in try store.references() {
             switch record.state {
             case .active:
                 references[record.name] = .active(record, try store.model(of: record))
             case .collecting:
-                var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction))
-                var traces: [Trace] = []
-                try store.forEachFitTrace(of: record, heldOut: false) { trace in
-                    traces.append(trace)
-                    if traces.count == BatchScorer.blockSize { fitter.add(TraceBatch(layout: record.layout, traces: traces)); traces = [] }
-                }
-                fitter.add(TraceBatch(layout: record.layout, traces: traces))
-                references[record.name] = .collecting(record, fitter)
+                references[record.name] = .collecting(record, try Self.replay(record, from: store))
             }
             logger.info("loaded reference", metadata: ["reference": "\(record.name)", "state": "\(record.state.rawValue)", "fit_traces": "\(record.fitCount)"])
         }
+    }
+
+    /// The moments of a collecting reference's stored fit traces.
+    private static func replay(_ record: ReferenceRecord, from store: Store) throws -> ReferenceFitter {
+        var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction))
+        var traces: [Trace] = []
+        try store.forEachFitTrace(of: record, heldOut: false) { trace in
+            traces.append(trace)
+            if traces.count == BatchScorer.blockSize { fitter.add(TraceBatch(layout: record.layout, traces: traces)); traces = [] }
+        }
+        fitter.add(TraceBatch(layout: record.layout, traces: traces))
+        return fitter
     }
 
     /// Answers one decoded message.
@@ -86,23 +96,25 @@ public actor Engine {
             switch step {
             case .done(let reply):
                 replies.append(reply)
-            case .stored(let future, let reply):
-                do { replies.append(reply.success(try await future.get())) } catch {
-                    replies.append(.failure(id: reply.requestID, storeFailure(error)))
+            case .pending(let future, let requestID, let fitting):
+                do { replies.append(try await future.get()) } catch {
+                    if let fitting { unsynced.insert(fitting) }
+                    replies.append(.failure(id: requestID, storeFailure(error)))
                 }
             }
         }
         return replies
     }
 
-    /// A message's reply, or what its reply waits for.
+    /// A message's reply, or the reply once what it wrote is committed (a failure becomes `store_error`;
+    /// for a fit, the reference named in `fitting` then needs its moments replayed).
     enum Step {
         case done(Reply)
-        case stored(EventLoopFuture<ScoredEvents>, ScoreReply)
+        case pending(EventLoopFuture<Reply>, requestID: String?, fitting: String?)
     }
 
     /// How to answer scored traces once their events are stored.
-    struct ScoreReply {
+    struct ScoreReply: Sendable {
         var reference: String
         var ids: [String]
         /// Nil: the batch's reply (`score_batch`); otherwise the one trace (`score`) this reply is for.
@@ -131,6 +143,18 @@ public actor Engine {
             case .success(.scoreBatch(let name, let batch)):
                 let (record, model) = try activeModel(name)
                 return submit(record, model, try batch.batch(in: record.layout, reference: name), meta: batch.meta?.jsonText, row: nil, requestID: message.id)
+            case .success(.fit(let name, let message)):
+                let layout = try collecting(name, layout: message.layout).0.layout
+                let (roles, stored) = try fit(name, TraceBatch(layout: layout, traces: [try message.trace(in: layout, reference: name)]))
+                let reply = Reply.success(id: message.id, ["reference": .string(name), "role": .string(roles[0])])
+                return .pending(stored.map { _ in reply }, requestID: message.id, fitting: name)
+            case .success(.fitBatch(let name, let batch)):
+                let layout = try collecting(name, layout: batch.layout).0.layout
+                let (roles, stored) = try fit(name, try batch.batch(in: layout, reference: name))
+                let results = zip(batch.ids, roles).map { JSONValue.object([.init("id", .string($0)), .init("role", .string($1))]) }
+                let reply = Reply.success(id: message.id, ["reference": .string(name), "count": .int(roles.count),
+                                                           "calibration": .int(roles.filter { $0 == "calibration" }.count), "results": .array(results)])
+                return .pending(stored.map { _ in reply }, requestID: message.id, fitting: name)
             case .success(let request):
                 return .done(try handle(request, id: message.id))
             }
@@ -160,11 +184,10 @@ public actor Engine {
             var end = start + 1
             while end < traces.count, metas[end] == metas[start] { end += 1 }
             let batch = TraceBatch(layout: model.0.layout, traces: Array(traces[start..<end]))
-            if case .stored(let future, var reply) = submit(model.0, model.1, batch, meta: metas[start], row: 0, requestID: nil) {
-                for j in start..<end {
-                    reply.row = j - start
-                    steps[slots[j]] = .stored(future, reply)
-                }
+            let scored = scoring.submit(batch, reference: model.0, model: model.1, meta: metas[start])
+            for j in start..<end {
+                let reply = ScoreReply(reference: name, ids: batch.ids, row: j - start, requestID: nil)
+                steps[slots[j]] = .pending(scored.map(reply.success), requestID: batch.ids[j - start], fitting: nil)
             }
             start = end
         }
@@ -173,32 +196,23 @@ public actor Engine {
 
     /// Queues a batch for the scoring stage (which stores its events through the writer).
     private func submit(_ record: ReferenceRecord, _ model: ReferenceModel, _ batch: TraceBatch, meta: String?, row: Int?, requestID: String?) -> Step {
-        .stored(scoring.submit(batch, reference: record, model: model, meta: meta),
-                ScoreReply(reference: record.name, ids: batch.ids, row: row, requestID: requestID))
+        let reply = ScoreReply(reference: record.name, ids: batch.ids, row: row, requestID: requestID)
+        return .pending(scoring.submit(batch, reference: record, model: model, meta: meta).map(reply.success), requestID: requestID, fitting: nil)
     }
 
     private func handle(_ request: Request, id: String?) throws(ProtocolError) -> Reply {
         switch request {
         case .hello:
             return .success(id: id, ["server": "mechwatch", "version": .string(MechWatchVersion.current), "protocol": .int(Request.protocolVersion)])
-        case .fit(let name, let message):
-            let layout = try collecting(name, layout: message.layout).0.layout
-            let roles = try fit(name, TraceBatch(layout: layout, traces: [try message.trace(in: layout, reference: name)]))
-            return .success(id: message.id, ["reference": .string(name), "role": .string(roles[0])])
-        case .fitBatch(let name, let batch):
-            let layout = try collecting(name, layout: batch.layout).0.layout
-            let roles = try fit(name, try batch.batch(in: layout, reference: name))
-            let results = zip(batch.ids, roles).map { JSONValue.object([.init("id", .string($0)), .init("role", .string($1))]) }
-            return .success(id: id, ["reference": .string(name), "count": .int(roles.count),
-                                     "calibration": .int(roles.filter { $0 == "calibration" }.count), "results": .array(results)])
-        case .score, .scoreBatch:
-            throw ProtocolError(.internalError, "score requests are handled in batches")
+        case .fit, .fitBatch, .score, .scoreBatch:
+            throw ProtocolError(.internalError, "fit and score requests are handled as steps")
         case .finalize(let name, let alpha, let scorer):
             return try finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, id: id)
         case .delete(let name):
             guard references[name] != nil else { throw unknown(name) }
             try storing { () throws(StoreError) in _ = try store.deleteReference(named: name) }
             references[name] = nil
+            unsynced.remove(name)
             logger.info("deleted reference", metadata: ["reference": "\(name)"])
             return .success(id: id, ["reference": .string(name), "deleted": true])
         case .status:
@@ -224,21 +238,23 @@ public actor Engine {
         }
     }
 
-    /// Stores trusted traces (in the reference's layout), then adds them to its moments; returns each one's role.
-    private func fit(_ name: String, _ batch: TraceBatch) throws(ProtocolError) -> [String] {
+    /// Hands trusted traces (in the reference's layout) to the writer and, while they are written, adds
+    /// them to the reference's moments; returns each one's role and the write's future. If the write
+    /// fails, the caller marks the reference `unsynced` so its moments are replayed from the store.
+    private func fit(_ name: String, _ batch: TraceBatch) throws(ProtocolError) -> ([String], EventLoopFuture<[Int64]>) {
         guard case .collecting(var record, var fitter)? = references[name] else { throw unknown(name) }
         // Stored traces are float32; fit on exactly the stored values so a restart replays the same moments.
         var rounded = batch
         for k in rounded.values.indices { rounded.values[k] = Double(Float(rounded.values[k])) }
         let heldOut = rounded.ids.map(fitter.split.holdsOut)
-        try storing { () throws(StoreError) in try store.addFitTraces(referenceID: record.id, batch: rounded, heldOut: heldOut) }
-        references[name] = nil  // let the fitter be mutated in place
+        let stored = writer.submit(.fitTraces(referenceID: record.id, batch: rounded, heldOut: heldOut))
+        references[name] = nil  // the fitter's buffers are then uniquely owned and updated in place
         fitter.add(rounded)
         let calibration = heldOut.filter { $0 }.count
         record.calibrationCount += calibration
         record.fitCount += batch.count - calibration
         references[name] = .collecting(record, fitter)
-        return heldOut.map { $0 ? "calibration" : "fit" }
+        return (heldOut.map { $0 ? "calibration" : "fit" }, stored)
     }
 
     /// The active reference `name` and its model.
@@ -252,8 +268,20 @@ public actor Engine {
 
     private func finalize(_ name: String, alpha: Double?, scorer: Scorer, id: String?) throws(ProtocolError) -> Reply {
         guard let loaded = references[name] else { throw unknown(name) }
-        guard case .collecting(let record, let fitter) = loaded else {
+        guard case .collecting(var record, var fitter) = loaded else {
             throw ProtocolError(.referenceNotCollecting, "reference: '\(name)' is already active; delete it to fit again")
+        }
+        if unsynced.contains(name) {
+            // A write failed after its traces entered the moments: take the moments from what is stored.
+            do {
+                guard let stored = try store.reference(named: name) else { throw unknown(name) }
+                record = stored
+                fitter = try Self.replay(stored, from: store)
+            } catch {
+                throw storeFailure(error)
+            }
+            references[name] = .collecting(record, fitter)
+            unsynced.remove(name)
         }
         var calibration: [Trace] = []
         do {

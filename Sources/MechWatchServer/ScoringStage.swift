@@ -31,11 +31,11 @@ final class ScoringStage: @unchecked Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let thread = NIOThreadPool(numberOfThreads: 1)
-    private let writer: EventWriter
+    private let writer: StoreWriter
     private let logger: Logger
     private let eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
 
-    init(writer: EventWriter, logger: Logger) {
+    init(writer: StoreWriter, logger: Logger) {
         self.writer = writer
         self.logger = logger
         thread.start()
@@ -75,7 +75,7 @@ final class ScoringStage: @unchecked Sendable {
                 for j in 0..<part.count where part.flagged(j) {
                     logger.info("flagged", metadata: ["reference": "\(job.reference.name)", "id": "\(job.batch.ids[j])", "p": "\(part.p(j))"])
                 }
-                let stored = writer.submit(EventBatch(referenceID: job.reference.id, ids: job.batch.ids, outputs: job.batch.outputs, scored: part, meta: job.meta))
+                let stored = writer.submit(.events(EventBatch(referenceID: job.reference.id, ids: job.batch.ids, outputs: job.batch.outputs, scored: part, meta: job.meta)))
                 job.promise.completeWith(stored.map { ScoredEvents(scored: part, events: $0) })
             }
         }

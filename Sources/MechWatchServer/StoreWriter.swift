@@ -4,6 +4,12 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
+/// What the writer stores: scored traces (events) or trusted traces.
+enum WriteJob: Sendable {
+    case events(EventBatch)
+    case fitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool])
+}
+
 /// Scored traces waiting to be stored: one reference's batch.
 struct EventBatch: Sendable {
     var referenceID: Int64
@@ -13,14 +19,14 @@ struct EventBatch: Sendable {
     var meta: String?
 }
 
-/// Stores scored batches on a thread of its own with group commit: every batch submitted while a
+/// Stores events and fit traces on a thread of its own with group commit: every job submitted while a
 /// commit is in progress goes into the next transaction together (one fsync for all of them), each in
-/// a savepoint so one failing batch does not fail the others. A batch's future succeeds only after the
-/// commit that holds it, so replies built on it acknowledge durable events. (`@unchecked Sendable`: its
+/// a savepoint so one failing job does not fail the others. A job's future succeeds only after the
+/// commit that holds it, so replies built on it acknowledge durable data. (`@unchecked Sendable`: its
 /// store is used only on its single thread, its queue only under the lock.)
-final class EventWriter: @unchecked Sendable {
+final class StoreWriter: @unchecked Sendable {
     private struct State {
-        var pending: [(EventBatch, EventLoopPromise<[Int64]>)] = []
+        var pending: [(WriteJob, EventLoopPromise<[Int64]>)] = []
         var scheduled = false
     }
 
@@ -39,11 +45,11 @@ final class EventWriter: @unchecked Sendable {
 
     deinit { try? thread.syncShutdownGracefully() }
 
-    /// Queues `batch` for the next commit; the future holds its event numbers once committed.
-    func submit(_ batch: EventBatch) -> EventLoopFuture<[Int64]> {
+    /// Queues `job` for the next commit; the future holds its event numbers (none for fit traces) once committed.
+    func submit(_ job: WriteJob) -> EventLoopFuture<[Int64]> {
         let promise = eventLoop.makePromise(of: [Int64].self)
         let schedule = state.withLockedValue { s in
-            s.pending.append((batch, promise))
+            s.pending.append((job, promise))
             defer { s.scheduled = true }
             return !s.scheduled
         }
@@ -61,10 +67,15 @@ final class EventWriter: @unchecked Sendable {
         let committed: Result<Void, StoreError>
         do throws(StoreError) {
             try store.transaction { () throws(StoreError) in
-                for (batch, _) in items {
+                for (job, _) in items {
                     do throws(StoreError) {
-                        outcomes.append(.success(try store.insertEvents(referenceID: batch.referenceID, ids: batch.ids, outputs: batch.outputs,
-                                                                        scored: batch.scored, meta: batch.meta)))
+                        switch job {
+                        case .events(let b):
+                            outcomes.append(.success(try store.insertEvents(referenceID: b.referenceID, ids: b.ids, outputs: b.outputs, scored: b.scored, meta: b.meta)))
+                        case .fitTraces(let referenceID, let batch, let heldOut):
+                            try store.addFitTraces(referenceID: referenceID, batch: batch, heldOut: heldOut)
+                            outcomes.append(.success([]))
+                        }
                     } catch { outcomes.append(.failure(error)) }
                 }
             }
