@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug/mechwatch
 
-.PHONY: install build test kill-test flood-test demo fixtures clean
+.PHONY: install build test kill-test flood-test demo bench fixtures clean
 
 install:
 	@scripts/install-deps.sh
@@ -32,10 +32,18 @@ demo: build
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
 	@scripts/demo.sh $(BIN)
 
+# Throughput benchmark (release build): the daemon end to end and in-process, then numpy doing the same
+# math in-process on the same reference and probes; prints the ratios. Figures and files land in .bench/.
+bench: install
+	$(SWIFT) build -c release
+	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	.build/release/mechwatch bench --keep .bench $(BENCH_ARGS)
+	python3 bench/numpy_baseline.py .bench
+
 # Regenerates the committed numpy/scipy/scikit-learn fixtures of the math tests.
 fixtures:
 	python3 -m pip install --quiet numpy scipy scikit-learn
 	python3 Tests/MechWatchCoreTests/Fixtures/make_fixtures.py
 
 clean:
-	rm -rf .build .demo
+	rm -rf .build .demo .bench

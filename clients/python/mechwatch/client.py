@@ -1,4 +1,5 @@
-"""A protocol-v1 client over the daemon's Unix socket: one JSON line per request, pipelined in batches."""
+"""A protocol-v1 client over the daemon's Unix socket: JSON lines pipelined in batches (`fit`, `score`), or
+binary frames carrying whole numpy batches (`fit_arrays`, `score_arrays`)."""
 import itertools
 import json
 import os
@@ -15,6 +16,10 @@ DEFAULT_SOCKET = "/tmp/mechwatch/mechwatch.sock"
 PROTOCOL = 1
 
 TraceLike = Union[Trace, Mapping[str, Any]]
+#: numpy dtypes of the binary payload, by the protocol's `dtype` name (little-endian).
+DTYPES = {"f16": "<f2", "f32": "<f4", "f64": "<f8"}
+#: The largest payload `fit_arrays`/`score_arrays` put in one frame.
+MAX_FRAME_BYTES = 32 << 20
 
 
 class Client:
@@ -97,6 +102,23 @@ class Client:
         return [ScoreResult(id=r["id"], event=int(r["event"]), score=float(r["score"]), p=float(r["p"]),
                             flagged=bool(r["flagged"])) for r in replies]
 
+    def fit_arrays(self, reference: str, sites: Mapping[str, Any], outputs: Optional[Sequence[int]] = None,
+                   ids: Optional[Sequence[str]] = None, dtype: str = "f32", chunk: int = 1024,
+                   meta: Optional[Mapping[str, Any]] = None) -> List[FitResult]:
+        """Adds trusted traces given as arrays: `sites` maps each site name to an `(n, width)` array (numpy
+        or torch); row i of every array is trace i. Sent as `fit_batch` binary frames of `chunk` traces."""
+        replies = self._send_arrays("fit_batch", reference, sites, outputs, ids, dtype, chunk, meta)
+        return [FitResult(id=r["id"], held_out=r["role"] == "calibration") for r in replies]
+
+    def score_arrays(self, reference: str, sites: Mapping[str, Any], outputs: Optional[Sequence[int]] = None,
+                     ids: Optional[Sequence[str]] = None, dtype: str = "f32", chunk: int = 1024,
+                     meta: Optional[Mapping[str, Any]] = None) -> List[ScoreResult]:
+        """Scores traces given as arrays (as in `fit_arrays`), sent as `score_batch` binary frames of `chunk`
+        traces; every trace becomes a stored event. `dtype` (`f16`, `f32`, `f64`) is the wire precision."""
+        replies = self._send_arrays("score_batch", reference, sites, outputs, ids, dtype, chunk, meta)
+        return [ScoreResult(id=r["id"], event=int(r["event"]), score=float(r["score"]), p=float(r["p"]),
+                            flagged=bool(r["flagged"])) for r in replies]
+
     def finalize(self, reference: str, alpha: Optional[float] = None, scorer: Optional[str] = None) -> FinalizeResult:
         """Estimates and calibrates a collecting reference; it becomes active. `scorer`: the statistic
         that flags, `mechanism` (the daemon's default), `mahalanobis` or `independence`."""
@@ -153,6 +175,73 @@ class Client:
             raise failure
         return replies
 
+    def _send_arrays(self, op, reference, sites, outputs, ids, dtype, chunk, meta):
+        """Sends `(n, width)` site arrays as binary batch frames, one chunk ahead of the reply being read."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        if not sites:
+            raise ValueError("sites: expected at least one site array")
+        arrays = {str(name): _matrix(name, values) for name, values in sites.items()}
+        counts = {a.shape[0] for a in arrays.values()}
+        if len(counts) != 1:
+            raise ValueError(f"sites disagree on the number of traces: { {s: a.shape for s, a in arrays.items()} }")
+        (n,) = counts
+        outputs, ids = _as_list(outputs), _as_list(ids)
+        for name, values in (("outputs", outputs), ("ids", ids)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name}: has {len(values)} entries for {n} traces")
+        if ids is None:
+            ids = [f"py-{os.getpid()}-{next(self._ids)}" for _ in range(n)]
+        layout = [[name, a.shape[1]] for name, a in arrays.items()]
+        rows = np.concatenate(list(arrays.values()), axis=1).astype(DTYPES[dtype], copy=False)
+        # Frames stay well under the daemon's default max_payload_bytes (64 MiB).
+        chunk = max(1, min(chunk, MAX_FRAME_BYTES // max(1, rows.shape[1] * rows.itemsize)))
+
+        def frame(start):
+            stop = min(start + chunk, n)
+            payload = np.ascontiguousarray(rows[start:stop]).tobytes()
+            header = {"op": op, "reference": reference, "count": stop - start,
+                      "ids": [str(i) for i in ids[start:stop]], "layout": layout, "dtype": dtype,
+                      "payload_bytes": len(payload)}
+            if outputs is not None:
+                header["outputs"] = [None if o is None else int(o) for o in outputs[start:stop]]
+            if meta:
+                header["meta"] = dict(meta)
+            return json.dumps(header).encode() + b"\n" + payload
+
+        if self._sock is None:
+            self.connect()
+        starts = list(range(0, n, chunk))
+        results, failure = [], None
+        try:
+            if starts:
+                self._sock.sendall(frame(starts[0]))
+            for k, start in enumerate(starts):
+                # Keep one frame in flight ahead of the reply being read; stop sending after a refusal.
+                if k + 1 < len(starts) and failure is None:
+                    self._sock.sendall(frame(starts[k + 1]))
+                elif failure is not None and k > failed_at + 1:
+                    results += [None] * (min(start + chunk, n) - start)
+                    continue
+                reply = self._read_reply()
+                if reply.get("ok"):
+                    results += reply["results"]
+                    continue
+                results += [None] * (min(start + chunk, n) - start)
+                if failure is None:
+                    error = reply.get("error", {})
+                    failure = MechWatchError(error.get("code", "error"), error.get("message", str(reply)), reply.get("id"))
+                    failed_at = k
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError) as e:
+            self.close()
+            raise MechWatchConnectionError(f"connection to {self.socket_path} lost: {e}") from None
+        if failure is not None:
+            failure.results = results
+            raise failure
+        return results
+
     def _request(self, op, reference, trace, output, id):
         if isinstance(trace, Trace):
             sites, meta = trace.sites, trace.meta
@@ -202,6 +291,16 @@ def _as_list(values):
     if hasattr(values, "detach"):  # torch tensor
         values = values.detach().cpu().numpy()
     return np.asarray(values).tolist() if not isinstance(values, list) else values
+
+
+def _matrix(name, values):
+    """One site's traces as a 2-D float array `(n, width)`."""
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != 2:
+        raise ValueError(f"site {name!r}: expected an (n, width) array, got shape {array.shape}")
+    return array
 
 
 def _vector(name, values):
