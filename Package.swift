@@ -16,6 +16,8 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        // glibc's malloc_trim: the daemon hands freed heap back to the system after large one-off work.
+        .systemLibrary(name: "CMalloc"),
         // Math core: statistics, estimators, scorers, calibration. No I/O.
         .target(name: "MechWatchCore", dependencies: ["COpenBLAS"]),
         // SQLite store: migrations, references, fit traces, events.
@@ -29,7 +31,7 @@ let package = Package(
         ]),
         // The daemon: config, engine, Unix-socket server, lifecycle; and a protocol client.
         .target(name: "MechWatchServer", dependencies: [
-            "MechWatchCore", "MechWatchStore", "MechWatchWire",
+            "MechWatchCore", "MechWatchStore", "MechWatchWire", "CMalloc",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

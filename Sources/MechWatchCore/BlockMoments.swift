@@ -1,100 +1,175 @@
 import COpenBLAS
 
-// Adding a block of vectors at once: the block's own moments with level-3 BLAS (`dsyrk`, `dgemm`),
-// then Chan, Golub & LeVeque's pairwise combination with what was seen before. A block is
-// `width × count`, column-major (one vector per column).
+// Adding a block of vectors at once. One site's vectors from a batch are copied once into a
+// `CentredBlock` (column-major, one vector per column, buffers reused from batch to batch), centred
+// about their own mean, and their co-moment taken with `dsyrk`. The running moments then combine it
+// with what came before by Chan, Golub & LeVeque's pairwise formula; cross moments take `dgemm` of two
+// centred blocks; per-output moments derive the within-output co-moment from the block's total.
 
-extension RunningMoments {
-    /// Adds the `count` vectors of `block`; equal to adding them one by one, up to rounding.
-    public mutating func add(block: [Double], count n: Int) {
-        merge(RunningMoments(block: block, count: n))
+/// One site's vectors from a batch, centred about their own mean, with their co-moment and the
+/// fourth-moment accumulators about a given shift. Loading reuses the buffers of the previous load.
+public struct CentredBlock: Sendable {
+    public let width: Int
+    public private(set) var count = 0
+    public private(set) var mean: [Double]
+    /// The first `width × count` values: each vector minus `mean`, column-major.
+    public private(set) var centred: [Double] = []
+    /// Lower triangle of `Σ (x − mean)(x − mean)ᵀ`, column-major (the upper triangle is not kept).
+    public private(set) var comoment: [Double]
+    /// The shift `c` of the accumulators `Σ q²` and `Σ q (x − c)`, with `q = ‖x − c‖²`.
+    public private(set) var shift: [Double] = []
+    public private(set) var sumQ2 = 0.0
+    public private(set) var sumQA: [Double]
+
+    public init(width: Int) {
+        precondition(width > 0, "site width must be positive")
+        self.width = width
+        mean = Array(repeating: 0, count: width)
+        comoment = Array(repeating: 0, count: width * width)
+        sumQA = Array(repeating: 0, count: width)
     }
 
-    /// The moments of the `count` vectors of `block` alone.
-    public init(block: [Double], count n: Int) {
-        precondition(n > 0 && block.count % n == 0)
-        let width = block.count / n
-        var part = RunningMoments(width: width)
-        part.count = n
-        part.shift = Array(block[0..<width])
-        var centred = block
-        for j in 0..<n {
-            var q = 0.0
-            for i in 0..<width {
-                let a = block[j * width + i] - part.shift[i]
-                q += a * a
-                part.mean[i] += block[j * width + i]
+    /// Loads site `s` of the traces `rows` of `batch`, with accumulators about `shift` (about the first
+    /// row's vector when `shift` is empty).
+    public mutating func load(_ batch: TraceBatch, site s: Int, rows: [Int], shift: [Double]) {
+        precondition(batch.layout.sites[s].width == width && !rows.isEmpty)
+        let p = width, n = rows.count
+        let offset = batch.layout.offsets[s], rowLength = batch.layout.totalWidth
+        self.shift = shift.isEmpty ? Array(batch.values[rows[0] * rowLength + offset..<rows[0] * rowLength + offset + p]) : shift
+        if centred.count < p * n { centred = Array(repeating: 0, count: p * n) }
+        count = n
+        var q2 = 0.0
+        batch.values.withUnsafeBufferPointer { values in
+            centred.withUnsafeMutableBufferPointer { out in
+                mean.withUnsafeMutableBufferPointer { mean in
+                    sumQA.withUnsafeMutableBufferPointer { qa in
+                        self.shift.withUnsafeBufferPointer { c in
+                            for i in 0..<p {
+                                mean[i] = 0
+                                qa[i] = 0
+                            }
+                            for (column, j) in rows.enumerated() {
+                                let x = values.baseAddress! + j * rowLength + offset, y = out.baseAddress! + column * p
+                                var q = 0.0
+                                for i in 0..<p {
+                                    y[i] = x[i]
+                                    mean[i] += x[i]
+                                    let a = x[i] - c[i]
+                                    q += a * a
+                                }
+                                q2 += q * q
+                                for i in 0..<p { qa[i] += q * (x[i] - c[i]) }
+                            }
+                            for i in 0..<p { mean[i] /= Double(n) }
+                            for column in 0..<n {
+                                let y = out.baseAddress! + column * p
+                                for i in 0..<p { y[i] -= mean[i] }
+                            }
+                        }
+                    }
+                }
             }
-            part.sumQ2 += q * q
-            for i in 0..<width { part.sumQA[i] += q * (block[j * width + i] - part.shift[i]) }
         }
-        for i in 0..<width { part.mean[i] /= Double(n) }
-        for j in 0..<n { for i in 0..<width { centred[j * width + i] -= part.mean[i] } }
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(n), 1, centred, Int32(width), 0, &part.comoment, Int32(width))
-        self = part
+        sumQ2 = q2
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(p), Int32(n), 1, centred, Int32(p), 0, &comoment, Int32(p))
+    }
+}
+
+extension RunningMoments {
+    /// Adds the block's vectors (loaded about this accumulator's shift, or any shift while it is empty);
+    /// equal to adding them one by one, up to rounding.
+    public mutating func add(_ block: CentredBlock) {
+        precondition(block.width == width && block.count > 0)
+        if shift.isEmpty { shift = block.shift } else { precondition(block.shift == shift, "block loaded about another shift") }
+        let n1 = Double(count), n2 = Double(block.count), n = n1 + n2
+        var delta = [Double](repeating: 0, count: width)
+        sumQ2 += block.sumQ2
+        for i in 0..<width {
+            sumQA[i] += block.sumQA[i]
+            delta[i] = block.mean[i] - mean[i]
+            mean[i] += delta[i] * n2 / n
+        }
+        comoment.addLowerTriangle(block.comoment, width: width)
+        // Chan et al.: C = C₁ + C₂ + (n₁n₂/n) δδᵀ with δ = μ₂ − μ₁.
+        if count > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * n2 / n, delta, 1, &comoment, Int32(width)) }
+        count += block.count
     }
 }
 
 extension CrossMoments {
-    /// Adds `count` pairs, the `x` and `y` vectors as columns of `blockX` and `blockY`.
-    public mutating func add(blockX: [Double], blockY: [Double], count n: Int) {
-        precondition(blockX.count == widthX * n && blockY.count == widthY * n)
-        guard n > 0 else { return }
-        var part = CrossMoments(widthX: widthX, widthY: widthY)
-        part.count = n
-        let cx = Self.centre(blockX, width: widthX, count: n, mean: &part.meanX)
-        let cy = Self.centre(blockY, width: widthY, count: n, mean: &part.meanY)
-        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, Int32(widthY), Int32(widthX), Int32(n), 1, cy, Int32(widthY),
-                    cx, Int32(widthX), 0, &part.comoment, Int32(widthY))
-        merge(part)
-    }
-
-    private static func centre(_ block: [Double], width: Int, count n: Int, mean: inout [Double]) -> [Double] {
-        for j in 0..<n { for i in 0..<width { mean[i] += block[j * width + i] } }
-        for i in 0..<width { mean[i] /= Double(n) }
-        var centred = block
-        for j in 0..<n { for i in 0..<width { centred[j * width + i] -= mean[i] } }
-        return centred
+    /// Adds the pairs formed by the vectors of `x` (earlier site) and `y` (later site), loaded from the same rows.
+    public mutating func add(x: CentredBlock, y: CentredBlock) {
+        precondition(x.width == widthX && y.width == widthY && x.count == y.count && x.count > 0)
+        let n1 = Double(count), n2 = Double(x.count), n = n1 + n2
+        // C += Σ (y − ȳ₂)(x − x̄₂)ᵀ, then (n₁n₂/n) δ_y δ_xᵀ.
+        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, Int32(widthY), Int32(widthX), Int32(x.count), 1, y.centred, Int32(widthY),
+                    x.centred, Int32(widthX), 1, &comoment, Int32(widthY))
+        let dx = (0..<widthX).map { x.mean[$0] - meanX[$0] }, dy = (0..<widthY).map { y.mean[$0] - meanY[$0] }
+        if count > 0 { cblas_dger(CblasColMajor, Int32(widthY), Int32(widthX), n1 * n2 / n, dy, 1, dx, 1, &comoment, Int32(widthY)) }
+        for i in 0..<widthX { meanX[i] += dx[i] * n2 / n }
+        for i in 0..<widthY { meanY[i] += dy[i] * n2 / n }
+        count += x.count
     }
 }
 
 extension OutputMoments {
-    /// Adds the vectors whose moments are `all` (every one labelled, vector `j` of `block` with `labels[j]`)
-    /// without another pass over the block: the pooled within-output co-moment of the block is its total
-    /// co-moment minus the between-output part, `C_within = C − Σ_c n_c (μ_c − μ)(μ_c − μ)ᵀ`.
-    public mutating func add(block: [Double], labels: [Int], moments all: RunningMoments) {
-        precondition(all.count == labels.count && block.count == width * labels.count)
-        var groups: [Int: (count: Int, mean: [Double])] = [:]
-        for (j, label) in labels.enumerated() {
-            var g = groups[label] ?? (0, Array(repeating: 0, count: width))
-            g.count += 1
-            for i in 0..<width { g.mean[i] += block[j * width + i] }
-            groups[label] = g
+    /// Adds the block's vectors, vector `j` seen with output `labels[j]`, without another product over
+    /// the block: its pooled within-output co-moment is its total co-moment minus the between-output
+    /// part, `C_within = C − Σ_c n_c (μ_c − μ)(μ_c − μ)ᵀ`, where `μ_c − μ` is the mean of the class's
+    /// centred vectors.
+    public mutating func add(_ block: CentredBlock, labels: [Int]) {
+        precondition(block.width == width && block.count == labels.count)
+        let classes = Array(Set(labels)).sorted()
+        let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
+        var sizes = [Int](repeating: 0, count: classes.count)
+        var offsets = [Double](repeating: 0, count: classes.count * width)  // per class: Σ (x − μ)
+        offsets.withUnsafeMutableBufferPointer { sums in
+            block.centred.withUnsafeBufferPointer { centred in
+                for (j, label) in labels.enumerated() {
+                    let c = index[label]!
+                    sizes[c] += 1
+                    let sum = sums.baseAddress! + c * width, x = centred.baseAddress! + j * width
+                    for i in 0..<width { sum[i] += x[i] }
+                }
+            }
         }
-        var within = all.comoment
-        for (label, g) in groups {
-            let k = Double(g.count)
-            let mean = g.mean.map { $0 / k }
-            let between = (0..<width).map { mean[$0] - all.mean[$0] }
-            cblas_dsyr(CblasColMajor, CblasLower, Int32(width), -k, between, 1, &within, Int32(width))
-            merge(label: label, count: g.count, mean: mean)
+        comoment.addLowerTriangle(block.comoment, width: width)
+        // − Σ_c n_c b_c b_cᵀ with b_c = μ_c − μ, as one rank-k update.
+        var between = [Double](repeating: 0, count: classes.count * width)
+        var means: [[Double]] = []
+        for c in classes.indices {
+            let k = Double(sizes[c])
+            for i in 0..<width { between[c * width + i] = offsets[c * width + i] / k.squareRoot() }
+            means.append((0..<width).map { block.mean[$0] + offsets[c * width + $0] / k })
         }
-        for k in comoment.indices { comoment[k] += within[k] }
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(classes.count), -1, between, Int32(width), 1, &comoment, Int32(width))
+        merge(labels: classes, counts: sizes, means: means)
         count += labels.count
     }
 
-    /// Chan et al. for one output's mean: the pooled co-moment gains `n₁n₂/n δδᵀ` (lower triangle).
-    private mutating func merge(label: Int, count k: Int, mean: [Double]) {
-        let n1 = Double(counts[label, default: 0]), n2 = Double(k), total = n1 + n2
-        var old = means[label] ?? mean
-        let delta = (0..<width).map { mean[$0] - old[$0] }
-        for i in 0..<width { old[i] += delta[i] * n2 / total }
-        if n1 > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * n2 / total, delta, 1, &comoment, Int32(width)) }
-        means[label] = old
-        counts[label] = Int(total)
+    /// Chan et al. for each output's mean: the pooled co-moment gains `Σ_c (n₁n₂/n) δ_c δ_cᵀ` (one rank-k update).
+    private mutating func merge(labels: [Int], counts sizes: [Int], means classMeans: [[Double]]) {
+        var deltas: [Double] = []
+        deltas.reserveCapacity(labels.count * width)
+        var columns = 0
+        for (label, (k, mean)) in zip(labels, zip(sizes, classMeans)) {
+            let n1 = Double(counts[label, default: 0]), n2 = Double(k), total = n1 + n2
+            var old = means[label] ?? mean
+            let delta = (0..<width).map { mean[$0] - old[$0] }
+            for i in 0..<width { old[i] += delta[i] * n2 / total }
+            if n1 > 0 {
+                let scale = (n1 * n2 / total).squareRoot()
+                deltas += delta.map { $0 * scale }
+                columns += 1
+            }
+            means[label] = old
+            counts[label] = Int(total)
+        }
+        guard columns > 0 else { return }
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(columns), 1, deltas, Int32(width), 1, &comoment, Int32(width))
     }
 
-    /// Adds the `count` vectors of `block`, vector `j` seen with output `labels[j]`.
+    /// Adds the `count` vectors of `block` (`width × count`, column-major), vector `j` seen with output `labels[j]`.
     public mutating func add(block: [Double], labels: [Int]) {
         let n = labels.count
         precondition(block.count == width * n)
@@ -108,8 +183,21 @@ extension OutputMoments {
             for (c, j) in members.enumerated() { for i in 0..<width { centred[c * width + i] = block[j * width + i] - mean[i] } }
             cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(members.count), 1, centred, Int32(width),
                         1, &comoment, Int32(width))
-            merge(label: label, count: members.count, mean: mean)
+            merge(labels: [label], counts: [members.count], means: [mean])
             count += members.count
+        }
+    }
+}
+
+extension Array where Element == Double {
+    /// Adds the lower triangle of the `width × width` column-major `other` to this one's.
+    mutating func addLowerTriangle(_ other: [Double], width: Int) {
+        withUnsafeMutableBufferPointer { a in
+            other.withUnsafeBufferPointer { b in
+                for j in 0..<width {
+                    for i in j..<width { a[j * width + i] += b[j * width + i] }
+                }
+            }
         }
     }
 }

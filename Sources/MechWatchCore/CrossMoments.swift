@@ -1,8 +1,8 @@
 import COpenBLAS
 
-/// Streaming cross co-moment `C_yx = Σ (y − ȳ)(x − x̄)ᵀ` of two sites seen together, mergeable.
+/// Streaming cross co-moment `C_yx = Σ (y − ȳ)(x − x̄)ᵀ` of two sites seen together.
 ///
-/// One-element update `C += (y − ȳ_new)(x − x̄_old)ᵀ` and pairwise combination
+/// One-element update `C += (y − ȳ_new)(x − x̄_old)ᵀ` and, a block at a time, pairwise combination
 /// `C = C₁ + C₂ + (n₁n₂/n) δ_y δ_xᵀ` (Chan, Golub & LeVeque 1979, extended to cross-products).
 public struct CrossMoments: Sendable, Equatable {
     /// Width of the earlier site `x` and of the later site `y`.
@@ -36,24 +36,6 @@ public struct CrossMoments: Sendable, Equatable {
             dy[i] = y[i] - meanY[i]
         }
         cblas_dger(CblasColMajor, Int32(widthY), Int32(widthX), 1, dy, 1, dx, 1, &comoment, Int32(widthY))
-    }
-
-    /// Adds every pair `other` has seen.
-    public mutating func merge(_ other: CrossMoments) {
-        precondition(other.widthX == widthX && other.widthY == widthY)
-        guard other.count > 0 else { return }
-        guard count > 0 else {
-            self = other
-            return
-        }
-        let n1 = Double(count), n2 = Double(other.count), n = n1 + n2
-        let dx = (0..<widthX).map { other.meanX[$0] - meanX[$0] }
-        let dy = (0..<widthY).map { other.meanY[$0] - meanY[$0] }
-        for k in comoment.indices { comoment[k] += other.comoment[k] }
-        cblas_dger(CblasColMajor, Int32(widthY), Int32(widthX), n1 * n2 / n, dy, 1, dx, 1, &comoment, Int32(widthY))
-        for i in 0..<widthX { meanX[i] += dx[i] * n2 / n }
-        for i in 0..<widthY { meanY[i] += dy[i] * n2 / n }
-        count += other.count
     }
 
     /// The biased cross-covariance `Σ_yx = C_yx / n`, column-major.

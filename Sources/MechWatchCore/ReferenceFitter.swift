@@ -14,6 +14,8 @@ public struct ReferenceFitter: Sendable {
     /// Per-output moments of each site, from the fit traces that carried an output.
     public private(set) var outputMoments: [OutputMoments]
     public private(set) var calibrationCount = 0
+    /// Buffers reused by block-wise adds (allocated by the first).
+    private var blocks: [CentredBlock] = []
 
     public init(layout: SiteLayout, split: CalibrationSplit) {
         self.layout = layout
@@ -42,36 +44,48 @@ public struct ReferenceFitter: Sendable {
     }
 
     /// Adds a batch: each trace joins the fitting moments or is held out, as `add` decides; the moments
-    /// are updated block-wise with level-3 BLAS, the sites in parallel. Returns which traces were held out.
+    /// are updated block-wise with level-3 BLAS, `blockRows` traces at a time, the sites in parallel.
+    /// Returns which traces were held out.
     @discardableResult
     public mutating func add(_ batch: TraceBatch) -> [Bool] {
         precondition(batch.layout == layout)
         let heldOut = batch.ids.map(split.holdsOut)
         let rows = batch.ids.indices.filter { !heldOut[$0] }
         calibrationCount += batch.count - rows.count
-        guard !rows.isEmpty else { return heldOut }
+        for start in stride(from: 0, to: rows.count, by: Self.blockRows) {
+            add(batch, rows: Array(rows[start..<min(start + Self.blockRows, rows.count)]))
+        }
+        return heldOut
+    }
+
+    /// Traces per block in `add(_ batch:)`: bounds the reused block buffers (`blockRows × width` per site).
+    public static let blockRows = 256
+
+    private mutating func add(_ batch: TraceBatch, rows: [Int]) {
         let labelled = rows.filter { batch.outputs[$0] != nil }
         let labels = labelled.map { batch.outputs[$0]! }
-        let sites = layout.sites.count
+        if blocks.isEmpty { blocks = layout.sites.map { CentredBlock(width: $0.width) } }
         moments.withUnsafeMutableBufferPointer { m in
             crosses.withUnsafeMutableBufferPointer { c in
                 outputMoments.withUnsafeMutableBufferPointer { o in
-                    nonisolated(unsafe) let moments = m, crosses = c, outputMoments = o
-                    DispatchQueue.concurrentPerform(iterations: sites) { s in
-                        let block = batch.block(site: s, rows: rows)
-                        let part = RunningMoments(block: block, count: rows.count)
-                        if labelled.count == rows.count {
-                            outputMoments[s].add(block: block, labels: labels, moments: part)
-                        } else if !labelled.isEmpty {
-                            outputMoments[s].add(block: batch.block(site: s, rows: labelled), labels: labels)
+                    blocks.withUnsafeMutableBufferPointer { b in
+                        nonisolated(unsafe) let moments = m, crosses = c, outputMoments = o, blocks = b
+                        DispatchQueue.concurrentPerform(iterations: moments.count) { s in
+                            blocks[s].load(batch, site: s, rows: rows, shift: moments[s].shift)
+                            moments[s].add(blocks[s])
+                            if labelled.count == rows.count {
+                                outputMoments[s].add(blocks[s], labels: labels)
+                            } else if !labelled.isEmpty {
+                                outputMoments[s].add(block: batch.block(site: s, rows: labelled), labels: labels)
+                            }
                         }
-                        moments[s].merge(part)
-                        if s > 0 { crosses[s - 1].add(blockX: batch.block(site: s - 1, rows: rows), blockY: block, count: rows.count) }
+                        DispatchQueue.concurrentPerform(iterations: crosses.count) { k in
+                            crosses[k].add(x: blocks[k], y: blocks[k + 1])
+                        }
                     }
                 }
             }
         }
-        return heldOut
     }
 
     /// Estimates the site models, scores the held-out traces and returns the calibrated reference.

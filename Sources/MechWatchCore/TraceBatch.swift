@@ -49,13 +49,6 @@ public struct TraceBatch: Sendable, Equatable {
         }
         return block
     }
-
-    /// The traces `range` as their own batch.
-    public func slice(_ range: Range<Int>) -> TraceBatch {
-        let width = layout.totalWidth
-        return TraceBatch(layout: layout, ids: Array(ids[range]), outputs: Array(outputs[range]),
-                          values: Array(values[range.lowerBound * width..<range.upperBound * width]))
-    }
 }
 
 extension SiteLayout {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CMalloc
 import Logging
 import MechWatchCore
 import MechWatchStore
@@ -207,12 +208,14 @@ public actor Engine {
         case .fit, .fitBatch, .score, .scoreBatch:
             throw ProtocolError(.internalError, "fit and score requests are handled as steps")
         case .finalize(let name, let alpha, let scorer):
+            defer { returnFreedMemory() }
             return try finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, id: id)
         case .delete(let name):
             guard references[name] != nil else { throw unknown(name) }
             try storing { () throws(StoreError) in _ = try store.deleteReference(named: name) }
             references[name] = nil
             unsynced.remove(name)
+            returnFreedMemory()
             logger.info("deleted reference", metadata: ["reference": "\(name)"])
             return .success(id: id, ["reference": .string(name), "deleted": true])
         case .status:
@@ -245,7 +248,9 @@ public actor Engine {
         guard case .collecting(var record, var fitter)? = references[name] else { throw unknown(name) }
         // Stored traces are float32; fit on exactly the stored values so a restart replays the same moments.
         var rounded = batch
-        for k in rounded.values.indices { rounded.values[k] = Double(Float(rounded.values[k])) }
+        if batch.values.contains(where: { Double(Float($0)) != $0 }) {  // only f64 payloads and JSON numbers
+            for k in rounded.values.indices { rounded.values[k] = Double(Float(rounded.values[k])) }
+        }
         let heldOut = rounded.ids.map(fitter.split.holdsOut)
         let stored = writer.submit(.fitTraces(referenceID: record.id, batch: rounded, heldOut: heldOut))
         references[name] = nil  // the fitter's buffers are then uniquely owned and updated in place
@@ -303,6 +308,12 @@ public actor Engine {
             "calibration_traces": .int(calibration.count), "alpha": .number(model.alpha), "scorer": .string(model.scorer.rawValue),
             "terms": .int(model.termLayout.terms.count), "shrinkage": shrinkage,
         ])
+    }
+
+    /// Hands the heap that finalizing or deleting a reference freed (its fitting buffers, calibration traces, a
+    /// model: hundreds of MB) back to the system; glibc would otherwise keep it in the daemon's resident set.
+    private func returnFreedMemory() {
+        malloc_trim(0)
     }
 
     private func status(id: String?) throws(ProtocolError) -> Reply {

@@ -1,3 +1,4 @@
+import Foundation
 import MechWatchCore
 import Testing
 
@@ -90,6 +91,26 @@ import Testing
             #expect(a.counts == b.counts && close(a.comoment, b.comoment, rtol: 1e-9, atol: 1e-12))
             for (label, mean) in b.means { #expect(close(a.means[label]!, mean, rtol: 1e-12)) }
         }
+    }
+
+    /// A batch of several `blockRows` blocks (the last one partial) gives the one-by-one moments.
+    @Test func largeBatchIsFittedInBlocks() throws {
+        let base = fitTraces()
+        let traces = (0..<(3 * ReferenceFitter.blockRows + 77)).map { k in
+            let t = base[k % base.count]
+            let sites: [[Double]] = t.sites.map { v in v.indices.map { i in v[i] + sin(Double(k * (3 + i))) } }
+            return Trace(id: "big-\(k)", output: t.output, sites: sites)
+        }
+        var single = ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: 0.2)), batched = single
+        for trace in traces { single.add(trace) }
+        batched.add(TraceBatch(layout: layout, traces: traces))
+        #expect(batched.fitCount == single.fitCount && batched.fitCount > 2 * ReferenceFitter.blockRows)
+        for (a, b) in zip(batched.moments, single.moments) {
+            #expect(close(a.covariance(), b.covariance(), rtol: 1e-9, atol: 1e-12))
+            #expect(close(a.sumFourthPowerOfNorms(), b.sumFourthPowerOfNorms(), rtol: 1e-9))
+        }
+        for (a, b) in zip(batched.crosses, single.crosses) { #expect(close(a.covariance(), b.covariance(), rtol: 1e-9, atol: 1e-12)) }
+        for (a, b) in zip(batched.outputMoments, single.outputMoments) { #expect(close(a.comoment, b.comoment, rtol: 1e-9, atol: 1e-12)) }
     }
 
     @Test func scoredBatchEqualsOneTraceAtATime() throws {

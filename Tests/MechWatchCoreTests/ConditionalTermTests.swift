@@ -28,17 +28,6 @@ import Testing
         #expect(surprises.last == surprises.max())  // the trace whose dependence is broken
     }
 
-    @Test func crossMomentsMerge() throws {
-        let (_, _, whole) = try sites()
-        var a = CrossMoments(widthX: 4, widthY: 3), b = a
-        for (k, (x, y)) in zip(t.fit_x, t.fit_y).enumerated() {
-            if k < 31 { a.add(x: x, y: y) } else { b.add(x: x, y: y) }
-        }
-        a.merge(b)
-        #expect(a.count == whole.count)
-        #expect(close(a.covariance(), whole.covariance(), rtol: 1e-10, atol: 1e-12))
-    }
-
     @Test func outputConditionedMatchesNumpyAndFallsBack() throws {
         var m = OutputMoments(width: 3), my = RunningMoments(width: 3)
         for (y, label) in zip(t.fit_y, t.fit_outputs) {

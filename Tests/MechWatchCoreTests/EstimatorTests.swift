@@ -34,22 +34,6 @@ import Testing
         #expect(close(scores.map(\.independenceSurprise), e.independence_surprise))
     }
 
-    @Test(arguments: ["h1", "h2"])
-    func mergedPartitionsEqualOnePass(site: String) throws {
-        // Chan et al.'s combination of three partitions gives the one-pass moments (and hence numpy's).
-        let x = fixture.fit[site]!
-        var parts = [RunningMoments](repeating: RunningMoments(width: x[0].count), count: 3)
-        for (k, v) in x.enumerated() { parts[k < 7 ? 0 : (k < 40 ? 1 : 2)].add(v) }
-        var merged = RunningMoments(width: x[0].count)
-        for part in parts { merged.merge(part) }
-        let e = fixture.expected[site]!
-        #expect(merged.count == x.count)
-        #expect(close(merged.mean, e.mean))
-        #expect(close(merged.variances(), e.variances))
-        #expect(close(merged.sumFourthPowerOfNorms(), e.sum_fourth_power_of_norms, rtol: 1e-8))
-        #expect(close(LedoitWolf(moments: merged).shrinkage, e.shrinkage, rtol: 1e-8))
-    }
-
     @Test func shiftedVectorScoresHighest() throws {
         let model = try SiteModel(name: "h1", moments: fixture.moments("h1"))
         let scores = fixture.test["h1"]!.map { model.score($0).mahalanobis }
