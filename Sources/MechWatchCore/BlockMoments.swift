@@ -4,7 +4,8 @@ import COpenBLAS
 // `CentredBlock` (column-major, one vector per column, buffers reused from batch to batch), centred
 // about their own mean, and their co-moment taken with `dsyrk`. The running moments then combine it
 // with what came before by Chan, Golub & LeVeque's pairwise formula; cross moments take `dgemm` of two
-// centred blocks; per-output moments derive the within-output co-moment from the block's total.
+// centred blocks; per-output moments keep class means, their within-output co-moment derived from the
+// site's totals while every trace is labelled.
 
 /// One site's vectors from a batch, centred about their own mean, with their co-moment and the
 /// fourth-moment accumulators about a given shift. Loading reuses the buffers of the previous load.
@@ -113,17 +114,15 @@ extension CrossMoments {
 }
 
 extension OutputMoments {
-    /// Adds the block's vectors, vector `j` seen with output `labels[j]`, without another product over
-    /// the block: its pooled within-output co-moment is its total co-moment minus the between-output
-    /// part, `C_within = C − Σ_c n_c (μ_c − μ)(μ_c − μ)ᵀ`, where `μ_c − μ` is the mean of the class's
-    /// centred vectors.
-    public mutating func add(_ block: CentredBlock, labels: [Int]) {
+    /// Adds the block's vectors, vector `j` seen with output `labels[j]`, to the per-output counts and
+    /// means only; the within-output co-moment is then derived from the site's totals (`derivingComoment`).
+    public mutating func addMeans(_ block: CentredBlock, labels: [Int]) {
         precondition(block.width == width && block.count == labels.count)
         let classes = Array(Set(labels)).sorted()
         let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
         var sizes = [Int](repeating: 0, count: classes.count)
-        var offsets = [Double](repeating: 0, count: classes.count * width)  // per class: Σ (x − μ)
-        offsets.withUnsafeMutableBufferPointer { sums in
+        var sums = [Double](repeating: 0, count: classes.count * width)  // per class: Σ (x − μ)
+        sums.withUnsafeMutableBufferPointer { sums in
             block.centred.withUnsafeBufferPointer { centred in
                 for (j, label) in labels.enumerated() {
                     let c = index[label]!
@@ -133,40 +132,40 @@ extension OutputMoments {
                 }
             }
         }
-        comoment.addLowerTriangle(block.comoment, width: width)
-        // − Σ_c n_c b_c b_cᵀ with b_c = μ_c − μ, as one rank-k update.
-        var between = [Double](repeating: 0, count: classes.count * width)
-        var means: [[Double]] = []
-        for c in classes.indices {
+        for (c, label) in classes.enumerated() {
             let k = Double(sizes[c])
-            for i in 0..<width { between[c * width + i] = offsets[c * width + i] / k.squareRoot() }
-            means.append((0..<width).map { block.mean[$0] + offsets[c * width + $0] / k })
+            merge(label: label, count: sizes[c], mean: (0..<width).map { block.mean[$0] + sums[c * width + $0] / k }, comoment: false)
         }
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(classes.count), -1, between, Int32(width), 1, &comoment, Int32(width))
-        merge(labels: classes, counts: sizes, means: means)
         count += labels.count
     }
 
-    /// Chan et al. for each output's mean: the pooled co-moment gains `Σ_c (n₁n₂/n) δ_c δ_cᵀ` (one rank-k update).
-    private mutating func merge(labels: [Int], counts sizes: [Int], means classMeans: [[Double]]) {
-        var deltas: [Double] = []
-        deltas.reserveCapacity(labels.count * width)
-        var columns = 0
-        for (label, (k, mean)) in zip(labels, zip(sizes, classMeans)) {
-            let n1 = Double(counts[label, default: 0]), n2 = Double(k), total = n1 + n2
-            var old = means[label] ?? mean
-            let delta = (0..<width).map { mean[$0] - old[$0] }
-            for i in 0..<width { old[i] += delta[i] * n2 / total }
-            if n1 > 0 {
-                let scale = (n1 * n2 / total).squareRoot()
-                deltas += delta.map { $0 * scale }
-                columns += 1
-            }
-            means[label] = old
-            counts[label] = Int(total)
+    /// These moments with the within-output co-moment derived from `total`, the moments of the same
+    /// vectors (every one labelled): `C_within = C − Σ_c n_c (μ_c − μ)(μ_c − μ)ᵀ`, one rank-k update.
+    public func derivingComoment(total: RunningMoments) -> OutputMoments {
+        precondition(total.width == width && total.count == count)
+        var derived = self
+        derived.comoment = total.comoment
+        let labels = counts.keys.sorted()
+        guard !labels.isEmpty else { return derived }
+        var between = [Double](repeating: 0, count: labels.count * width)
+        for (c, label) in labels.enumerated() {
+            let scale = Double(counts[label]!).squareRoot(), mean = means[label]!
+            for i in 0..<width { between[c * width + i] = scale * (mean[i] - total.mean[i]) }
         }
-        guard columns > 0 else { return }
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(columns), 1, deltas, Int32(width), 1, &comoment, Int32(width))
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(labels.count), -1, between, Int32(width), 1,
+                    &derived.comoment, Int32(width))
+        return derived
+    }
+
+    /// Chan et al. for one output's mean; with `comoment`, the pooled co-moment gains `n₁n₂/n δδᵀ` (lower triangle).
+    private mutating func merge(label: Int, count k: Int, mean: [Double], comoment updating: Bool) {
+        let n1 = Double(counts[label, default: 0]), n2 = Double(k), total = n1 + n2
+        var old = means[label] ?? mean
+        let delta = (0..<width).map { mean[$0] - old[$0] }
+        for i in 0..<width { old[i] += delta[i] * n2 / total }
+        if updating, n1 > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * n2 / total, delta, 1, &comoment, Int32(width)) }
+        means[label] = old
+        counts[label] = Int(total)
     }
 
     /// Adds the `count` vectors of `block` (`width × count`, column-major), vector `j` seen with output `labels[j]`.
@@ -183,7 +182,7 @@ extension OutputMoments {
             for (c, j) in members.enumerated() { for i in 0..<width { centred[c * width + i] = block[j * width + i] - mean[i] } }
             cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(width), Int32(members.count), 1, centred, Int32(width),
                         1, &comoment, Int32(width))
-            merge(labels: [label], counts: [members.count], means: [mean])
+            merge(label: label, count: members.count, mean: mean, comoment: true)
             count += members.count
         }
     }

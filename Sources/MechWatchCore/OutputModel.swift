@@ -5,7 +5,8 @@ public struct OutputMoments: Sendable, Equatable {
     public let width: Int
     public internal(set) var counts: [Int: Int] = [:]
     public internal(set) var means: [Int: [Double]] = [:]
-    /// Lower triangle of `Σ_c Σ_{i∈c} (x_i − μ_c)(x_i − μ_c)ᵀ`, column-major.
+    /// Lower triangle of `Σ_c Σ_{i∈c} (x_i − μ_c)(x_i − μ_c)ᵀ`, column-major, over the vectors added with
+    /// `add` (those added with `addMean`/`addMeans` count only once it is derived: `derivingComoment`).
     public internal(set) var comoment: [Double]
     public internal(set) var count = 0
 
@@ -17,16 +18,20 @@ public struct OutputMoments: Sendable, Equatable {
     /// Adds a vector whose trace had output `label` (Welford's update within its class).
     public mutating func add(_ x: [Double], label: Int) {
         let n = Double(counts[label, default: 0] + 1)
+        let old = means[label] ?? Array(repeating: 0, count: width)
+        let delta = (0..<width).map { x[$0] - old[$0] }
+        addMean(x, label: label)
+        cblas_dsyr(CblasColMajor, CblasLower, Int32(width), (n - 1) / n, delta, 1, &comoment, Int32(width))
+    }
+
+    /// Adds a vector to its output's count and mean only (see `derivingComoment(total:)`).
+    public mutating func addMean(_ x: [Double], label: Int) {
+        let n = Double(counts[label, default: 0] + 1)
         counts[label] = Int(n)
         var mean = means[label] ?? Array(repeating: 0, count: width)
-        var delta = [Double](repeating: 0, count: width)
-        for i in 0..<width {
-            delta[i] = x[i] - mean[i]
-            mean[i] += delta[i] / n
-        }
+        for i in 0..<width { mean[i] += (x[i] - mean[i]) / n }
         means[label] = mean
         count += 1
-        cblas_dsyr(CblasColMajor, CblasLower, Int32(width), (n - 1) / n, delta, 1, &comoment, Int32(width))
     }
 }
 

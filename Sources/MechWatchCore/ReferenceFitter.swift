@@ -12,7 +12,13 @@ public struct ReferenceFitter: Sendable {
     /// Cross moments of each consecutive pair of sites.
     public private(set) var crosses: [CrossMoments]
     /// Per-output moments of each site, from the fit traces that carried an output.
-    public private(set) var outputMoments: [OutputMoments]
+    public var outputMoments: [OutputMoments] {
+        everyTraceLabelled ? zip(labelled, moments).map { $0.derivingComoment(total: $1) } : labelled
+    }
+    /// `outputMoments` as accumulated: while every fit trace carried an output, counts and means only
+    /// (the within-output co-moment is then derived from the site totals, an update per batch saved).
+    private var labelled: [OutputMoments]
+    private var everyTraceLabelled = true
     public private(set) var calibrationCount = 0
     /// Buffers reused by block-wise adds (allocated by the first).
     private var blocks: [CentredBlock] = []
@@ -22,7 +28,7 @@ public struct ReferenceFitter: Sendable {
         self.split = split
         moments = layout.sites.map { RunningMoments(width: $0.width) }
         crosses = zip(layout.sites, layout.sites.dropFirst()).map { CrossMoments(widthX: $0.width, widthY: $1.width) }
-        outputMoments = layout.sites.map { OutputMoments(width: $0.width) }
+        labelled = layout.sites.map { OutputMoments(width: $0.width) }
     }
 
     /// Number of traces in the fitting moments.
@@ -35,10 +41,13 @@ public struct ReferenceFitter: Sendable {
             calibrationCount += 1
             return true
         }
+        if trace.output == nil { stopDerivingWithinOutput() }
         for s in moments.indices { moments[s].add(trace.sites[s]) }
         for k in crosses.indices { crosses[k].add(x: trace.sites[k], y: trace.sites[k + 1]) }
         if let output = trace.output {
-            for s in outputMoments.indices { outputMoments[s].add(trace.sites[s], label: output) }
+            for s in labelled.indices {
+                if everyTraceLabelled { labelled[s].addMean(trace.sites[s], label: output) } else { labelled[s].add(trace.sites[s], label: output) }
+            }
         }
         return false
     }
@@ -62,21 +71,23 @@ public struct ReferenceFitter: Sendable {
     public static let blockRows = 256
 
     private mutating func add(_ batch: TraceBatch, rows: [Int]) {
-        let labelled = rows.filter { batch.outputs[$0] != nil }
-        let labels = labelled.map { batch.outputs[$0]! }
+        let labelledRows = rows.filter { batch.outputs[$0] != nil }
+        let labels = labelledRows.map { batch.outputs[$0]! }
+        if labelledRows.count < rows.count { stopDerivingWithinOutput() }
+        let derive = everyTraceLabelled
         if blocks.isEmpty { blocks = layout.sites.map { CentredBlock(width: $0.width) } }
         moments.withUnsafeMutableBufferPointer { m in
             crosses.withUnsafeMutableBufferPointer { c in
-                outputMoments.withUnsafeMutableBufferPointer { o in
+                labelled.withUnsafeMutableBufferPointer { o in
                     blocks.withUnsafeMutableBufferPointer { b in
-                        nonisolated(unsafe) let moments = m, crosses = c, outputMoments = o, blocks = b
+                        nonisolated(unsafe) let moments = m, crosses = c, output = o, blocks = b
                         DispatchQueue.concurrentPerform(iterations: moments.count) { s in
                             blocks[s].load(batch, site: s, rows: rows, shift: moments[s].shift)
                             moments[s].add(blocks[s])
-                            if labelled.count == rows.count {
-                                outputMoments[s].add(blocks[s], labels: labels)
-                            } else if !labelled.isEmpty {
-                                outputMoments[s].add(block: batch.block(site: s, rows: labelled), labels: labels)
+                            if derive {
+                                output[s].addMeans(blocks[s], labels: labels)
+                            } else if !labelledRows.isEmpty {
+                                output[s].add(block: batch.block(site: s, rows: labelledRows), labels: labels)
                             }
                         }
                         DispatchQueue.concurrentPerform(iterations: crosses.count) { k in
@@ -86,6 +97,14 @@ public struct ReferenceFitter: Sendable {
                 }
             }
         }
+    }
+
+    /// Before the first unlabelled fit trace: the within-output co-moments so far are derived from the
+    /// site totals, and accumulated from then on.
+    private mutating func stopDerivingWithinOutput() {
+        guard everyTraceLabelled else { return }
+        labelled = outputMoments
+        everyTraceLabelled = false
     }
 
     /// Estimates the site models, scores the held-out traces and returns the calibrated reference.
@@ -106,6 +125,7 @@ public struct ReferenceFitter: Sendable {
             }
         }
         var outputs: [OutputModel] = []
+        let outputMoments = self.outputMoments
         if outputMoments.first.map({ $0.counts.values.contains { $0 >= OutputModel.defaultMinimumCount } }) == true {
             for (s, m) in outputMoments.enumerated() {
                 do { outputs.append(try OutputModel(site: sites[s].name, moments: m, shrinkage: sites[s].shrinkage)) } catch {

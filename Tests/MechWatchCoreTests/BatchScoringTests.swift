@@ -70,9 +70,10 @@ import Testing
         }
     }
 
-    /// All traces labelled (the within-output co-moment derived from the total), and some unlabelled (one pass per output).
+    /// All traces labelled (the within-output co-moment derived from the totals), and unlabelled ones from the
+    /// 31st on (derived up to there, then accumulated: one pass per output).
     @Test(arguments: [false, true]) func batchFitEqualsOneByOne(someUnlabelled: Bool) throws {
-        let traces = fitTraces().enumerated().map { k, t in someUnlabelled && k % 3 == 0 ? Trace(id: t.id, output: nil, sites: t.sites) : t }
+        let traces = fitTraces().enumerated().map { k, t in someUnlabelled && k >= 30 && k % 3 == 0 ? Trace(id: t.id, output: nil, sites: t.sites) : t }
         var single = ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: 0.2))
         var batched = single
         var heldOut: [Bool] = []

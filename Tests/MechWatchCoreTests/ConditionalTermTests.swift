@@ -28,6 +28,21 @@ import Testing
         #expect(surprises.last == surprises.max())  // the trace whose dependence is broken
     }
 
+    @Test func withinOutputComomentDerivedFromTotals() throws {
+        // Σ_c Σ_{i∈c} (x−μ_c)(x−μ_c)ᵀ accumulated per class (checked against numpy below) equals the total
+        // co-moment less Σ_c n_c (μ_c−μ)(μ_c−μ)ᵀ, from class means alone.
+        var accumulated = OutputMoments(width: 3), means = accumulated, total = RunningMoments(width: 3)
+        for (y, label) in zip(t.fit_y, t.fit_outputs) {
+            accumulated.add(y, label: label)
+            means.addMean(y, label: label)
+            total.add(y)
+        }
+        let derived = means.derivingComoment(total: total)
+        #expect(derived.counts == accumulated.counts)
+        #expect(close(derived.comoment, accumulated.comoment, rtol: 1e-10, atol: 1e-12))
+        for (label, mean) in accumulated.means { #expect(close(derived.means[label]!, mean, rtol: 1e-12)) }
+    }
+
     @Test func outputConditionedMatchesNumpyAndFallsBack() throws {
         var m = OutputMoments(width: 3), my = RunningMoments(width: 3)
         for (y, label) in zip(t.fit_y, t.fit_outputs) {
