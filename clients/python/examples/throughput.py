@@ -1,9 +1,10 @@
-"""Client-side throughput at 12 sites x 768 floats, next to the daemon's own CLI client on the same traces.
+"""Client-side throughput at 12 sites x 768 floats: the Python client's JSON requests (`fit`, `score`) and
+binary frames (`fit_arrays`, `score_arrays`, f32), next to the daemon's own CLI client on the same traces.
 
     mechwatch serve --socket /tmp/mw-bench/s.sock --database /tmp/mw-bench/b.db &
     python3 clients/python/examples/throughput.py --socket /tmp/mw-bench/s.sock --mechwatch .build/debug/mechwatch
 
-Prints traces/s for Client.fit and Client.score, and for `mechwatch send` (Swift client) on the same file.
+Prints traces/s for each way of sending, and for `mechwatch send` (Swift client, JSON) on the same traces.
 """
 import argparse
 import json
@@ -35,7 +36,7 @@ def traces(n):
 
 
 client = Client(args.socket, batch_size=64)
-for ref in ("bench-py", "bench-cli"):
+for ref in ("bench-py", "bench-bin", "bench-cli"):
     try:
         client.delete(ref)
     except Exception:
@@ -48,6 +49,15 @@ client.finalize("bench-py")
 t = time.perf_counter()
 client.score("bench-py", score)
 score_rate = args.score / (time.perf_counter() - t)
+
+as_arrays = lambda data: {s: np.stack([t[s] for t in data]) for s in names}  # noqa: E731
+t = time.perf_counter()
+client.fit_arrays("bench-bin", as_arrays(fit), chunk=256)
+bin_fit_rate = args.fit / (time.perf_counter() - t)
+client.finalize("bench-bin")
+t = time.perf_counter()
+client.score_arrays("bench-bin", as_arrays(score), chunk=256)
+bin_score_rate = args.score / (time.perf_counter() - t)
 
 with tempfile.TemporaryDirectory() as d:
     for name, data in (("fit", fit), ("score", score)):
@@ -64,8 +74,10 @@ with tempfile.TemporaryDirectory() as d:
     subprocess.run(cli + [os.path.join(d, "score.jsonl")], check=True, stdout=subprocess.DEVNULL)
     cli_score = args.score / (time.perf_counter() - t)
 
-print(f"{args.sites} sites x {args.width} floats, JSON protocol v1")
-print(f"{'':24s}{'fit traces/s':>14s}{'score traces/s':>16s}")
-print(f"{'python Client':24s}{fit_rate:14.0f}{score_rate:16.0f}")
-print(f"{'mechwatch send (Swift)':24s}{cli_fit:14.0f}{cli_score:16.0f}")
-print(f"ratio python / swift    {fit_rate / cli_fit:14.2f}{score_rate / cli_score:16.2f}")
+print(f"{args.sites} sites x {args.width} floats")
+print(f"{'':34s}{'fit traces/s':>14s}{'score traces/s':>16s}")
+print(f"{'python Client.fit/score (JSON)':34s}{fit_rate:14.0f}{score_rate:16.0f}")
+print(f"{'python fit_arrays/score_arrays':34s}{bin_fit_rate:14.0f}{bin_score_rate:16.0f}")
+print(f"{'mechwatch send (Swift, JSON)':34s}{cli_fit:14.0f}{cli_score:16.0f}")
+print(f"{'ratio python JSON / swift':34s}{fit_rate / cli_fit:14.2f}{score_rate / cli_score:16.2f}")
+print(f"{'ratio python binary / swift':34s}{bin_fit_rate / cli_fit:14.2f}{bin_score_rate / cli_score:16.2f}")
