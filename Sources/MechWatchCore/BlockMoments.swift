@@ -7,48 +7,33 @@ import COpenBLAS
 // centred blocks; per-output moments keep class means, their within-output co-moment derived from the
 // site's totals while every trace is labelled.
 
-/// One site's vectors from a batch, centred about their own mean, with their co-moment and the
-/// fourth-moment accumulators about a given shift. Loading reuses the buffers of the previous load.
+/// One site's vectors from a batch, centred about their own mean, with their moments. Loading reuses
+/// the buffers of the previous load.
 public struct CentredBlock: Sendable {
-    public let width: Int
-    public private(set) var count = 0
-    public private(set) var mean: [Double]
-    /// The first `width × count` values: each vector minus `mean`, column-major.
+    /// The block's own moments: co-moment about its mean (lower triangle), fourth-moment accumulators
+    /// about the shift it was loaded with.
+    public private(set) var moments: RunningMoments
+    /// The first `width × count` values: each vector minus the block's mean, column-major.
     public private(set) var centred: [Double] = []
-    /// Lower triangle of `Σ (x − mean)(x − mean)ᵀ`, column-major (the upper triangle is not kept).
-    public private(set) var comoment: [Double]
-    /// The shift `c` of the accumulators `Σ q²` and `Σ q (x − c)`, with `q = ‖x − c‖²`.
-    public private(set) var shift: [Double] = []
-    public private(set) var sumQ2 = 0.0
-    public private(set) var sumQA: [Double]
 
     public init(width: Int) {
-        precondition(width > 0, "site width must be positive")
-        self.width = width
-        mean = Array(repeating: 0, count: width)
-        comoment = Array(repeating: 0, count: width * width)
-        sumQA = Array(repeating: 0, count: width)
+        moments = RunningMoments(width: width)
     }
 
     /// Loads site `s` of the traces `rows` of `batch`, with accumulators about `shift` (about the first
     /// row's vector when `shift` is empty).
     public mutating func load(_ batch: TraceBatch, site s: Int, rows: [Int], shift: [Double]) {
-        precondition(batch.layout.sites[s].width == width && !rows.isEmpty)
-        let p = width, n = rows.count
+        let p = moments.width, n = rows.count
+        precondition(batch.layout.sites[s].width == p && !rows.isEmpty)
         let offset = batch.layout.offsets[s], rowLength = batch.layout.totalWidth
-        self.shift = shift.isEmpty ? Array(batch.values[rows[0] * rowLength + offset..<rows[0] * rowLength + offset + p]) : shift
+        let shift = shift.isEmpty ? Array(batch.values[rows[0] * rowLength + offset..<rows[0] * rowLength + offset + p]) : shift
         if centred.count < p * n { centred = Array(repeating: 0, count: p * n) }
-        count = n
-        var q2 = 0.0
+        var mean = [Double](repeating: 0, count: p), sumQA = [Double](repeating: 0, count: p), sumQ2 = 0.0
         batch.values.withUnsafeBufferPointer { values in
             centred.withUnsafeMutableBufferPointer { out in
                 mean.withUnsafeMutableBufferPointer { mean in
                     sumQA.withUnsafeMutableBufferPointer { qa in
-                        self.shift.withUnsafeBufferPointer { c in
-                            for i in 0..<p {
-                                mean[i] = 0
-                                qa[i] = 0
-                            }
+                        shift.withUnsafeBufferPointer { c in
                             for (column, j) in rows.enumerated() {
                                 let x = values.baseAddress! + j * rowLength + offset, y = out.baseAddress! + column * p
                                 var q = 0.0
@@ -58,7 +43,7 @@ public struct CentredBlock: Sendable {
                                     let a = x[i] - c[i]
                                     q += a * a
                                 }
-                                q2 += q * q
+                                sumQ2 += q * q
                                 for i in 0..<p { qa[i] += q * (x[i] - c[i]) }
                             }
                             for i in 0..<p { mean[i] /= Double(n) }
@@ -71,8 +56,12 @@ public struct CentredBlock: Sendable {
                 }
             }
         }
-        sumQ2 = q2
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(p), Int32(n), 1, centred, Int32(p), 0, &comoment, Int32(p))
+        moments.count = n
+        moments.mean = mean
+        moments.shift = shift
+        moments.sumQ2 = sumQ2
+        moments.sumQA = sumQA
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(p), Int32(n), 1, centred, Int32(p), 0, &moments.comoment, Int32(p))
     }
 }
 
@@ -80,36 +69,38 @@ extension RunningMoments {
     /// Adds the block's vectors (loaded about this accumulator's shift, or any shift while it is empty);
     /// equal to adding them one by one, up to rounding.
     public mutating func add(_ block: CentredBlock) {
-        precondition(block.width == width && block.count > 0)
-        if shift.isEmpty { shift = block.shift } else { precondition(block.shift == shift, "block loaded about another shift") }
-        let n1 = Double(count), n2 = Double(block.count), n = n1 + n2
+        let b = block.moments
+        precondition(b.width == width && b.count > 0)
+        if shift.isEmpty { shift = b.shift } else { precondition(b.shift == shift, "block loaded about another shift") }
+        let n1 = Double(count), n2 = Double(b.count), n = n1 + n2
         var delta = [Double](repeating: 0, count: width)
-        sumQ2 += block.sumQ2
+        sumQ2 += b.sumQ2
         for i in 0..<width {
-            sumQA[i] += block.sumQA[i]
-            delta[i] = block.mean[i] - mean[i]
+            sumQA[i] += b.sumQA[i]
+            delta[i] = b.mean[i] - mean[i]
             mean[i] += delta[i] * n2 / n
         }
-        comoment.addLowerTriangle(block.comoment, width: width)
+        comoment.addLowerTriangle(b.comoment, width: width)
         // Chan et al.: C = C₁ + C₂ + (n₁n₂/n) δδᵀ with δ = μ₂ − μ₁.
         if count > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * n2 / n, delta, 1, &comoment, Int32(width)) }
-        count += block.count
+        count += b.count
     }
 }
 
 extension CrossMoments {
     /// Adds the pairs formed by the vectors of `x` (earlier site) and `y` (later site), loaded from the same rows.
     public mutating func add(x: CentredBlock, y: CentredBlock) {
-        precondition(x.width == widthX && y.width == widthY && x.count == y.count && x.count > 0)
-        let n1 = Double(count), n2 = Double(x.count), n = n1 + n2
+        let mx = x.moments, my = y.moments
+        precondition(mx.width == widthX && my.width == widthY && mx.count == my.count && mx.count > 0)
+        let n1 = Double(count), n2 = Double(mx.count), n = n1 + n2
         // C += Σ (y − ȳ₂)(x − x̄₂)ᵀ, then (n₁n₂/n) δ_y δ_xᵀ.
-        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, Int32(widthY), Int32(widthX), Int32(x.count), 1, y.centred, Int32(widthY),
+        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, Int32(widthY), Int32(widthX), Int32(mx.count), 1, y.centred, Int32(widthY),
                     x.centred, Int32(widthX), 1, &comoment, Int32(widthY))
-        let dx = (0..<widthX).map { x.mean[$0] - meanX[$0] }, dy = (0..<widthY).map { y.mean[$0] - meanY[$0] }
+        let dx = (0..<widthX).map { mx.mean[$0] - meanX[$0] }, dy = (0..<widthY).map { my.mean[$0] - meanY[$0] }
         if count > 0 { cblas_dger(CblasColMajor, Int32(widthY), Int32(widthX), n1 * n2 / n, dy, 1, dx, 1, &comoment, Int32(widthY)) }
         for i in 0..<widthX { meanX[i] += dx[i] * n2 / n }
         for i in 0..<widthY { meanY[i] += dy[i] * n2 / n }
-        count += x.count
+        count += mx.count
     }
 }
 
@@ -117,7 +108,8 @@ extension OutputMoments {
     /// Adds the block's vectors, vector `j` seen with output `labels[j]`, to the per-output counts and
     /// means only; the within-output co-moment is then derived from the site's totals (`derivingComoment`).
     public mutating func addMeans(_ block: CentredBlock, labels: [Int]) {
-        precondition(block.width == width && block.count == labels.count)
+        let mean = block.moments.mean
+        precondition(block.moments.width == width && block.moments.count == labels.count)
         let classes = Array(Set(labels)).sorted()
         let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
         var sizes = [Int](repeating: 0, count: classes.count)
@@ -134,7 +126,7 @@ extension OutputMoments {
         }
         for (c, label) in classes.enumerated() {
             let k = Double(sizes[c])
-            merge(label: label, count: sizes[c], mean: (0..<width).map { block.mean[$0] + sums[c * width + $0] / k }, comoment: false)
+            merge(label: label, count: sizes[c], mean: (0..<width).map { mean[$0] + sums[c * width + $0] / k }, comoment: false)
         }
         count += labels.count
     }

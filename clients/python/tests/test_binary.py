@@ -11,6 +11,14 @@ def arrays(traces):
     return {name: np.stack([t[name] for t in traces]) for name in traces[0]}
 
 
+def active(daemon, reference, rng, n=400, **fit_options):
+    """A client, and `reference` fitted from `n` traces with binary frames and finalized."""
+    client = Client(daemon.socket)
+    client.fit_arrays(reference, arrays(gaussian_traces(rng, n)), **fit_options)
+    client.finalize(reference)
+    return client
+
+
 def test_arrays_match_json_requests(daemon):
     rng = np.random.default_rng(3)
     with Client(daemon.socket) as client:
@@ -34,9 +42,7 @@ def test_arrays_match_json_requests(daemon):
 @pytest.mark.parametrize("dtype", ["f16", "f64"])
 def test_other_dtypes(daemon, dtype):
     rng = np.random.default_rng(4)
-    client = Client(daemon.socket)
-    client.fit_arrays("d", arrays(gaussian_traces(rng, 400)), dtype=dtype)
-    client.finalize("d")
+    client = active(daemon, "d", rng, dtype=dtype)
     results = client.score_arrays("d", arrays(gaussian_traces(rng, 20) + gaussian_traces(rng, 5, 6.0)), dtype=dtype)
     assert [r.flagged for r in results[20:]] == [True] * 5
     assert sum(r.flagged for r in results[:20]) < 10
@@ -44,9 +50,7 @@ def test_other_dtypes(daemon, dtype):
 
 def test_refused_chunk_keeps_the_others(daemon):
     rng = np.random.default_rng(5)
-    client = Client(daemon.socket)
-    client.fit_arrays("r", arrays(gaussian_traces(rng, 400)))
-    client.finalize("r")
+    client = active(daemon, "r", rng)
     test = arrays(gaussian_traces(rng, 30))
     test["h1"][14, 2] = np.inf  # in the second chunk of 10
     with pytest.raises(MechWatchError) as e:
@@ -62,9 +66,7 @@ def test_refused_chunk_keeps_the_others(daemon):
 
 def test_layout_errors(daemon):
     rng = np.random.default_rng(6)
-    client = Client(daemon.socket)
-    client.fit_arrays("w", arrays(gaussian_traces(rng, 300)))
-    client.finalize("w")
+    client = active(daemon, "w", rng, n=300)
     test = arrays(gaussian_traces(rng, 4))
     with pytest.raises(MechWatchError) as e:
         client.score_arrays("w", {"h1": test["h1"][:, :4], "h2": test["h2"]})
