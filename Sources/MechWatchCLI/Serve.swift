@@ -16,6 +16,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Fraction of fit traces held out for calibration, in (0, 1) (config: calibration_fraction).") var calibrationFraction: Double?
     @Option(help: "Longest accepted message line in bytes (config: max_message_bytes).") var maxMessageBytes: Int?
     @Option(help: "Largest accepted binary payload in bytes (config: max_payload_bytes).") var maxPayloadBytes: Int?
+    @Option(help: "Memory all references together may need, in bytes (config: max_reference_bytes; default: half of physical memory).") var maxReferenceBytes: Int?
+    @Option(help: "Connections served at once (config: max_connections).") var maxConnections: Int?
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Comma-separated user ids allowed to connect besides the daemon's own (config: allowed_uids).") var allowedUids: String?
@@ -30,6 +32,8 @@ struct Serve: AsyncParsableCommand {
             if let calibrationFraction { try c.set("calibration_fraction", .double(calibrationFraction)) }
             if let maxMessageBytes { try c.set("max_message_bytes", .integer(maxMessageBytes)) }
             if let maxPayloadBytes { try c.set("max_payload_bytes", .integer(maxPayloadBytes)) }
+            if let maxReferenceBytes { try c.set("max_reference_bytes", .integer(maxReferenceBytes)) }
+            if let maxConnections { try c.set("max_connections", .integer(maxConnections)) }
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let allowedUids {
@@ -56,7 +60,11 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "mechwatch")
         let engine: Engine
-        do { engine = try Engine(configuration: configuration, logger: logger) } catch {
+        do {
+            // Refuse a socket another daemon serves before touching the database.
+            try SocketPath.prepare(configuration.socket)
+            engine = try Engine(configuration: configuration, logger: logger)
+        } catch {
             throw CommandFailure("\(error)")
         }
         let server: SocketServer

@@ -61,3 +61,14 @@ extension SiteLayout {
         }
     }
 }
+
+extension TraceBatch {
+    /// The batch with every value rounded to float32, the precision traces are stored in (so moments fitted
+    /// from it equal those replayed from the store). Values must be within float32's range.
+    public func roundedToFloat32() -> TraceBatch {
+        guard values.contains(where: { Double(Float($0)) != $0 }) else { return self }  // f16/f32 payloads already are
+        var rounded = self
+        for k in rounded.values.indices { rounded.values[k] = Double(Float(rounded.values[k])) }
+        return rounded
+    }
+}

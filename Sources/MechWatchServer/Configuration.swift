@@ -1,9 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// The daemon's settings: `Config/mechwatch.toml` keys, each overridable by a flag of `mechwatch serve`.
 public struct Configuration: Sendable, Equatable {
-    /// Path of the Unix socket clients connect to.
-    public var socket: String = "/tmp/mechwatch/mechwatch.sock"
+    /// Path of the Unix socket clients connect to (default: `DefaultPaths.socket()`).
+    public var socket: String = DefaultPaths.socket()
     /// Path of the SQLite database (created if missing).
     public var database: String = "mechwatch.db"
     /// Default flagging level for new references: traces with `p ≤ alpha` are flagged.
@@ -15,6 +18,11 @@ public struct Configuration: Sendable, Equatable {
     /// Largest accepted binary payload (what one `fit_batch`/`score_batch` may carry), in bytes. A
     /// connection holds at most one payload being received, so this bounds each connection's input buffer.
     public var maxPayloadBytes: Int = 64 << 20
+    /// Memory all references together may need at their peak (`ReferenceFootprint`), in bytes; a fit that
+    /// would create a reference beyond it is refused, and a stored reference beyond it is not loaded.
+    public var maxReferenceBytes: Int = Configuration.defaultReferenceBudget
+    /// Connections served at once; one more is answered `too_many_connections` and closed.
+    public var maxConnections: Int = 256
     /// How long a write waits for a database lock held by another process before failing, in ms.
     public var busyTimeoutMilliseconds: Int = 5_000
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -26,6 +34,12 @@ public struct Configuration: Sendable, Equatable {
 
     public init() {}
 
+    /// Half of this machine's physical memory: the default `max_reference_bytes`.
+    public static let defaultReferenceBudget: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        return pages > 0 && size > 0 ? pages / 2 * size : 4 << 30
+    }()
+
     /// Every key of the configuration file, with what it accepts.
     public static let keys: [(key: String, accepts: String)] = [
         ("socket", "a path"),
@@ -34,6 +48,8 @@ public struct Configuration: Sendable, Equatable {
         ("calibration_fraction", "a number strictly between 0 and 1"),
         ("max_message_bytes", "an integer from 1024 to 1073741824"),
         ("max_payload_bytes", "an integer from 0 to 1073741824"),
+        ("max_reference_bytes", "an integer from 1048576 (1 MiB) up"),
+        ("max_connections", "an integer from 1 to 65536"),
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
@@ -64,6 +80,12 @@ public struct Configuration: Sendable, Equatable {
         case "max_payload_bytes":
             guard case .integer(let n) = value, (0...(1 << 30)).contains(n) else { throw invalid() }
             maxPayloadBytes = n
+        case "max_reference_bytes":
+            guard case .integer(let n) = value, n >= 1 << 20 else { throw invalid() }
+            maxReferenceBytes = n
+        case "max_connections":
+            guard case .integer(let n) = value, (1...65_536).contains(n) else { throw invalid() }
+            maxConnections = n
         case "busy_timeout_ms":
             guard case .integer(let n) = value, (0...600_000).contains(n) else { throw invalid() }
             busyTimeoutMilliseconds = n

@@ -5,23 +5,17 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Scored traces and their stored event numbers.
-struct ScoredEvents: Sendable {
-    var scored: ScoredBatch
-    var events: [Int64]
-}
-
 /// The scoring stage of the pipeline, on a thread of its own: it takes every batch queued since its last
-/// pass, scores those of one reference as one batch (so single-trace requests from many connections
-/// share the matrix passes), and hands the results to the writer. While it scores, connections keep
-/// decoding and the writer keeps committing. (`@unchecked Sendable`: its queue is used only under the lock.)
+/// pass and scores those of one reference as one batch (so single-trace requests from many connections
+/// share the matrix passes). The writer, which waits for these results in the order the requests were
+/// accepted, stores them. While it scores, connections keep decoding and the writer keeps committing.
+/// (`@unchecked Sendable`: its queue is used only under the lock.)
 final class ScoringStage: @unchecked Sendable {
     private struct Job {
         var reference: ReferenceRecord
         var model: ReferenceModel
         var batch: TraceBatch
-        var meta: String?
-        var promise: EventLoopPromise<ScoredEvents>
+        var promise: EventLoopPromise<ScoredBatch>
     }
 
     private struct State {
@@ -31,23 +25,21 @@ final class ScoringStage: @unchecked Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let thread = NIOThreadPool(numberOfThreads: 1)
-    private let writer: StoreWriter
     private let logger: Logger
     private let eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
 
-    init(writer: StoreWriter, logger: Logger) {
-        self.writer = writer
+    init(logger: Logger) {
         self.logger = logger
         thread.start()
     }
 
     deinit { try? thread.syncShutdownGracefully() }
 
-    /// Queues `batch` (in `reference`'s layout) for scoring; the future holds its verdicts and event numbers once stored.
-    func submit(_ batch: TraceBatch, reference: ReferenceRecord, model: ReferenceModel, meta: String?) -> EventLoopFuture<ScoredEvents> {
-        let promise = eventLoop.makePromise(of: ScoredEvents.self)
+    /// Queues `batch` (in `reference`'s layout) for scoring; the future holds its verdicts.
+    func submit(_ batch: TraceBatch, reference: ReferenceRecord, model: ReferenceModel) -> EventLoopFuture<ScoredBatch> {
+        let promise = eventLoop.makePromise(of: ScoredBatch.self)
         let schedule = state.withLockedValue { s in
-            s.pending.append(Job(reference: reference, model: model, batch: batch, meta: meta, promise: promise))
+            s.pending.append(Job(reference: reference, model: model, batch: batch, promise: promise))
             defer { s.scheduled = true }
             return !s.scheduled
         }
@@ -75,8 +67,7 @@ final class ScoringStage: @unchecked Sendable {
                 for j in 0..<part.count where part.flagged(j) {
                     logger.info("flagged", metadata: ["reference": "\(job.reference.name)", "id": "\(job.batch.ids[j])", "p": "\(part.p(j))"])
                 }
-                let stored = writer.submit(.events(EventBatch(referenceID: job.reference.id, ids: job.batch.ids, outputs: job.batch.outputs, scored: part, meta: job.meta)))
-                job.promise.completeWith(stored.map { ScoredEvents(scored: part, events: $0) })
+                job.promise.succeed(part)
             }
         }
     }

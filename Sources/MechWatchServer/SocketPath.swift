@@ -15,6 +15,7 @@ public enum SocketPath {
                 throw .cannotSetMode(path: directory, errno: errno)
             }
         }
+        try checkOwnership(directory.isEmpty ? "/" : directory)
         if access(path, F_OK) == 0, isAccepting(path) {
             throw .inUse(path: path)
         }
@@ -39,6 +40,35 @@ public enum SocketPath {
         return rc == 0
     }
 
+    /// Refuses a socket directory another user could tamper with, as OpenSSH's StrictModes does: the
+    /// directory must belong to the daemon's user (or root) and be writable by nobody else, and every
+    /// directory above it must belong to that user or root and be writable by nobody else unless it is
+    /// sticky (like `/tmp`, where others cannot rename what is not theirs). Otherwise another user could
+    /// move the socket aside and answer clients in the daemon's name.
+    static func checkOwnership(_ directory: String) throws(SocketPathError) {
+        guard let resolved = realpath(directory, nil) else { throw .cannotCreateDirectory(path: directory, errno: errno) }
+        let real = String(cString: resolved)
+        free(resolved)
+        let me = geteuid()
+        var path = real
+        var isSocketDirectory = true
+        while true {
+            var info = stat()
+            guard stat(path, &info) == 0 else { throw .cannotCreateDirectory(path: path, errno: errno) }
+            let mode = info.st_mode & 0o7777
+            if info.st_uid != me && info.st_uid != 0 {
+                throw .insecureDirectory(path: path, reason: "it belongs to uid \(info.st_uid), not to the daemon's user (uid \(me)) or root")
+            }
+            let writableByOthers = mode & 0o022 != 0
+            if writableByOthers && (isSocketDirectory || mode & 0o1000 == 0) {
+                throw .insecureDirectory(path: path, reason: "its mode is \(String(mode, radix: 8)), writable by \(mode & 0o002 != 0 ? "every user" : "its group")")
+            }
+            if path == "/" { return }
+            path = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "/"
+            isSocketDirectory = false
+        }
+    }
+
     private static func makeDirectories(_ directory: String) throws(SocketPathError) {
         var prefix = directory.hasPrefix("/") ? "" : "."
         for component in directory.split(separator: "/") {
@@ -55,6 +85,7 @@ public enum SocketPathError: Error, Equatable, CustomStringConvertible {
     case inUse(path: String)
     case cannotCreateDirectory(path: String, errno: Int32)
     case cannotSetMode(path: String, errno: Int32)
+    case insecureDirectory(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -64,6 +95,8 @@ public enum SocketPathError: Error, Equatable, CustomStringConvertible {
             "cannot create socket directory '\(path)': \(String(cString: strerror(e)))"
         case .cannotSetMode(let path, let e):
             "cannot set the owner group or mode of '\(path)': \(String(cString: strerror(e)))"
+        case .insecureDirectory(let path, let reason):
+            "refusing to listen under '\(path)': \(reason); another user could replace the socket. Use a directory only the daemon's user can write (the default is under $XDG_RUNTIME_DIR, or /run/mechwatch for root)"
         }
     }
 }

@@ -15,6 +15,7 @@ public struct SocketServer: Service {
     public let engine: Engine
     public let logger: Logger
     public let access: AccessPolicy
+    private let connections = ConnectionCount()
 
     /// Fails if the configuration's access settings are invalid (e.g. an unknown `allowed_group`).
     public init(configuration: Configuration, engine: Engine, logger: Logger) throws(ConfigurationError) {
@@ -28,17 +29,30 @@ public struct SocketServer: Service {
         let path = configuration.socket
         try SocketPath.prepare(path, group: access.group?.id)
         let limit = configuration.maxMessageBytes, payloadLimit = configuration.maxPayloadBytes
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 256)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit, maximumPayloadLength: payloadLimit)))
-                    // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
-                    // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
-                    return try NIOAsyncChannel<[Frame], ByteBuffer>(synchronouslyWrapping: channel)
+        // The socket is created with the umask's mode: make that private from the start (no window in
+        // which it is 0755 before the chmod below). The umask is process-wide, so this only tightens
+        // whatever else is created meanwhile.
+        let previousMask = umask(access.group == nil ? 0o177 : 0o117)
+        let server: NIOAsyncChannel<NIOAsyncChannel<[Frame], ByteBuffer>, Never>
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 256)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit, maximumPayloadLength: payloadLimit)))
+                        // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
+                        // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
+                        // Half-closure lets a refusal be sent, then the write side shut, before the input is drained.
+                        return try NIOAsyncChannel<[Frame], ByteBuffer>(
+                            synchronouslyWrapping: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                    }
                 }
-            }
+        } catch {
+            umask(previousMask)
+            throw error
+        }
+        umask(previousMask)
         if let group = access.group?.id {
             guard chown(path, UInt32.max, group) == 0, chmod(path, 0o660) == 0 else {
                 throw SocketPathError.cannotSetMode(path: path, errno: errno)
@@ -66,14 +80,25 @@ public struct SocketServer: Service {
     private func serve(_ connection: NIOAsyncChannel<[Frame], ByteBuffer>) async {
         let peer = await AccessPolicy.peer(of: connection.channel)
         let allowed = peer.map { access.allows(uid: $0.uid, gid: $0.gid) } ?? false
+        let admitted = allowed && connections.open(limit: configuration.maxConnections)
+        defer {
+            if admitted { connections.close() }
+            FreedMemory.returnSoon()  // a connection may have buffered up to max_payload_bytes
+        }
         do {
             try await connection.executeThenClose { inbound, outbound in
-                guard allowed else {
-                    let who = peer.map { "uid \($0.uid) (pid \($0.pid))" } ?? "a peer whose credentials could not be read"
-                    // A peer gone before its credentials could be read (a liveness probe) is not worth a warning.
-                    logger.log(level: peer == nil ? .debug : .warning, "refused connection", metadata: ["peer": "\(who)"])
-                    let refusal = ProtocolError(.permissionDenied, "connection refused: \(who) is not allowed by the daemon's access list (its own user, allowed_uids, allowed_group)")
-                    try await outbound.write(ByteBuffer(string: Reply.failure(id: nil, refusal).line))
+                guard admitted else {
+                    let refusal: ProtocolError
+                    if allowed {
+                        logger.warning("refused connection: too many", metadata: ["max_connections": "\(configuration.maxConnections)"])
+                        refusal = ProtocolError(.tooManyConnections, "connection refused: the daemon already serves \(configuration.maxConnections) connections (max_connections); retry later")
+                    } else {
+                        let who = peer.map { "uid \($0.uid) (pid \($0.pid))" } ?? "a peer whose credentials could not be read"
+                        // A peer gone before its credentials could be read (a liveness probe) is not worth a warning.
+                        logger.log(level: peer == nil ? .debug : .warning, "refused connection", metadata: ["peer": "\(who)"])
+                        refusal = ProtocolError(.permissionDenied, "connection refused: \(who) is not allowed by the daemon's access list (its own user, allowed_uids, allowed_group)")
+                    }
+                    try await Self.refuse(inbound, outbound, with: refusal)
                     return
                 }
                 for try await frames in inbound.cancelOnGracefulShutdown() {
@@ -87,6 +112,21 @@ public struct SocketServer: Service {
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Sends `refusal`, shuts the write side, then reads (and drops) what the peer had already sent, for at
+    /// most a second: closing with unread input would make the kernel reset the connection, and a client
+    /// that sent before reading would see ECONNRESET instead of the refusal.
+    private static func refuse(_ inbound: NIOAsyncChannelInboundStream<[Frame]>, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+                               with refusal: ProtocolError) async throws {
+        try await outbound.write(ByteBuffer(string: Reply.failure(id: nil, refusal).line))
+        outbound.finish()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { do { for try await _ in inbound {} } catch {} }
+            group.addTask { try? await Task.sleep(for: .seconds(1)) }
+            await group.next()
+            group.cancelAll()
         }
     }
 

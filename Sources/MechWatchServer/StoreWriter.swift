@@ -4,10 +4,18 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// What the writer stores: scored traces (events) or trusted traces.
+/// What the writer does, in the order submitted: every change to the store goes through it, so requests
+/// take effect in the order the engine accepted them (a delete after a fit removes that fit's traces; a
+/// finalize after a barrier sees every trace acknowledged before it).
 enum WriteJob: Sendable {
-    case events(EventBatch)
+    /// Scored traces, once the scoring stage has scored them (the writer waits for that in order).
+    case events(EventLoopFuture<EventBatch>)
     case fitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool])
+    case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double)
+    case deleteReference(id: Int64)
+    case activate(ReferenceRecord, ReferenceModel)
+    /// Nothing: its future completes once everything submitted before it is committed.
+    case barrier
 }
 
 /// Scored traces waiting to be stored: one reference's batch.
@@ -57,6 +65,27 @@ final class StoreWriter: @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Runs one job inside the current transaction; returns its event numbers (none but for events).
+    private func perform(_ job: WriteJob) throws(StoreError) -> [Int64] {
+        switch job {
+        case .events(let scoring):
+            let b: EventBatch
+            do { b = try scoring.wait() } catch { throw StoreError(.sqlite, "scoring failed: \(error)") }
+            return try store.insertEvents(referenceID: b.referenceID, ids: b.ids, outputs: b.outputs, scored: b.scored, meta: b.meta)
+        case .fitTraces(let referenceID, let batch, let heldOut):
+            try store.addFitTraces(referenceID: referenceID, batch: batch, heldOut: heldOut)
+        case .createReference(let id, let name, let layout, let alpha, let fraction):
+            try store.createReference(id: id, name: name, layout: layout, alpha: alpha, calibrationFraction: fraction)
+        case .deleteReference(let id):
+            try store.deleteReference(id: id)
+        case .activate(let record, let model):
+            try store.activate(record, model: model)
+        case .barrier:
+            break
+        }
+        return []
+    }
+
     private func flush() {
         let items = state.withLockedValue { s in
             defer { s.pending = []; s.scheduled = false }
@@ -69,13 +98,7 @@ final class StoreWriter: @unchecked Sendable {
             try store.transaction { () throws(StoreError) in
                 for (job, _) in items {
                     do throws(StoreError) {
-                        switch job {
-                        case .events(let b):
-                            outcomes.append(.success(try store.insertEvents(referenceID: b.referenceID, ids: b.ids, outputs: b.outputs, scored: b.scored, meta: b.meta)))
-                        case .fitTraces(let referenceID, let batch, let heldOut):
-                            try store.addFitTraces(referenceID: referenceID, batch: batch, heldOut: heldOut)
-                            outcomes.append(.success([]))
-                        }
+                        outcomes.append(.success(try perform(job)))
                     } catch { outcomes.append(.failure(error)) }
                 }
             }

@@ -22,6 +22,21 @@ public struct ReferenceRecord: Sendable, Equatable {
     public var calibrationCount: Int
     /// The statistic whose p-value flags.
     public var scorer: Scorer
+
+    public init(id: Int64, name: String, state: ReferenceState, alpha: Double, calibrationFraction: Double, layout: SiteLayout,
+                createdAt: String, finalizedAt: String? = nil, fitCount: Int = 0, calibrationCount: Int = 0, scorer: Scorer = .mechanism) {
+        self.id = id
+        self.name = name
+        self.state = state
+        self.alpha = alpha
+        self.calibrationFraction = calibrationFraction
+        self.layout = layout
+        self.createdAt = createdAt
+        self.finalizedAt = finalizedAt
+        self.fitCount = fitCount
+        self.calibrationCount = calibrationCount
+        self.scorer = scorer
+    }
 }
 
 /// One stored event as listed by `flags`.

@@ -11,25 +11,47 @@ extension Store {
         try loadReferences(where: "WHERE name = ?1", .text(name)).first
     }
 
-    /// Creates a collecting reference whose site order and widths are `layout`.
-    public func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) -> ReferenceRecord {
+    /// The id the next reference created gets: above every id in use or ever deleted, so ids are never reused.
+    public func nextReferenceID() throws(StoreError) -> Int64 {
+        try db.prepare("""
+            SELECT 1 + max(coalesce((SELECT max(id) FROM reference_models), 0), coalesce((SELECT max(id) FROM deleted_references), 0))
+            """).firstRow { $0.int(0) } ?? 1
+    }
+
+    /// Creates the collecting reference `id` called `name`, whose site order and widths are `layout`.
+    public func createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) {
         try transaction { () throws(StoreError) in
-            try db.prepare("INSERT INTO reference_models (name, state, alpha, calibration_fraction) VALUES (?1, 'collecting', ?2, ?3)")
-                .bind(.text(name), .real(alpha), .real(calibrationFraction)).run()
-            let id = db.lastInsertRowID
+            try db.prepare("INSERT INTO reference_models (id, name, state, alpha, calibration_fraction) VALUES (?1, ?2, 'collecting', ?3, ?4)")
+                .bind(.integer(id), .text(name), .real(alpha), .real(calibrationFraction)).run()
             let site = try db.prepare("INSERT INTO reference_sites (reference_id, position, name, width) VALUES (?1, ?2, ?3, ?4)")
             for (position, s) in layout.sites.enumerated() {
                 try site.bind(.integer(id), .integer(Int64(position)), .text(s.name), .integer(Int64(s.width))).run()
             }
         }
+    }
+
+    /// Creates a collecting reference with the next free id (see `nextReferenceID`).
+    public func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) -> ReferenceRecord {
+        try createReference(id: try nextReferenceID(), name: name, layout: layout, alpha: alpha, calibrationFraction: calibrationFraction)
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after creation") }
         return record
     }
 
-    /// Deletes a reference with its fit traces and events; false if there was none.
+    /// Deletes reference `id` with its fit traces and events, and retires its id; false if there was none.
+    @discardableResult
+    public func deleteReference(id: Int64) throws(StoreError) -> Bool {
+        try transaction { () throws(StoreError) in
+            try db.prepare("INSERT OR IGNORE INTO deleted_references (id, name) SELECT id, name FROM reference_models WHERE id = ?1")
+                .bind(.integer(id)).run()
+            try db.prepare("DELETE FROM reference_models WHERE id = ?1").bind(.integer(id)).run()
+            return db.changes > 0
+        }
+    }
+
+    /// Deletes the reference called `name` (see `deleteReference(id:)`); false if there was none.
     public func deleteReference(named name: String) throws(StoreError) -> Bool {
-        try db.prepare("DELETE FROM reference_models WHERE name = ?1").bind(.text(name)).run()
-        return db.changes > 0
+        guard let record = try reference(named: name) else { return false }
+        return try deleteReference(id: record.id)
     }
 
     /// Stores trusted traces (float32), trace `j` in the calibration role when `heldOut[j]`, and counts
@@ -49,12 +71,21 @@ extension Store {
         }
     }
 
-    /// Streams the stored trusted traces of one role, in arrival order, one at a time.
-    public func forEachFitTrace(of reference: ReferenceRecord, heldOut: Bool, _ body: (Trace) throws -> Void) throws {
+    /// Streams the stored trusted traces of one role, in arrival order, one at a time. A row that does not
+    /// hold one finite float32 trace of the reference's width (written by an older version, or damaged) is
+    /// skipped, so one bad row never stops a reference from loading or finalizing; returns how many were.
+    @discardableResult
+    public func forEachFitTrace(of reference: ReferenceRecord, heldOut: Bool, _ body: (Trace) throws -> Void) throws -> Int {
         let stmt = try db.prepare("SELECT client_id, output, vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
         try stmt.bind(.integer(reference.id), .text(heldOut ? "calibration" : "fit"))
+        let width = reference.layout.totalWidth
+        var skipped = 0
         while try stmt.step() {
             let flat = Blob.float32(stmt.blob(2))
+            guard flat.count == width, flat.allSatisfy(\.isFinite) else {
+                skipped += 1
+                continue
+            }
             var sites: [[Double]] = []
             var offset = 0
             for site in reference.layout.sites {
@@ -63,12 +94,18 @@ extension Store {
             }
             try body(Trace(id: stmt.text(0), output: stmt.optionalInt(1).map { Int($0) }, sites: sites))
         }
+        return skipped
     }
 
     /// Stores the fitted statistics and calibration, drops the fit-role traces (their moments are now
     /// estimated) and makes the reference active, in one transaction.
     public func activate(_ reference: ReferenceRecord, model: ReferenceModel) throws(StoreError) {
         try transaction { () throws(StoreError) in
+            let collecting = try db.prepare("SELECT count(*) FROM reference_models WHERE id = ?1 AND state = 'collecting'")
+                .bind(.integer(reference.id)).firstRow { $0.int(0) }
+            guard collecting == 1 else {
+                throw StoreError(.notFound, "reference '\(reference.name)' (id \(reference.id)) was deleted or is no longer collecting")
+            }
             let site = try db.prepare("""
                 UPDATE reference_sites SET shrinkage = ?3, mean = ?4, variances = ?5, covariance = ?6, output_covariance = ?7
                 WHERE reference_id = ?1 AND position = ?2
@@ -199,5 +236,16 @@ extension Store {
         var values: [Double] = []
         while try stmt.step() { values.append(stmt.double(0)) }
         return values
+    }
+}
+
+extension Store {
+    /// The ids of deleted references, ascending (they are never given to a new reference).
+    public func deletedReferenceIDs() throws(StoreError) -> [Int64] {
+        let stmt = try db.prepare("SELECT id FROM deleted_references ORDER BY id")
+        try stmt.bind()
+        var ids: [Int64] = []
+        while try stmt.step() { ids.append(stmt.int(0)) }
+        return ids
     }
 }

@@ -40,6 +40,12 @@ public enum DType: String, Sendable, CaseIterable {
             let site = offsets.lastIndex { $0 <= column }!
             throw ProtocolError(.nonFiniteValue, "payload: trace \(trace) (id '\(ids[trace])'), \(layout.sites[site].name)[\(column - offsets[site])]: \(values[bad]) is not finite; expected finite numbers")
         }
+        if self == .f64, let bad = values.firstIndex(where: { !Float($0).isFinite }) {
+            let trace = bad / width, column = bad % width
+            let offsets = layout.offsets
+            let site = offsets.lastIndex { $0 <= column }!
+            throw ProtocolError.outOfRange("payload: trace \(trace) (id '\(ids[trace])'), \(layout.sites[site].name)[\(column - offsets[site])]", values[bad])
+        }
         return values
     }
 }

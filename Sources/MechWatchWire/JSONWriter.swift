@@ -2,21 +2,29 @@ extension JSONValue {
     /// Compact JSON text (no whitespace). Non-finite numbers, which JSON cannot hold, are written as null.
     public var jsonText: String {
         var out = ""
-        write(to: &out)
+        write(to: &out, display: false)
         return out
     }
 
-    private func write(to out: inout String) {
+    /// The value as JSON text for error messages: like `jsonText`, but a number too large for a 64-bit
+    /// float (which the parser reads as infinite) shows as `inf`/`-inf` instead of `null`.
+    public var displayText: String {
+        var out = ""
+        write(to: &out, display: true)
+        return out
+    }
+
+    private func write(to out: inout String, display: Bool) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
-        case .number(let d): out += JSONValue.format(d)
+        case .number(let d): out += display && !d.isFinite ? "\(d)" : JSONValue.format(d)
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let a):
             out += "["
             for (i, v) in a.enumerated() {
                 if i > 0 { out += "," }
-                v.write(to: &out)
+                v.write(to: &out, display: display)
             }
             out += "]"
         case .object(let members):
@@ -25,7 +33,7 @@ extension JSONValue {
                 if i > 0 { out += "," }
                 JSONValue.writeString(m.key, to: &out)
                 out += ":"
-                m.value.write(to: &out)
+                m.value.write(to: &out, display: display)
             }
             out += "}"
         }

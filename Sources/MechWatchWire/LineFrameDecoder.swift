@@ -71,6 +71,7 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         }
         let view = buffer.readableBytesView
         if discarding {
+            // Skip the rest of an oversized line: up to and including its newline, and nothing after it.
             guard let newline = view.firstIndex(of: UInt8(ascii: "\n")) else {
                 buffer.moveReaderIndex(to: buffer.writerIndex)
                 return nil
@@ -82,8 +83,10 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         let searchEnd = view.startIndex + min(view.count, maximumLineLength + 2)
         guard let newline = view[view.startIndex..<searchEnd].firstIndex(of: UInt8(ascii: "\n")) else {
             if view.count > maximumLineLength + 1 {
+                // Too long already: report it now and skip what was searched; the rest of the line (and only
+                // that) is skipped as it is read, so requests pipelined after it are still answered.
                 discarding = true
-                buffer.moveReaderIndex(to: buffer.writerIndex)
+                buffer.moveReaderIndex(to: searchEnd)
                 return .oversized(limit: maximumLineLength)
             }
             return nil
@@ -137,9 +140,12 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         guard let header = try? JSONParser.parse(line), case .object = header else {
             return .failure(UnframeableHeader("message: a header with payload_bytes must be a valid JSON object; the payload that follows cannot be located, so the connection is closed"))
         }
-        guard let value = header["payload_bytes"] else { return nil }
+        guard case .object(let members) = header, let value = header["payload_bytes"] else { return nil }
+        guard members.filter({ $0.key == "payload_bytes" }).count == 1 else {
+            return .failure(UnframeableHeader("payload_bytes: appears more than once in the header, so the payload that follows cannot be located; the connection is closed"))
+        }
         guard case .number(let d) = value, d == d.rounded(), d >= 0, d <= Double(maximumPayloadLength) else {
-            return .failure(UnframeableHeader("payload_bytes: expected an integer from 0 to \(maximumPayloadLength) (max_payload_bytes), got \(value.jsonText); the connection is closed"))
+            return .failure(UnframeableHeader("payload_bytes: expected an integer from 0 to \(maximumPayloadLength) (max_payload_bytes), got \(value.displayText); the connection is closed"))
         }
         return .success(Int(d))
     }

@@ -11,9 +11,13 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
         case invalidField = "invalid_field"
         case unsupportedProtocol = "unsupported_protocol"
         case nonFiniteValue = "non_finite_value"
+        case outOfRange = "out_of_range"
         case payloadMismatch = "payload_mismatch"
         case unframeable = "unframeable"
         case unknownReference = "unknown_reference"
+        case referenceTooLarge = "reference_too_large"
+        case referenceUnavailable = "reference_unavailable"
+        case tooManyConnections = "too_many_connections"
         case referenceNotActive = "reference_not_active"
         case referenceNotCollecting = "reference_not_collecting"
         case missingSite = "missing_site"
@@ -34,4 +38,9 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
     }
 
     public var description: String { "\(code.rawValue): \(message)" }
+
+    /// A value that is finite but beyond float32's range, the precision traces are stored and scored in.
+    static func outOfRange(_ field: String, _ value: Double) -> ProtocolError {
+        ProtocolError(.outOfRange, "\(field): \(value) is beyond float32's range (±\(Float.greatestFiniteMagnitude)); activations are stored as float32, so expected a value that fits")
+    }
 }

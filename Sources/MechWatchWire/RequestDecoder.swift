@@ -174,7 +174,7 @@ private struct Fields {
 
     static func integer(_ v: JSONValue, field: String) throws(ProtocolError) -> Int {
         guard case .number(let d) = v, d == d.rounded(), abs(d) <= 9.007199254740992e15 else {
-            throw ProtocolError(.invalidField, "\(field): expected an integer, got \(v.jsonText)")
+            throw ProtocolError(.invalidField, "\(field): expected an integer, got \(v.displayText)")
         }
         return Int(d)
     }
@@ -219,7 +219,7 @@ private struct Fields {
         var sites: [SiteLayout.Site] = []
         for (k, entry) in entries.enumerated() {
             guard case .array(let pair) = entry, pair.count == 2, case .string(let name) = pair[0] else {
-                throw ProtocolError(.invalidField, "layout[\(k)]: expected [site name, width], got \(entry.jsonText)")
+                throw ProtocolError(.invalidField, "layout[\(k)]: expected [site name, width], got \(entry.displayText)")
             }
             guard !name.isEmpty, name.utf8.count <= Request.maximumNameLength else {
                 throw ProtocolError(.invalidField, "layout[\(k)]: site names must be 1–\(Request.maximumNameLength) bytes")
@@ -246,7 +246,7 @@ private struct Fields {
             switch entry {
             case .string(let s) where !s.isEmpty && s.utf8.count <= Request.maximumNameLength: ids.append(s)
             case .number: ids.append(String(try Fields.integer(entry, field: "ids[\(k)]")))
-            default: throw ProtocolError(.invalidField, "ids[\(k)]: expected 1–\(Request.maximumNameLength) bytes of text or an integer, got \(entry.jsonText)")
+            default: throw ProtocolError(.invalidField, "ids[\(k)]: expected 1–\(Request.maximumNameLength) bytes of text or an integer, got \(entry.displayText)")
             }
         }
         return ids
@@ -286,6 +286,7 @@ private struct Fields {
                 guard d.isFinite else {
                     throw ProtocolError(.nonFiniteValue, "sites.\(m.key)[\(i)]: \(d) is not finite; expected a finite number")
                 }
+                guard Float(d).isFinite else { throw ProtocolError.outOfRange("sites.\(m.key)[\(i)]", d) }
                 values[i] = d
             }
             result.append(.init(name: m.key, values: values))

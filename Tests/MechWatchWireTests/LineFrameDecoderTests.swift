@@ -25,6 +25,20 @@ import Testing
         #expect(try frames([String(repeating: "y", count: 16) + "\n"]) == [.line(Array(repeating: UInt8(ascii: "y"), count: 16))])
     }
 
+    @Test func anOversizedLineSkipsOnlyItselfWhenItsNewlineIsInTheSameRead() throws {
+        // The newline lies beyond the searched window but in the buffer: what follows it must survive.
+        let long = String(repeating: "x", count: 100)
+        #expect(try frames([long + "\nA\nB\n"]) == [.oversized(limit: 16), .line([UInt8(ascii: "A")]), .line([UInt8(ascii: "B")])])
+        #expect(try frames([long, "\nA\n"]) == [.oversized(limit: 16), .line([UInt8(ascii: "A")])])
+    }
+
+    @Test func aHeaderWithTwoPayloadLengthsIsUnframeable() throws {
+        let header = #"{"op":"score_batch","payload_bytes":2,"payload_bytes":0}"#
+        let out = try frames([header + "\nab{}\n"], limit: 1024)
+        guard case .unframeable(let reason)? = out.first else { Issue.record("\(out)"); return }
+        #expect(out.count == 1 && reason.hasPrefix("payload_bytes: appears more than once"))
+    }
+
     @Test func completeFramesOfOneReadArriveTogether() throws {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineFrameDecoder(maximumLineLength: 16)))
         try channel.writeInbound(ByteBuffer(string: "a\nb\nc"))

@@ -6,13 +6,13 @@
         logits = model(batch)
         results = client.score("gpt2-small", rec.traces(), outputs=logits.argmax(-1))
 """
-from .client import Client, DEFAULT_SOCKET
+from .client import Client, default_socket
 from .errors import MechWatchConnectionError, MechWatchError, MechWatchProtocolError
 from .recorder import TraceRecorder
 from .types import FinalizeResult, FitResult, ScoreResult, Trace
 
 __all__ = [
-    "Client", "DEFAULT_SOCKET", "TraceRecorder", "Trace", "FitResult", "ScoreResult", "FinalizeResult",
+    "Client", "default_socket", "TraceRecorder", "Trace", "FitResult", "ScoreResult", "FinalizeResult",
     "MechWatchError", "MechWatchConnectionError", "MechWatchProtocolError",
 ]
 __version__ = "0.1.0"

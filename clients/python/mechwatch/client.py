@@ -11,8 +11,25 @@ import numpy as np
 from .errors import MechWatchConnectionError, MechWatchError, MechWatchProtocolError
 from .types import FinalizeResult, FitResult, ScoreResult, Trace
 
-#: The daemon's default socket (`socket` in Config/mechwatch.toml); `$MECHWATCH_SOCKET` overrides it.
-DEFAULT_SOCKET = "/tmp/mechwatch/mechwatch.sock"
+
+
+def default_socket(environ: Optional[Mapping[str, str]] = None, uid: Optional[int] = None) -> str:
+    """Where the daemon listens by default, found as `mechwatch` finds it: `$MECHWATCH_SOCKET`, else
+    `$RUNTIME_DIRECTORY/mechwatch.sock` (systemd), else `/run/mechwatch/mechwatch.sock` for root, else
+    `$XDG_RUNTIME_DIR/mechwatch/mechwatch.sock`, else `/tmp/mechwatch-UID/mechwatch.sock`."""
+    env = os.environ if environ is None else environ
+    uid = os.geteuid() if uid is None else uid
+    if env.get("MECHWATCH_SOCKET"):
+        return env["MECHWATCH_SOCKET"]
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return f"{runtime}/mechwatch.sock"
+    if uid == 0:
+        return "/run/mechwatch/mechwatch.sock"
+    if env.get("XDG_RUNTIME_DIR"):
+        return f"{env['XDG_RUNTIME_DIR']}/mechwatch/mechwatch.sock"
+    return f"/tmp/mechwatch-{uid}/mechwatch.sock"
+
 PROTOCOL = 1
 
 TraceLike = Union[Trace, Mapping[str, Any]]
@@ -31,7 +48,7 @@ class Client:
     def __init__(self, socket_path: Optional[str] = None, timeout: float = 60.0, batch_size: int = 128):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.socket_path = socket_path or os.environ.get("MECHWATCH_SOCKET") or DEFAULT_SOCKET
+        self.socket_path = socket_path or default_socket()
         self.timeout = timeout
         self.batch_size = batch_size
         self.server_version = None

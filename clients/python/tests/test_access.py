@@ -48,3 +48,36 @@ def test_peer_credentials_are_checked(allowed, refused):
         if p.poll() is None:
             p.terminate()
             p.wait(timeout=20)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the daemon as another user")
+def test_refusal_reaches_a_client_that_sent_before_reading():
+    # A refused client that has already written gets the permission_denied line, not a connection reset:
+    # the daemon shuts its write side and drains what was sent before closing.
+    import socket as sockets
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="mw-access-"))
+    os.chown(tmp_path, NOBODY, NOBODY)
+    sock = str(tmp_path / "d.sock")
+    p = subprocess.Popen([str(BINARY), "serve", "--socket", sock, "--database", str(tmp_path / "d.db")],
+                         user=NOBODY, group=NOBODY, cwd="/", stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(sock):
+            assert p.poll() is None and time.time() < deadline
+            time.sleep(0.02)
+        for _ in range(30):
+            s = sockets.socket(sockets.AF_UNIX)
+            s.connect(sock)
+            s.sendall(b'{"op":"status"}\n' * 2000)
+            s.shutdown(sockets.SHUT_WR)
+            data = b""
+            while True:
+                chunk = s.recv(65536)  # raises ConnectionResetError if the refusal was lost
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            assert b'"permission_denied"' in data
+    finally:
+        p.terminate()
+        p.wait(timeout=20)

@@ -1,0 +1,27 @@
+/// An upper estimate of the memory one reference needs at its peak (finalizing: the fitting moments,
+/// the estimated model and its whitening factors side by side), from its layout alone, so a reference
+/// that cannot fit can be refused before anything is allocated or stored.
+///
+/// Per site of width d, in doubles: the co-moment and the within-output co-moment (2d²); the covariance,
+/// its Cholesky factor and inverse factor, the same three for the output-conditioned covariance (6d²);
+/// two d² temporaries while estimating. Per transition x → y: the cross co-moment, the coefficients and
+/// their whitened copy (3·d_x·d_y) and the conditional covariance, factor and inverse factor (3·d_y²).
+public struct ReferenceFootprint: Sendable, Equatable {
+    /// Estimated peak bytes.
+    public let bytes: Double
+
+    public init(layout: SiteLayout) {
+        let widths = layout.sites.map { Double($0.width) }
+        var doubles = widths.reduce(0) { $0 + 10 * $1 * $1 + 16 * $1 }
+        for (x, y) in zip(widths, widths.dropFirst()) { doubles += 3 * x * y + 3 * y * y }
+        bytes = 8 * doubles
+    }
+
+    /// `bytes` in a unit a person reads (`1.9 GiB`).
+    public static func describe(_ bytes: Double) -> String {
+        let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"]
+        var value = bytes, unit = 0
+        while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(Int(value)) bytes" : "\((value * 10).rounded() / 10) \(units[unit])"
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+import Logging
+import MechWatchCore
+import MechWatchStore
+import MechWatchWire
+import NIOCore
+
+/// The reference registry: loading at start-up, creation within the memory budget, fitting, deletion and
+/// finalizing, each ordered with the writes accepted before it.
+extension Engine {
+    /// A stored reference as loaded at start-up, or `unavailable` (logged) if it is beyond the memory
+    /// budget left after the references loaded before it, or cannot be read.
+    static func load(_ record: ReferenceRecord, from store: Store, budget: Double, used: inout Double, logger: Logger) -> Loaded {
+        let need = ReferenceFootprint(layout: record.layout).bytes
+        let loaded: Loaded
+        if used + need > budget {
+            loaded = .unavailable(record, reason: "it needs about \(ReferenceFootprint.describe(need)) of memory (\(describe(record.layout))), and with the \(ReferenceFootprint.describe(used)) of the references loaded before it that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); raise max_reference_bytes and restart, or delete it")
+        } else {
+            do {
+                switch record.state {
+                case .active: loaded = .active(record, try store.model(of: record))
+                case .collecting: loaded = .collecting(record, try replay(record, from: store, logger: logger))
+                }
+                used += need
+            } catch {
+                loaded = .unavailable(record, reason: "it could not be loaded: \(error)")
+            }
+        }
+        if case .unavailable(_, let reason) = loaded {
+            logger.error("reference not loaded", metadata: ["reference": "\(record.name)", "reason": "\(reason)"])
+        } else {
+            logger.info("loaded reference", metadata: ["reference": "\(record.name)", "state": "\(record.state.rawValue)", "fit_traces": "\(record.fitCount)"])
+        }
+        return loaded
+    }
+
+    /// The moments of a collecting reference's stored fit traces.
+    static func replay(_ record: ReferenceRecord, from store: Store, logger: Logger) throws -> ReferenceFitter {
+        var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction))
+        var traces: [Trace] = []
+        let skipped = try store.forEachFitTrace(of: record, heldOut: false) { trace in
+            traces.append(trace)
+            if traces.count == BatchScorer.blockSize { fitter.add(TraceBatch(layout: record.layout, traces: traces)); traces = [] }
+        }
+        fitter.add(TraceBatch(layout: record.layout, traces: traces))
+        if skipped > 0 {
+            logger.warning("skipped unreadable fit traces", metadata: ["reference": "\(record.name)", "rows": "\(skipped)"])
+        }
+        return fitter
+    }
+
+    /// `h1:768, h2:768` (or a summary for many sites), for messages.
+    static func describe(_ layout: SiteLayout) -> String {
+        guard layout.sites.count > 6 else { return "sites " + layout.sites.map { "\($0.name):\($0.width)" }.joined(separator: ", ") }
+        return "\(layout.sites.count) sites of widths \(layout.sites.map(\.width).min()!)–\(layout.sites.map(\.width).max()!)"
+    }
+
+    /// Peak memory the loaded references may need together.
+    var footprint: Double {
+        references.values.reduce(0) { total, loaded in
+            if case .unavailable = loaded { return total }
+            return total + ReferenceFootprint(layout: loaded.record.layout).bytes
+        }
+    }
+
+    /// The collecting reference `name`, created with `layout` if it does not exist yet: refused before
+    /// anything is allocated or stored if it would take the references beyond `max_reference_bytes`.
+    func collecting(_ name: String, layout: SiteLayout) throws(ProtocolError) -> ReferenceRecord {
+        switch references[name] {
+        case .active?:
+            throw ProtocolError(.referenceNotCollecting, "reference: '\(name)' is already active and takes no more fit traces; delete it or fit a reference with a new name")
+        case .finalizing?:
+            throw ProtocolError(.referenceNotCollecting, "reference: '\(name)' is being finalized and takes no more fit traces")
+        case .unavailable(_, let reason)?:
+            throw unavailable(name, reason)
+        case .collecting(let record, _)?:
+            return record
+        case nil:
+            let need = ReferenceFootprint(layout: layout).bytes, used = footprint, budget = Double(configuration.maxReferenceBytes)
+            guard used + need <= budget else {
+                throw ProtocolError(.referenceTooLarge, "layout: a reference with \(Self.describe(layout)) needs about \(ReferenceFootprint.describe(need)) of memory at its peak, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); monitor fewer or narrower sites, delete a reference, or raise max_reference_bytes")
+            }
+            let record = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: configuration.alpha,
+                                         calibrationFraction: configuration.calibrationFraction, layout: layout,
+                                         createdAt: ISO8601DateFormatter().string(from: Date()))
+            nextReferenceID += 1
+            // If this write fails, the fit writes queued after it fail too (their reference row is missing).
+            _ = writer.submit(.createReference(id: record.id, name: name, layout: layout, alpha: record.alpha, calibrationFraction: record.calibrationFraction))
+            references[name] = .collecting(record, ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: record.calibrationFraction)))
+            logger.info("created reference", metadata: ["reference": "\(name)", "sites": "\(layout.sites.map { "\($0.name):\($0.width)" })"])
+            return record
+        }
+    }
+
+    /// Hands trusted traces (in the reference's layout) to the writer and, while they are written, adds
+    /// them to the reference's moments. Stored traces are float32, so the moments take exactly the
+    /// float32-rounded values and a restart replays the same moments.
+    func fit(_ record: ReferenceRecord, _ batch: TraceBatch, requestID: String?, batchReply: Bool) -> Step {
+        guard case .collecting(var record, var fitter)? = references[record.name] else {
+            return .done(.failure(id: requestID, unknown(record.name)))
+        }
+        let rounded = batch.roundedToFloat32()
+        let heldOut = rounded.ids.map(fitter.split.holdsOut)
+        let stored = writer.submit(.fitTraces(referenceID: record.id, batch: rounded, heldOut: heldOut))
+        references[record.name] = nil  // the fitter's buffers are then uniquely owned and updated in place
+        fitter.add(rounded)
+        let calibration = heldOut.filter { $0 }.count
+        record.calibrationCount += calibration
+        record.fitCount += batch.count - calibration
+        references[record.name] = .collecting(record, fitter)
+        let reply = Reply.fitted(id: requestID, reference: record.name, ids: batch.ids, roles: heldOut, batch: batchReply)
+        return .pending(stored.map { _ in reply }, requestID: requestID, undo: .fit(record))
+    }
+
+    /// Deletes `name` after every write accepted before it (so its traces and events go with it) and
+    /// before any that follows (a reference created again under the name gets a new id).
+    func delete(_ name: String, requestID: String?) throws(ProtocolError) -> Step {
+        guard let loaded = references[name] else { throw unknown(name) }
+        let deleted = writer.submit(.deleteReference(id: loaded.record.id))
+        references[name] = nil
+        unsynced.remove(loaded.record.id)
+        logger.info("deleted reference", metadata: ["reference": "\(name)"])
+        let reply = Reply.deleted(id: requestID, reference: name)
+        return .pending(deleted.map { _ in
+            FreedMemory.returnSoon()
+            return reply
+        }, requestID: requestID, undo: .delete(loaded))
+    }
+
+    /// Repairs the in-memory state after a failed write.
+    func undo(_ undo: Undo) {
+        switch undo {
+        case .fit(let record):
+            guard case .collecting(let current, _)? = references[record.name], current.id == record.id else { return }
+            // If the reference's own row never made it to the store, nothing of it can be: forget it.
+            if let stored = try? store.reference(named: record.name), stored.id == record.id {
+                unsynced.insert(record.id)
+            } else {
+                references[record.name] = nil
+            }
+        case .delete(let loaded):
+            if references[loaded.record.name] == nil { references[loaded.record.name] = loaded }
+        }
+    }
+
+    /// Estimates and calibrates `name` from every trace acknowledged before this request, stores the model
+    /// and makes the reference active.
+    func finalize(_ name: String, alpha: Double?, scorer: Scorer, id: String?) async -> Reply {
+        guard case .collecting(let record, let fitter)? = references[name] else {
+            let error = switch references[name] {
+            case nil: unknown(name)
+            case .unavailable(_, let reason)?: unavailable(name, reason)
+            case .finalizing?: ProtocolError(.referenceNotCollecting, "reference: '\(name)' is already being finalized")
+            default: ProtocolError(.referenceNotCollecting, "reference: '\(name)' is already active; delete it to fit again")
+            }
+            return .failure(id: id, error)
+        }
+        references[name] = .finalizing(record)
+        defer { FreedMemory.returnNow() }
+        do {
+            let (active, model, fitCount, calibrationCount) = try await finalizing(record, fitter, alpha: alpha ?? record.alpha, scorer: scorer)
+            if case .finalizing(let current)? = references[name], current.id == record.id {
+                references[name] = .active(active, model)
+            }
+            logger.info("finalized reference", metadata: ["reference": "\(name)", "fit_traces": "\(fitCount)", "calibration_traces": "\(calibrationCount)"])
+            return .finalized(id: id, reference: name, fitTraces: fitCount, calibrationTraces: calibrationCount, model: model)
+        } catch {
+            if case .finalizing(let current)? = references[name], current.id == record.id {
+                references[name] = .collecting(record, fitter)
+            }
+            return .failure(id: id, error)
+        }
+    }
+
+    private func finalizing(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double, scorer: Scorer) async throws(ProtocolError) -> (ReferenceRecord, ReferenceModel, Int, Int) {
+        let name = record.name
+        // Every trace acknowledged before this request is committed once this barrier is.
+        do { _ = try await writer.submit(.barrier).get() } catch { throw storeFailure(error) }
+        guard case .finalizing(let current)? = references[name], current.id == record.id else {
+            throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
+        }
+        var fitter = fitter
+        if unsynced.contains(record.id) {
+            // A write failed after its traces entered the moments: take the moments from what is stored.
+            do { fitter = try Self.replay(record, from: store, logger: logger) } catch { throw storeFailure(error) }
+            unsynced.remove(record.id)
+        }
+        var calibration: [Trace] = []
+        do {
+            let skipped = try store.forEachFitTrace(of: record, heldOut: true) { calibration.append($0) }
+            if skipped > 0 { logger.warning("skipped unreadable calibration traces", metadata: ["reference": "\(name)", "rows": "\(skipped)"]) }
+        } catch {
+            throw storeFailure(error)
+        }
+        let model: ReferenceModel
+        do { model = try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer) } catch {
+            throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
+        }
+        do { _ = try await writer.submit(.activate(record, model)).get() } catch { throw storeFailure(error) }
+        guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
+            throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
+        }
+        return (active, model, fitter.fitCount, calibration.count)
+    }
+}

@@ -1,0 +1,45 @@
+import MechWatchCore
+import MechWatchStore
+import MechWatchWire
+
+extension Engine {
+    /// `status`: version, uptime, request and event counts, the references' memory against the budget,
+    /// and each reference's state and counts (with the reason for an unavailable one).
+    func status(id: String?) throws(ProtocolError) -> Reply {
+        let counts = try storing { () throws(StoreError) in try store.eventCounts() }
+        var refs: [JSONValue] = []
+        for name in references.keys.sorted() {
+            let loaded = references[name]!
+            let r = loaded.record
+            let c = counts[name] ?? EventCounts(events: 0, flagged: 0)
+            var entry: [JSONValue.Member] = [
+                .init("name", .string(name)), .init("state", .string(loaded.stateName)), .init("sites", .int(r.layout.sites.count)),
+                .init("fit_traces", .int(r.fitCount)), .init("calibration_traces", .int(r.calibrationCount)),
+                .init("alpha", .number(r.alpha)), .init("events", .int(c.events)), .init("flagged", .int(c.flagged)),
+                .init("memory_bytes", .number(ReferenceFootprint(layout: r.layout).bytes.rounded())),
+            ]
+            if case .unavailable(_, let reason) = loaded { entry.append(.init("reason", .string(reason))) }
+            refs.append(.object(entry))
+        }
+        let events = counts.values.reduce(0) { $0 + $1.events }
+        let flagged = counts.values.reduce(0) { $0 + $1.flagged }
+        return .success(id: id, [
+            "server": "mechwatch", "version": .string(MechWatchVersion.current), "protocol": .int(Request.protocolVersion),
+            "uptime_s": .number((uptime * 1000).rounded() / 1000), "requests": .int(requests), "events": .int(events), "flagged": .int(flagged),
+            "memory_bytes": .number(footprint.rounded()), "max_reference_bytes": .int(configuration.maxReferenceBytes),
+            "references": .array(refs),
+        ])
+    }
+}
+
+extension Engine.Loaded {
+    /// The state as `status` reports it: `collecting`, `finalizing`, `active` or `unavailable`.
+    var stateName: String {
+        switch self {
+        case .collecting: "collecting"
+        case .finalizing: "finalizing"
+        case .active: "active"
+        case .unavailable: "unavailable"
+        }
+    }
+}

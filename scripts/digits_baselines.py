@@ -1,0 +1,571 @@
+"""Baselines and candidate scorers on evaluation sets, in numpy alone (a study, not the daemon).
+
+Reads SETS_DIR/<set>/fit.jsonl and test.jsonl (written by scripts/digits_eval.py or scripts/eval_sets.py),
+holds out the daemon's calibration split of the fit traces (20%, by the daemon's hash of the trace id:
+CalibrationSplit in ReferenceFitter.swift), estimates everything on the rest ("estimation" traces) and
+reports, per set, AUROC on the test traces, TPR at 1% FPR (threshold: the 99th percentile of the
+calibration traces' scores) and the FPR on clean test traces of the conformal rule p <= 0.01.
+
+Baselines: kNN (all sites concatenated, standardised, distance to the 5th nearest estimation trace);
+per-site Ledoit-Wolf Mahalanobis summed over sites (the daemon's `mahalanobis` scorer); class-conditional
+Mahalanobis (Lee et al. 2018: means per predicted output, pooled within-output LW covariance, min over
+classes; summed over sites, and last site only); ECOD (Li et al. 2022) on all coordinates with pyod's
+current per-coordinate score max(U_skew, max(U_left, U_right)), fitted on the estimation traces, each query
+counted in its own empirical CDF as in pyod (which refits on training and test traces together).
+
+Candidates: per-term conformal tail probabilities (against the calibration traces, with the daemon's
+exponential tail past the largest; the calibration traces' own use leave-one-out) combined by Fisher,
+min-p, Cauchy (ACAT) or weighted Fisher, with weights chosen from pseudo-anomalies made from calibration
+traces only (cross-site recombination, per-site noise, interpolation between traces of different
+outputs). The combined statistic is calibrated conformally on the calibration traces again.
+Terms: per-site Gaussian joint surprise (LW), transition (linear-Gaussian regression of each site on the
+one before, jointly shrunk covariance, as TransitionModel.swift), output-conditioned Gaussian per site
+(the trace's own output), per-site kNN distance (raw, standardised, or whitened top principal subspace of
+the LW covariance at 95%/99% explained variance), and the concatenated standardised kNN distance; the
+daemon's own terms (independence, interaction, dependence) for its current `mechanism` scorer. Term sets
+(term_sets): knn-sites, local (+ concatenated kNN), output+local, gauss (joint, transition, output),
+gauss+local, daemon (the daemon's `mechanism` terms), daemon+local; and two-stage rules (gauss|local,
+daemon|local): Fisher within each group, each group calibrated, then Fisher / min-p / Cauchy across.
+The ranking at the end gives each candidate's AUROC margin over the best of the five baselines on each
+set, worst and mean, and a bootstrap standard error for the top five.
+
+About 12 s for the five digits sets (one core); --sweep 2,3 about 20 s.
+
+Usage: python3 scripts/digits_baselines.py SETS_DIR [--sets unseen,blend,...] [--ks 1,5] [--sweep 2,3,10,20]
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+from scipy.stats import rankdata, skew
+from sklearn.covariance import ledoit_wolf
+
+ALPHA = 0.01
+CAL_FRACTION = 0.2
+KMAX = 20  # largest K the kNN terms may use
+M64 = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def holds_out(trace_id, fraction=CAL_FRACTION):
+    """The daemon's calibration split: FNV-1a over the id's UTF-8 bytes, SplitMix64 finaliser."""
+    h = 0xCBF29CE484222325
+    for b in trace_id.encode():
+        h = ((h ^ b) * 0x100000001B3) & M64
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & M64
+    h ^= h >> 31
+    return (h >> 11) / float(1 << 53) < fraction
+
+
+class Traces:
+    def __init__(self, rows, names):
+        self.names = names
+        self.ids = [r["id"] for r in rows]
+        self.output = np.array([r.get("output", -1) for r in rows])
+        # the daemon stores and fits float32-rounded activations
+        self.sites = [np.array([r["sites"][s] for r in rows], np.float32).astype(np.float64) for s in names]
+        self.label = np.array([r.get("label") == "anomalous" for r in rows])
+
+    def take(self, idx):
+        t = object.__new__(Traces)
+        t.names, t.ids = self.names, [self.ids[i] for i in idx]
+        t.output, t.label = self.output[idx], self.label[idx]
+        t.sites = [s[idx] for s in self.sites]
+        return t
+
+    def __len__(self):
+        return len(self.output)
+
+
+def load(path):
+    rows = [json.loads(line) for line in open(path)]
+    return Traces(rows, list(rows[0]["sites"]))
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def chol_inv(cov):
+    """Inverse Cholesky factor and log-determinant, with a tiny ridge if needed (as the daemon)."""
+    ridge = 0.0
+    scale = np.trace(cov) / len(cov)
+    while True:
+        try:
+            lo = np.linalg.cholesky(cov + ridge * np.eye(len(cov)))
+            break
+        except np.linalg.LinAlgError:
+            ridge = max(ridge * 10, 1e-10 * scale)
+    return np.linalg.inv(lo), 2 * np.log(np.diag(lo)).sum()
+
+
+class Gaussian:
+    """Mean, floored variances and the LW-shrunk covariance of one site (SiteModel.swift)."""
+
+    def __init__(self, x):
+        self.mean = x.mean(0)
+        var = x.var(0)
+        self.var = np.maximum(var, var.mean() * 1e-6)
+        self.cov, self.shrinkage = ledoit_wolf(x)
+        self.inv, self.logdet = chol_inv(self.cov)
+        self.p = x.shape[1]
+
+    def maha(self, x):
+        return (((x - self.mean) @ self.inv.T) ** 2).sum(1)
+
+    def joint(self, x):
+        return 0.5 * (self.maha(x) + self.logdet + self.p * np.log(2 * np.pi))
+
+    def independence(self, x):
+        return 0.5 * (((x - self.mean) ** 2 / self.var).sum(1) + np.log(self.var).sum() + self.p * np.log(2 * np.pi))
+
+
+class Transition:
+    """y | x ~ N(mu_y + B(x - mu_x), S_y|x) from the jointly shrunk covariance of (x, y)."""
+
+    def __init__(self, x, y, gx, gy):
+        px = x.shape[1]
+        z = np.hstack([x, y])
+        s = max(gx.shrinkage, gy.shrinkage)
+        cov = np.cov(z, rowvar=False, bias=True)
+        target = np.concatenate([np.full(px, np.trace(cov[:px, :px]) / px),
+                                 np.full(y.shape[1], np.trace(cov[px:, px:]) / y.shape[1])])
+        cov = (1 - s) * cov + s * np.diag(target)
+        sxx, syx, syy = cov[:px, :px], cov[px:, :px], cov[px:, px:]
+        self.b = np.linalg.solve(sxx, syx.T).T
+        self.mx, self.my = gx.mean, gy.mean
+        self.inv, self.logdet = chol_inv(syy - self.b @ syx.T)
+        self.p = y.shape[1]
+
+    def surprise(self, x, y):
+        r = (y - self.my) - (x - self.mx) @ self.b.T
+        return 0.5 * (((r @ self.inv.T) ** 2).sum(1) + self.logdet + self.p * np.log(2 * np.pi))
+
+
+class OutputGaussian:
+    """Per-output means (outputs seen at least 10 times) and the pooled within-output LW covariance."""
+
+    def __init__(self, x, out, minimum=10):
+        self.means = {c: x[out == c].mean(0) for c in np.unique(out) if (out == c).sum() >= minimum}
+        resid = x.copy()
+        for c in np.unique(out):
+            resid[out == c] -= x[out == c].mean(0)
+        cov, _ = ledoit_wolf(resid, assume_centered=True)
+        self.inv, self.logdet = chol_inv(cov)
+        self.p = x.shape[1]
+
+    def maha_to(self, x, c):
+        return (((x - self.means[c]) @ self.inv.T) ** 2).sum(1)
+
+    def own(self, x, out):
+        """Surprise under the trace's own output (NaN: fallback, no evidence)."""
+        s = np.full(len(x), np.nan)
+        for c in self.means:
+            m = out == c
+            if m.any():
+                s[m] = 0.5 * (self.maha_to(x[m], c) + self.logdet + self.p * np.log(2 * np.pi))
+        return s
+
+    def nearest(self, x):
+        return np.min([self.maha_to(x, c) for c in self.means], axis=0)
+
+
+def nearest_distances(ref, query, kmax):
+    """Sorted distances from each query row to its kmax nearest rows of ref (ref never holds the queries)."""
+    rr = (ref ** 2).sum(1)
+    out = np.empty((len(query), kmax))
+    for s in range(0, len(query), 512):
+        q = query[s:s + 512]
+        d2 = (q ** 2).sum(1)[:, None] + rr[None, :] - 2 * q @ ref.T
+        out[s:s + 512] = np.sqrt(np.maximum(np.sort(np.partition(d2, kmax - 1, axis=1)[:, :kmax], axis=1), 0))
+    return out
+
+
+def kth_distance(ref, query, k):
+    return nearest_distances(ref, query, k)[:, k - 1]
+
+
+class Spaces:
+    """Per-site coordinate maps fitted on the estimation traces."""
+
+    def __init__(self, est, gauss):
+        self.maps = []
+        for x, g in zip(est.sites, gauss):
+            sd = np.sqrt(g.var)
+            w, v = np.linalg.eigh(g.cov)
+            w, v = w[::-1], v[:, ::-1]
+            frac = np.cumsum(w) / w.sum()
+            m = {"raw": lambda a: a,
+                 "std": lambda a, mu=g.mean, sd=sd: (a - mu) / sd}
+            for level in (0.95, 0.99):
+                r = int(np.searchsorted(frac, level) + 1)
+                m[f"pca{int(level * 100)}"] = lambda a, mu=g.mean, v=v[:, :r], w=w[:r]: ((a - mu) @ v) / np.sqrt(w)
+                m[f"r{int(level * 100)}"] = r
+            self.maps.append(m)
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+
+def tail_scale(values):
+    """Mean excess of the most extreme 10% (at least 5) over the threshold they exceed (SurpriseTerms.swift)."""
+    v = np.sort(values)[::-1]
+    n = len(v)
+    k = min(n - 1, max(5, n // 10))
+    return max((v[:k] - v[k]).mean(), 1e-9 * max(v[0] - v[-1], 1))
+
+
+def tail_p(cal, values, loo=False):
+    """Upper-tail conformal probability of each value against cal, with the exponential tail past the max.
+    loo: values are cal itself, each ranked against the others."""
+    cal = np.asarray(cal)
+    srt = np.sort(cal)
+    n = len(srt) - (1 if loo else 0)
+    beyond = len(srt) - np.searchsorted(srt, values, side="left") - (1 if loo else 0)
+    scale = tail_scale(cal)
+    p = (1 + beyond) / (n + 1)
+    zero = beyond <= 0
+    if zero.any():
+        extreme = srt[-2] if loo else srt[-1]
+        p[zero] = np.maximum(np.exp(-np.maximum(values[zero] - extreme, 0) / scale) / (n + 1), 1e-300)
+    return p
+
+
+def auroc(scores, label):
+    r = rankdata(scores)
+    n1, n0 = label.sum(), (~label).sum()
+    return (r[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+class Result:
+    """A scorer's statistic on calibration and test traces, and the metrics."""
+
+    def __init__(self, cal, test, label):
+        cal, test = np.nan_to_num(cal, nan=np.inf), np.nan_to_num(test, nan=np.inf)
+        self.auroc = auroc(test, label)
+        thr = np.quantile(cal, 1 - ALPHA)
+        self.tpr = (test[label] > thr).mean()
+        p = (1 + (cal[None, :] >= test[:, None]).sum(1)) / (len(cal) + 1)
+        self.fpr = (p[~label] <= ALPHA).mean()
+
+
+# ---------------------------------------------------------------------------------------------- one set
+
+COMBINE = {
+    "fisher": lambda p, w: -2 * (w * np.log(p)).sum(1),
+    "minp": lambda p, w: -np.log(p.min(1)),
+    "cauchy": lambda p, w: (w * np.tan((0.5 - np.minimum(p, 1 - 1e-12)) * np.pi)).sum(1),
+}
+
+
+class SetStudy:
+    def __init__(self, fit, test, seed=0):
+        self.rng = np.random.default_rng(seed)
+        cal_mask = np.array([holds_out(i) for i in fit.ids])
+        self.est, self.cal, self.test = fit.take(np.flatnonzero(~cal_mask)), fit.take(np.flatnonzero(cal_mask)), test
+        self.label = test.label
+        est = self.est
+        self.gauss = [Gaussian(x) for x in est.sites]
+        self.trans = [Transition(est.sites[i], est.sites[i + 1], self.gauss[i], self.gauss[i + 1])
+                      for i in range(len(est.sites) - 1)]
+        self.outg = [OutputGaussian(x, est.output) for x in est.sites]
+        self.spaces = Spaces(est, self.gauss)
+        cat = np.hstack(est.sites)
+        self.cat_mean, self.cat_sd = cat.mean(0), np.sqrt(np.maximum(cat.var(0), cat.var(0).mean() * 1e-6))
+        self.ref = {}  # nearest-neighbour distances: (space, site, group) per site, group for the concatenation
+        self.pseudo = self.make_pseudo()
+        self.cache = {}
+
+    # --- pseudo-anomalies from calibration traces only
+    def make_pseudo(self):
+        cal, rng = self.cal, self.rng
+        n, s = len(cal), len(cal.sites)
+        out = {}
+        # cross-site recombination: sites up to a cut from one trace, the rest from a trace of another output
+        j = np.array([rng.choice(np.flatnonzero(cal.output != cal.output[i]) if (cal.output != cal.output[i]).any()
+                                 else np.arange(n)) for i in range(n)])
+        cut = rng.integers(1, s, size=n)
+        sites = [np.where((k < cut)[:, None], x, x[j]) for k, x in enumerate(cal.sites)]
+        out["recombine"] = (sites, cal.output[j])
+        # per-site noise: one site gets Gaussian noise of half its coordinates' sd, ReLU-clipped at 0
+        which = rng.integers(0, s, size=n)
+        sites = []
+        for k, x in enumerate(cal.sites):
+            noisy = x + rng.normal(size=x.shape) * 0.5 * np.sqrt(self.gauss[k].var)
+            if (np.hstack(cal.sites) >= 0).all():
+                noisy = np.maximum(noisy, 0)
+            sites.append(np.where((which == k)[:, None], noisy, x))
+        out["noise"] = (sites, cal.output)
+        # interpolation between traces of different outputs, every site
+        lam = rng.uniform(0.3, 0.7, size=n)[:, None]
+        sites = [lam * x + (1 - lam) * x[j] for x in cal.sites]
+        out["interpolate"] = (sites, np.where(lam[:, 0] >= 0.5, cal.output, cal.output[j]))
+        return out
+
+    def mapped(self, space, k, x):
+        return self.spaces.maps[k][space](x)
+
+    def knn_site(self, space, k, group, K):
+        key = (space, k, group)
+        if key not in self.ref:
+            x = self.group(group)[0][k]
+            self.ref[key] = nearest_distances(self.mapped(space, k, self.est.sites[k]), self.mapped(space, k, x), KMAX)
+        return self.ref[key][:, K - 1]
+
+    def knn_cat(self, group, K):
+        if group not in self.ref:
+            z = lambda sites: (np.hstack(sites) - self.cat_mean) / self.cat_sd  # noqa: E731
+            self.ref[group] = nearest_distances(z(self.est.sites), z(self.group(group)[0]), KMAX)
+        return self.ref[group][:, K - 1]
+
+    def group(self, name):
+        """Sites and outputs of "cal", "test" or a pseudo-anomaly type."""
+        if name in ("cal", "test"):
+            t = getattr(self, name)
+            return t.sites, t.output
+        return self.pseudo[name]
+
+    # --- every term on one group of traces ("cal", "test", or a pseudo type)
+    def terms(self, group, space, K):
+        key = (group, space, K)
+        if key in self.cache:
+            return self.cache[key]
+        sites, out = self.group(group)
+        s = len(sites)
+        T = {}
+        for k in range(s):
+            T[f"joint.h{k + 1}"] = self.gauss[k].joint(sites[k])
+            T[f"indep.h{k + 1}"] = self.gauss[k].independence(sites[k])
+            T[f"interaction.h{k + 1}"] = -(T[f"indep.h{k + 1}"] - T[f"joint.h{k + 1}"])  # low explained = high
+            T[f"output.h{k + 1}"] = self.outg[k].own(sites[k], out)
+            T[f"knn.h{k + 1}"] = self.knn_site(space, k, group, K)
+        for k in range(s - 1):
+            T[f"trans.h{k + 1}h{k + 2}"] = self.trans[k].surprise(sites[k], sites[k + 1])
+            T[f"dependence.h{k + 1}h{k + 2}"] = -(T[f"joint.h{k + 2}"] - T[f"trans.h{k + 1}h{k + 2}"])
+        T["knn.cat"] = self.knn_cat(group, K)
+        self.cache[key] = T
+        return T
+
+    def pvalues(self, names, space, K):
+        """Tail probabilities: calibration (leave-one-out), test, and each pseudo group."""
+        cal = self.terms("cal", space, K)
+        res = {}
+        for g in ["cal", "test"] + list(self.pseudo):
+            T = self.terms(g, space, K)
+            cols = []
+            for n in names:
+                c = cal[n]
+                ok = ~np.isnan(c)
+                v = T[n]
+                p = np.ones(len(v))
+                good = ~np.isnan(v)
+                p[good] = tail_p(c[ok], v[good], loo=(g == "cal"))
+                cols.append(p)
+            res[g] = np.column_stack(cols)
+        return res
+
+    def combined(self, names, rule, space, K, weights=None):
+        P = self.pvalues(names, space, K)
+        w = np.ones(len(names)) if weights is None else weights(P)
+        return {g: COMBINE[rule](p, w) for g, p in P.items()}, w
+
+    def two_stage(self, groups, rule, space, K):
+        """Fisher within each group of terms, each group's statistic calibrated conformally (leave-one-out on
+        the calibration traces), then `rule` across the groups' p-values."""
+        stats = [self.combined(names, "fisher", space, K)[0] for names in groups]
+        P = {g: np.column_stack([tail_p(st["cal"], st[g], loo=(g == "cal")) for st in stats]) for g in stats[0]}
+        return {g: COMBINE[rule](p, np.ones(len(groups))) for g, p in P.items()}
+
+    # --- weights from pseudo-anomalies (no anomalies used)
+    @staticmethod
+    def auc_weights(P):
+        cal = P["cal"]
+        w = np.zeros(cal.shape[1])
+        groups = [g for g in P if g not in ("cal", "test")]
+        for g in groups:
+            lab = np.r_[np.zeros(len(cal), bool), np.ones(len(P[g]), bool)]
+            for j in range(cal.shape[1]):
+                a = auroc(-np.log(np.r_[cal[:, j], P[g][:, j]]), lab)
+                w[j] += max(0.0, 2 * a - 1) / len(groups)
+        return w / w.sum() * len(w) if w.sum() > 0 else np.ones_like(w)
+
+    @staticmethod
+    def select_weights(P):
+        """Greedy forward selection of terms (equal weights, Fisher), maximising the worst pseudo-type AUROC."""
+        cal = P["cal"]
+        groups = [g for g in P if g not in ("cal", "test")]
+
+        def worst(sel):
+            w = np.zeros(cal.shape[1])
+            w[sel] = 1
+            c = COMBINE["fisher"](cal, w)
+            return min(auroc(np.r_[c, COMBINE["fisher"](P[g], w)], np.r_[np.zeros(len(c), bool), np.ones(len(P[g]), bool)])
+                       for g in groups)
+        sel, best = [], -1
+        while len(sel) < cal.shape[1]:
+            cand = [(worst(sel + [j]), j) for j in range(cal.shape[1]) if j not in sel]
+            score, j = max(cand)
+            if score <= best + 1e-4:
+                break
+            sel, best = sel + [j], score
+        w = np.zeros(cal.shape[1])
+        w[sel] = 1
+        return w
+
+    def result(self, stat):
+        return Result(stat["cal"], stat["test"], self.label)
+
+
+# ---------------------------------------------------------------------------------------------- the study
+
+def term_sets(n_sites):
+    h = [f"h{k + 1}" for k in range(n_sites)]
+    tr = [f"trans.{a}{b}" for a, b in zip(h, h[1:])]
+    knn = [f"knn.{s}" for s in h]
+    output = [f"output.{s}" for s in h]
+    gauss = [f"joint.{s}" for s in h] + tr + output
+    daemon = ([f"{t}.{s}" for s in h for t in ("indep", "joint", "interaction")]
+              + [f"{t}.{a}{b}" for a, b in zip(h, h[1:]) for t in ("trans", "dependence")] + output)
+    return {"knn-sites": knn, "local": knn + ["knn.cat"], "output+local": output + knn + ["knn.cat"],
+            "gauss+local": gauss + knn + ["knn.cat"], "daemon+local": daemon + knn + ["knn.cat"],
+            "gauss": gauss, "daemon": daemon}
+
+
+TWO_STAGE = {"gauss|local": ("gauss", "local"), "daemon|local": ("daemon", "local")}
+
+
+def baselines(st):
+    est = st.est
+    rows = {}
+    rows["kNN concat std K=5"] = {g: st.knn_cat(g, 5) for g in ("cal", "test")}
+    rows["LW Mahalanobis sum"] = {g: sum(m.maha(x) for m, x in zip(st.gauss, getattr(st, g).sites)) for g in ("cal", "test")}
+    rows["Lee class-cond sum"] = {g: sum(o.nearest(x) for o, x in zip(st.outg, getattr(st, g).sites)) for g in ("cal", "test")}
+    rows["Lee class-cond last"] = {g: st.outg[-1].nearest(getattr(st, g).sites[-1]) for g in ("cal", "test")}
+    # ECOD on all coordinates, fitted on the estimation traces; each query counted in its own ECDF (pyod)
+    ref = np.sort(np.hstack(est.sites), axis=0)
+    n = len(ref)
+    sk = np.sign(skew(np.hstack(est.sites), axis=0))
+    sk = np.nan_to_num(sk)
+
+    def ecod(x):
+        left = np.column_stack([np.searchsorted(ref[:, j], x[:, j], side="right") for j in range(x.shape[1])])
+        right = n - np.column_stack([np.searchsorted(ref[:, j], x[:, j], side="left") for j in range(x.shape[1])])
+        ul, ur = -np.log((1 + left) / (n + 1)), -np.log((1 + right) / (n + 1))
+        us = ul * -1 * np.sign(sk - 1) + ur * np.sign(sk + 1)
+        return np.maximum(us, np.maximum(ul, ur)).sum(1)  # pyod >= 1.1 (the paper: max(us, (ul + ur) / 2))
+    rows["ECOD"] = {g: ecod(np.hstack(getattr(st, g).sites)) for g in ("cal", "test")}
+    results = {}
+    for k, v in rows.items():
+        results[k] = st.result(v)
+        results[k].stat = v
+    return results
+
+
+RULES = ("fisher", "minp", "cauchy", "wfisher", "selfisher")
+
+
+def candidates(st, Ks, spaces=("raw", "std", "pca95", "pca99")):
+    sets = term_sets(len(st.est.sites))
+    rows = {}
+
+    def combine(tset, space, K, label):
+        for rule in RULES:
+            weights = {"wfisher": st.auc_weights, "selfisher": st.select_weights}.get(rule)
+            stat, w = st.combined(sets[tset], "fisher" if weights else rule, space, K, weights)
+            r = st.result(stat)
+            r.weights, r.stat = dict(zip(sets[tset], w)), stat
+            rows[f"{label} {rule}"] = r
+
+    for space in spaces:
+        for K in Ks:
+            T = {g: st.terms(g, space, K) for g in ("cal", "test")}
+            for s in range(len(st.est.sites)):
+                n = f"knn.h{s + 1}"
+                rows[f"term knn[{space},K={K}] h{s + 1}"] = st.result({g: T[g][n] for g in T})
+            for tset in sets:
+                if tset not in ("gauss", "daemon"):
+                    combine(tset, space, K, f"{tset}[{space},K={K}]")
+            for label, parts in TWO_STAGE.items():
+                for rule in ("fisher", "minp", "cauchy"):
+                    stat = st.two_stage([sets[t] for t in parts], rule, space, K)
+                    r = rows[f"{label}[{space},K={K}] {rule}"] = st.result(stat)
+                    r.stat = stat
+    for tset in ("gauss", "daemon"):  # no kNN term: independent of the space
+        combine(tset, spaces[0], Ks[0], tset)
+    return rows
+
+
+def bootstrap_margin(stat, best, label, reps=300, seed=0):
+    """Paired, stratified bootstrap over test traces: standard error of AUROC(candidate) - AUROC(best)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(label), np.flatnonzero(~label)
+    out = []
+    for _ in range(reps):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        lab = label[idx]
+        out.append(auroc(stat[idx], lab) - auroc(best[idx], lab))
+    return np.std(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=pathlib.Path)
+    parser.add_argument("--sets", default="unseen,blend,patch,rotated,noise")
+    parser.add_argument("--ks", default="1,5", help="neighbours for the candidate kNN terms in the tables")
+    parser.add_argument("--sweep", default="", help="also rank (not tabulate) candidates with these K, e.g. 2,3,10,20")
+    parser.add_argument("--top", type=int, default=30, help="candidates listed in the ranking")
+    parser.add_argument("--weights", action="store_true", help="print the pseudo-anomaly weights")
+    args = parser.parse_args()
+    names = [s for s in args.sets.split(",") if s]
+    shown = [int(k) for k in args.ks.split(",") if k]
+    Ks = sorted(set(shown) | {int(k) for k in args.sweep.split(",") if k})
+    if max(Ks) > KMAX or min(Ks) < 1:
+        parser.error(f"K must be in 1..{KMAX}")
+    base, cand, studies = {}, {}, {}
+    for name in names:
+        fit, test = load(args.dir / name / "fit.jsonl"), load(args.dir / name / "test.jsonl")
+        st = studies[name] = SetStudy(fit, test)
+        base[name] = baselines(st)
+        cand[name] = candidates(st, Ks=Ks)
+        ranks = [(m["r95"], m["r99"]) for m in st.spaces.maps]
+        print(f"\n== {name}: {len(st.est)} estimation + {len(st.cal)} calibration fit traces; "
+              f"{(~st.label).sum()} normal + {st.label.sum()} anomalous test; PCA ranks (95%, 99%) per site {ranks}")
+        print(f"{'scorer':44s} {'AUROC':>7s} {'TPR@1%':>7s} {'FPR@.01':>8s}")
+        for k, r in list(base[name].items()) + [("--", None)] + list(cand[name].items()):
+            if r is None:
+                print("-" * 69)
+            elif k in base[name] or "K=" not in k or any(f"K={K}]" in k for K in shown):
+                print(f"{k:44s} {r.auroc:7.4f} {r.tpr:7.3f} {r.fpr:8.3f}")
+                if args.weights and k.endswith(("wfisher", "selfisher")):
+                    print("    " + " ".join(f"{t}={w:.2f}" for t, w in r.weights.items() if w > 0))
+
+    print("\n== margin against the best baseline (per set: candidate - max over the 5 baselines)")
+    best_a = {n: max(base[n], key=lambda k, n=n: base[n][k].auroc) for n in names}
+    best_t = {n: max(r.tpr for r in base[n].values()) for n in names}
+    print("best baseline AUROC: " + ", ".join(f"{n} {base[n][best_a[n]].auroc:.4f} ({best_a[n]})" for n in names))
+    print("best baseline TPR@1%: " + ", ".join(f"{n} {best_t[n]:.3f}" for n in names))
+    summary = []
+    for k in cand[names[0]]:
+        if k.startswith("term"):
+            continue
+        da = [cand[n][k].auroc - base[n][best_a[n]].auroc for n in names]
+        dt = [cand[n][k].tpr - best_t[n] for n in names]
+        summary.append((min(da), k, da, dt, max(cand[n][k].fpr for n in names)))
+    summary.sort(key=lambda t: -t[0])
+    print(f"{'candidate':44s} {'worst':>7s} {'mean':>7s} " + " ".join(f"{n[:7]:>7s}" for n in names)
+          + "  worst dTPR@1%  max FPR@.01")
+    for i, (worst, k, da, dt, fpr) in enumerate(summary):
+        if i < args.top or k == "daemon fisher":
+            print(f"{k:44s} {worst:7.4f} {np.mean(da):7.4f} " + " ".join(f"{d:7.4f}" for d in da)
+                  + f"  {min(dt):13.3f}  {fpr:11.3f}")
+    print("\nbootstrap standard error of each per-set margin (300 paired resamples of the test traces):")
+    for worst, k, da, dt, fpr in summary[:5]:
+        se = [bootstrap_margin(cand[n][k].stat["test"], base[n][best_a[n]].stat["test"], studies[n].label)
+              for n in names]
+        print(f"{k:44s} " + " ".join(f"{d:+.4f}±{e:.4f}" for d, e in zip(da, se)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
