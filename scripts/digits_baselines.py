@@ -508,6 +508,208 @@ def bootstrap_margin(stat, best, label, reps=300, seed=0):
     return np.std(out)
 
 
+# ---------------------------------------------------------------------------------------------- families
+
+def lw_intensity(z, target_diag):
+    """Ledoit-Wolf shrinkage intensity of the covariance of z towards diag(target_diag) (any diagonal target):
+    min(1, beta / delta), beta = mean over rows of ||z_i z_i' - S||_F^2 / n, delta = ||S - F||_F^2."""
+    zc = z - z.mean(0)
+    n = len(zc)
+    cov = zc.T @ zc / n
+    delta = ((cov - np.diag(target_diag)) ** 2).sum()
+    # sum_i ||z_i z_i' - S||^2 = sum_i ||z_i||^4 - n ||S||^2
+    beta = (((zc ** 2).sum(1) ** 2).sum() - n * (cov ** 2).sum()) / n ** 2
+    return float(min(1.0, max(beta, 0.0) / delta)) if delta > 0 else 1.0
+
+
+class RidgeTransition:
+    """Fixed transition: y | x ~ N(my + B (x - mx), R) with B the ridge regression of y on x, penalty by
+    generalised cross-validation (one penalty shared by all outputs, log grid over the squared singular
+    values), and R the Ledoit-Wolf-shrunk covariance of the in-sample residuals (their own intensity)."""
+
+    def __init__(self, x, y, grid=np.logspace(-6, 2, 33)):
+        self.mx, self.my = x.mean(0), y.mean(0)
+        xc, yc = x - self.mx, y - self.my
+        n = len(x)
+        u, d, vt = np.linalg.svd(xc, full_matrices=False)
+        uty = u.T @ yc
+        base = (yc ** 2).sum() - (uty ** 2).sum()  # the part of y outside span(x): no penalty reaches it
+        best = None
+        for lam in grid * (d ** 2).mean():
+            f = d ** 2 / (d ** 2 + lam)
+            rss = base + (((1 - f)[:, None] * uty) ** 2).sum()
+            gcv = rss / n / (1 - f.sum() / n) ** 2
+            if best is None or gcv < best[0]:
+                best = (gcv, lam)
+        self.lam = best[1]
+        self.b = (vt.T @ ((d / (d ** 2 + self.lam))[:, None] * uty)).T
+        r = yc - xc @ self.b.T
+        cov, self.shrinkage = ledoit_wolf(r, assume_centered=True)
+        self.inv, self.logdet = chol_inv(cov)
+        self.p = y.shape[1]
+
+    def surprise(self, x, y):
+        r = (y - self.my) - (x - self.mx) @ self.b.T
+        return 0.5 * (((r @ self.inv.T) ** 2).sum(1) + self.logdet + self.p * np.log(2 * np.pi))
+
+
+class JointLWTransition(Transition):
+    """Fixed transition: as Transition, but the joint covariance of (x, y) is shrunk (to the same block-wise
+    scaled identity) with the joint vector's own Ledoit-Wolf intensity, not the larger of the two sites'."""
+
+    def __init__(self, x, y, gx, gy):
+        px = x.shape[1]
+        z = np.hstack([x, y])
+        cov = np.cov(z, rowvar=False, bias=True)
+        target = np.concatenate([np.full(px, np.trace(cov[:px, :px]) / px),
+                                 np.full(y.shape[1], np.trace(cov[px:, px:]) / y.shape[1])])
+        s = self.shrinkage = lw_intensity(z, target)
+        cov = (1 - s) * cov + s * np.diag(target)
+        sxx, syx, syy = cov[:px, :px], cov[px:, :px], cov[px:, px:]
+        self.b = np.linalg.solve(sxx, syx.T).T
+        self.mx, self.my = gx.mean, gy.mean
+        self.inv, self.logdet = chol_inv(syy - self.b @ syx.T)
+        self.p = y.shape[1]
+
+
+def family_terms(st, group, K, space="pca99"):
+    """All terms of one group ("cal" or "test"), with the fixed transitions' terms added:
+    trans{r,j}.hkhk+1 (ridge-GCV / joint-LW transition) and dependence{r,j}.hkhk+1 = -(joint.hk+1 - trans)."""
+    T = dict(st.terms(group, space, K))
+    if not hasattr(st, "trans_fixed"):
+        est = st.est
+        st.trans_fixed = {
+            "r": [RidgeTransition(est.sites[i], est.sites[i + 1]) for i in range(len(est.sites) - 1)],
+            "j": [JointLWTransition(est.sites[i], est.sites[i + 1], st.gauss[i], st.gauss[i + 1])
+                  for i in range(len(est.sites) - 1)]}
+    sites = st.group(group)[0]
+    for v, models in st.trans_fixed.items():
+        for k, m in enumerate(models):
+            a, b = f"h{k + 1}", f"h{k + 2}"
+            T[f"trans{v}.{a}{b}"] = m.surprise(sites[k], sites[k + 1])
+            T[f"dependence{v}.{a}{b}"] = -(T[f"joint.{b}"] - T[f"trans{v}.{a}{b}"])
+    T["maha.sum"] = sum(g.maha(x) for g, x in zip(st.gauss, sites))
+    return T
+
+
+def family_definitions(n_sites):
+    """Families of terms: each family's statistic is Fisher over its terms' conformal p-values (a single
+    term: the term itself), then calibrated conformally on the calibration traces."""
+    h = [f"h{k + 1}" for k in range(n_sites)]
+    pairs = [f"{a}{b}" for a, b in zip(h, h[1:])]
+    site_terms = [f"{t}.{s}" for s in h for t in ("indep", "joint", "interaction")]
+    output = [f"output.{s}" for s in h]
+
+    def daemon(v=""):
+        return site_terms + [f"{t}{v}.{p}" for p in pairs for t in ("trans", "dependence")] + output
+    return {
+        "G": daemon(),             # the daemon's `mechanism` terms (current transition)
+        "Gr": daemon("r"),         # ... with the ridge-GCV transition
+        "Gj": daemon("j"),         # ... with the joint-LW transition
+        "Gx": site_terms + output,  # ... with no transition terms at all
+        "L": [f"knn.{s}" for s in h] + ["knn.cat"],
+        "O": output,
+        "M": ["maha.sum"],
+        "T": [f"trans.{p}" for p in pairs],
+        "Tr": [f"transr.{p}" for p in pairs],
+    }
+
+
+def family_pvalues(st, K, space="pca99"):
+    """Per family: the family statistic's conformal p-value on calibration (leave-one-out) and test traces."""
+    Tc, Tt = family_terms(st, "cal", K, space), family_terms(st, "test", K, space)
+    out = {}
+    for fam, names in family_definitions(len(st.est.sites)).items():
+        stat = {}
+        for g, T in (("cal", Tc), ("test", Tt)):
+            cols = []
+            for n in names:
+                c, v = Tc[n], T[n]
+                ok, good = ~np.isnan(c), ~np.isnan(v)
+                p = np.ones(len(v))
+                p[good] = tail_p(c[ok], v[good], loo=(g == "cal"))
+                cols.append(p)
+            stat[g] = COMBINE["fisher"](np.column_stack(cols), np.ones(len(names)))
+        out[fam] = {g: tail_p(stat["cal"], stat[g], loo=(g == "cal")) for g in stat}
+        out[fam]["stat"] = stat
+    return out
+
+
+FAMILY_COMBOS = ["G", "Gr", "Gj", "Gx", "L", "M",
+                 "G+L", "Gr+L", "Gj+L", "G+L+O", "Gr+L+O", "G+M", "G+M+L", "M+L", "M+L+O", "L+O",
+                 "G+M+L+O", "Gx+L", "Gx+M+L", "Gr+M+L", "G+Tr+L"]
+FAMILY_RULES = ("bonf", "cauchy", "fisher")
+
+
+def family_candidates(st, K, space="pca99", combos=FAMILY_COMBOS):
+    """Candidates from family p-values: min-p x (number of families) (Bonferroni), Cauchy (ACAT, equal
+    weights) or Fisher across the families; each combined statistic calibrated conformally again by Result
+    (on the calibration traces' leave-one-out values). r.fpr_direct: the FPR on clean test traces of the
+    uncalibrated rule "combined p <= alpha" (Bonferroni: min p x m; Cauchy: the Cauchy tail of the mean)."""
+    P = family_pvalues(st, K, space)
+    rows = {}
+    for combo in combos:
+        fams = combo.split("+")
+        for rule in FAMILY_RULES if len(fams) > 1 else ("fisher",):
+            p = {g: np.column_stack([P[f][g] for f in fams]) for g in ("cal", "test")}
+            if rule == "bonf":
+                stat = {g: -np.log(np.minimum(1, p[g].min(1) * len(fams))) for g in p}
+                direct = np.minimum(1, p["test"].min(1) * len(fams))
+            elif rule == "cauchy":
+                stat = {g: COMBINE["cauchy"](p[g], np.ones(len(fams)) / len(fams)) for g in p}
+                direct = 0.5 - np.arctan(stat["test"]) / np.pi
+            else:
+                stat = {g: COMBINE["fisher"](p[g], np.ones(len(fams))) for g in p}
+                from scipy.stats import chi2
+                direct = chi2.sf(stat["test"], 2 * len(fams))
+            r = st.result(stat)
+            r.stat = stat
+            r.fpr_direct = (direct[~st.label] <= ALPHA).mean()
+            rows[f"{combo} {rule}" if len(fams) > 1 else combo] = r
+    return rows
+
+
+def family_report(collections, Ks=(1, 3, 5), space="pca99", top=25, quiet=False):
+    """collections: {label: [(set name, set directory)]}; each collection is one full run (e.g. the digits
+    sets of one seed plus the planted sets). Ranks every (K, candidate) by its worst AUROC margin over the
+    best of the five baselines, over all sets of all collections."""
+    margins, tpr, fpr, fprd, cols = {}, {}, {}, {}, []
+    for label, sets in collections.items():
+        for name, d in sets:
+            fit, test = load(pathlib.Path(d) / "fit.jsonl"), load(pathlib.Path(d) / "test.jsonl")
+            st = SetStudy(fit, test)
+            base = baselines(st)
+            best = max(r.auroc for r in base.values())
+            best_t = max(r.tpr for r in base.values())
+            col = f"{label}:{name}"
+            cols.append(col)
+            if not quiet:
+                family_terms(st, "cal", Ks[0], space)
+                shr = [(round(max(st.gauss[i].shrinkage, st.gauss[i + 1].shrinkage), 4), round(m.shrinkage, 4))
+                       for i, m in enumerate(st.trans_fixed["j"])]
+                print(f"{col}: best baseline {max(base, key=lambda k: base[k].auroc)} {best:.4f}; transition "
+                      f"shrinkage (daemon, joint-LW) {shr}; ridge-GCV penalty "
+                      f"{[float(f'{m.lam:.3g}') for m in st.trans_fixed['r']]}", flush=True)
+            for K in Ks:
+                for k, r in family_candidates(st, K, space).items():
+                    key = f"{k} [K={K}]" if "L" in k.split(" ")[0].split("+") else k
+                    if key in margins and col in margins[key]:
+                        continue
+                    margins.setdefault(key, {})[col] = r.auroc - best
+                    tpr.setdefault(key, {})[col] = r.tpr - best_t
+                    fpr.setdefault(key, {})[col] = r.fpr
+                    fprd.setdefault(key, {})[col] = r.fpr_direct
+    rank = sorted(margins, key=lambda k: -min(margins[k].values()))
+    print(f"\n{'candidate':26s} {'worst':>7s} {'mean':>7s} " + " ".join(f"{c[-9:]:>9s}" for c in cols)
+          + "  wdTPR  maxFPR meanFPR maxFPRdir")
+    for k in rank[:top] + [k for k in ("G", "M") if k not in rank[:top]]:
+        m = [margins[k][c] for c in cols]
+        print(f"{k:26s} {min(m):7.4f} {np.mean(m):7.4f} " + " ".join(f"{v:9.4f}" for v in m)
+              + f"  {min(tpr[k].values()):5.3f}  {max(fpr[k].values()):6.3f} {np.mean(list(fpr[k].values())):7.4f}"
+              + f" {max(fprd[k].values()):9.3f}")
+    return margins, tpr, fpr, fprd
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=pathlib.Path)

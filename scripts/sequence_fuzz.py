@@ -166,12 +166,14 @@ class Daemon:
         self.limits, self.starts = limits, self.starts + 1
         with open(self.log, "a") as log:
             log.write(f"--- start {self.starts} {limits}\n")
-        self.process = subprocess.Popen(
-            [self.binary, "serve", "--socket", self.socket, "--database", self.db, "--alpha", str(DEFAULT_ALPHA),
-             "--calibration-fraction", str(FRACTION), "--log-level", "warning",
-             "--max-message-bytes", str(limits["max_message_bytes"]),
-             "--max-payload-bytes", str(limits["max_payload_bytes"])],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), cwd=self.work)
+        command = [self.binary, "serve", "--socket", self.socket, "--database", self.db,
+                   "--alpha", str(DEFAULT_ALPHA), "--calibration-fraction", str(FRACTION), "--log-level", "warning",
+                   "--max-message-bytes", str(limits["max_message_bytes"]),
+                   "--max-payload-bytes", str(limits["max_payload_bytes"])]
+        try:
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), cwd=self.work)
+        except OSError as e:
+            return f"daemon did not start: {e}"
         deadline = time.time() + 30
         while not self.accepting():
             if self.process.poll() is not None or time.time() > deadline:
@@ -907,10 +909,14 @@ class Fuzz:
         self.g = random.Random(args.seed)
         self.np = np.random.default_rng(args.seed)
         self.work = pathlib.Path(tempfile.mkdtemp(prefix="mw-seqfuzz-"))
-        self.daemon = Daemon(str(pathlib.Path(args.binary).resolve()), self.work)
+        # A private copy: a rebuild during the run must not swap the daemon under test (or be "text file busy").
+        binary = self.work / "mechwatch"
+        shutil.copy2(pathlib.Path(args.binary).resolve(), binary)
+        self.daemon = Daemon(str(binary), self.work)
         self.ledger = Ledger()
         self.model = {}
         self.ops = collections.Counter()
+        self.kinds = collections.Counter()
         self.oks = collections.Counter()
         self.passed = self.failed = 0
         self.store_problems = []
@@ -995,6 +1001,7 @@ class Fuzz:
     def run_sequence(self, seq):
         gen = Generator(self.g, self.np, self.daemon.limits)
         kind = self.g.choices(["single", "multi", "delete_refit", "batches_finalize"], [30, 45, 12, 13])[0]
+        self.kinds[kind] += 1
         refit = None
         if kind == "single":
             conns = self.scenario_random(seq, 1, gen)
@@ -1035,6 +1042,8 @@ class Fuzz:
         for c, pipes in enumerate(conns):
             for pipe in pipes:
                 for q in pipe:
+                    if q.after_unframeable:
+                        continue
                     self.ops[q.kind] += 1
                     self.oks[q.kind] += bool(q.reply and q.reply.get("ok"))
         for ch in checkers:
@@ -1073,8 +1082,10 @@ class Fuzz:
             problems += compare_state(checkers[0].m, status, layouts, REFS, "after the sequence")
         else:
             sent = [q for pipes in conns for pipe in pipes for q in pipe if q.reply]
+            unanswered = [q for pipes in conns for pipe in pipes for q in pipe if q.missing and not q.after_unframeable]
             for r in REFS:
                 touched = [q for q in sent if q.ref == r and q.kind in ("delete", "finalize") and q.reply.get("ok")]
+                touched += [q for q in unanswered if q.ref == r and q.kind in ("delete", "finalize", "fit", "fit_batch")]
                 if touched or (r in start and start[r].state != "collecting"):
                     continue
                 fits = [q for q in sent if q.ref == r and q.kind in ("fit", "fit_batch") and q.reply.get("ok")]
@@ -1150,7 +1161,8 @@ class Fuzz:
         for note, n in self.ledger.notes.items():
             print(f"note ({n}x): {note}")
         ops = ", ".join(f"{k} {self.ops[k]} ({self.oks[k]} ok)" for k in sorted(self.ops))
-        print(f"ops: {ops}")
+        print(f"sequences: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())))
+        print(f"requests: {ops}")
         print(f"acknowledged: {len(self.ledger.fits)} fit traces, {len(self.ledger.events)} events; "
               f"daemon starts: {self.daemon.starts}; store checks: {len(self.store_problems)} problems")
         print(f"sequence fuzz: {self.passed} passed, {self.failed} failed (seed {self.args.seed})")

@@ -78,6 +78,7 @@ struct Serve: AsyncParsableCommand {
         do { try await group.run() } catch {
             throw CommandFailure("\(error)")
         }
+        await engine.close()
     }
 }
 

@@ -120,7 +120,7 @@ public struct ReferenceFitter: Sendable {
         }
         var transitions: [TransitionModel] = []
         for (k, cross) in crosses.enumerated() {
-            do { transitions.append(try TransitionModel(from: sites[k], to: sites[k + 1], cross: cross)) } catch {
+            do { transitions.append(try TransitionModel(from: sites[k], to: sites[k + 1], momentsX: moments[k], momentsY: moments[k + 1], cross: cross)) } catch {
                 throw .numerical(site: "\(sites[k].name)→\(sites[k + 1].name)", error)
             }
         }

@@ -5,11 +5,14 @@ import COpenBLAS
 
 /// The linear-Gaussian conditional of a site given the site before it: `y | x ~ N(μ_y + B(x − μ_x), Σ_y|x)`.
 ///
-/// The joint covariance of `(x, y)` is shrunk as one matrix, `(1 − s) S + s · blockdiag(μ_x I, μ_y I)` with
-/// `s` the larger of the two sites' Ledoit–Wolf intensities and `μ` each block's mean variance, so it stays
-/// positive semi-definite (shrinking the blocks separately would not guarantee that). Then
-/// `B = Σ_yx Σ_xx⁻¹` and `Σ_y|x = Σ_yy − Σ_yx Σ_xx⁻¹ Σ_xy` (the Schur complement; e.g. Bishop, PRML §2.3.1),
-/// computed through the Cholesky factor `L` of `Σ_xx`: `W = Σ_yx L⁻ᵀ`, `B = W L⁻¹`, `Σ_y|x = Σ_yy − W Wᵀ`.
+/// `B` is the ridge regression of `y` on `x`, `B = S_yx (S_xx + λI)⁻¹` from the sample (co)variances, with
+/// the penalty λ chosen by generalised cross-validation (Golub, Heath & Wahba 1979) over a grid
+/// `λ = tr(S_xx)/p · 10^k`, k = −6, −5.75, …, 2: the λ minimising `RSS(λ)/n / (1 − df(λ)/n)²`,
+/// `df = Σ dᵢ/(dᵢ + λ)`. In the eigenbasis `S_xx = V D Vᵀ`, with `G = S_yx V`, everything is closed form:
+/// `B = G (D + λ)⁻¹ Vᵀ` and the in-sample residual covariance `R = S_yy − G diag((dᵢ + 2λ)/(dᵢ + λ)²) Gᵀ`,
+/// so `RSS/n = tr R`. `Σ_y|x` is `R` shrunk toward `(tr R / q) I` with `y`'s own Ledoit–Wolf intensity, which
+/// keeps it positive definite without touching the regression. (The regression is regularised on its own,
+/// so an isotropic site no longer loses its dependence on the site before it.)
 public struct TransitionModel: Sendable {
     public let from: String, to: String
     let widthX: Int, widthY: Int
@@ -21,25 +24,54 @@ public struct TransitionModel: Sendable {
     /// Cholesky factor of `Σ_y|x`.
     let factor: Cholesky
 
-    /// Fits from the two site models and the cross moments of the traces that estimated them.
-    public init(from x: SiteModel, to y: SiteModel, cross: CrossMoments) throws(MathError) {
+    /// The penalty grid's exponents, relative to the mean eigenvalue of `S_xx`.
+    public static let penaltyExponents: [Double] = (0...32).map { -6 + 0.25 * Double($0) }
+
+    /// Fits from the two sites' models and moments and the cross moments of the traces that estimated them.
+    public init(from x: SiteModel, to y: SiteModel, momentsX: RunningMoments, momentsY: RunningMoments, cross: CrossMoments) throws(MathError) {
         let p = x.width, q = y.width
-        precondition(cross.widthX == p && cross.widthY == q)
-        let s = max(x.shrinkage, y.shrinkage)
-        let sxx = TransitionModel.reshrink(x, to: s), syy = TransitionModel.reshrink(y, to: s)
-        let lx = try Cholesky(sxx, dimension: p)
-        var w = cross.covariance().map { $0 * (1 - s) }  // Σ_yx, q × p
-        // W = Σ_yx L⁻ᵀ  (solve W Lᵀ = Σ_yx)
-        cblas_dtrsm(CblasColMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, Int32(q), Int32(p), 1,
-                    lx.lower, Int32(p), &w, Int32(q))
-        // Σ_y|x = Σ_yy − W Wᵀ (lower triangle, then mirrored)
-        var conditional = syy
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(q), Int32(p), -1, w, Int32(q), 1, &conditional, Int32(q))
-        for j in 0..<q { for i in 0..<j { conditional[j * q + i] = conditional[i * q + j] } }
-        // B = W L⁻¹  (solve B L = W)
-        var b = w
-        cblas_dtrsm(CblasColMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(q), Int32(p), 1,
-                    lx.lower, Int32(p), &b, Int32(q))
+        precondition(cross.widthX == p && cross.widthY == q && momentsX.width == p && momentsY.width == q)
+        let n = Double(cross.count)
+        // S_xx = V D Vᵀ (eigenvalues ascending; tiny negative rounding clamped to 0).
+        var v = momentsX.covariance()
+        var d = [Double](repeating: 0, count: p)
+        let info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "L")), Int32(p), &v, Int32(p), &d)
+        guard info == 0 else { throw .lapack(routine: "dsyevd", info: Int(info)) }
+        d = d.map { max($0, 0) }
+        // G = S_yx V (q × p) and the squared norm of each of its columns.
+        let syx = cross.covariance()
+        var g = [Double](repeating: 0, count: q * p)
+        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, Int32(q), Int32(p), Int32(p), 1, syx, Int32(q), v, Int32(p), 0, &g, Int32(q))
+        let norms = (0..<p).map { i in (0..<q).reduce(0.0) { $0 + g[i * q + $1] * g[i * q + $1] } }
+        let syy = momentsY.covariance()
+        let traceYY = (0..<q).reduce(0.0) { $0 + syy[$1 * q + $1] }
+        let lambda = TransitionModel.penalty(eigenvalues: d, columnNorms: norms, traceYY: traceYY, count: n)
+        // B = G (D + λ)⁻¹ Vᵀ
+        var scaled = g
+        for i in 0..<p {
+            let w = d[i] + lambda > 0 ? 1 / (d[i] + lambda) : 0
+            for r in 0..<q { scaled[i * q + r] *= w }
+        }
+        var b = [Double](repeating: 0, count: q * p)
+        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, Int32(q), Int32(p), Int32(p), 1, scaled, Int32(q), v, Int32(p), 0, &b, Int32(q))
+        // R = S_yy − G W Gᵀ, W = diag((dᵢ + 2λ)/(dᵢ + λ)²), as S_yy − (G W^½)(G W^½)ᵀ.
+        var half = g
+        for i in 0..<p {
+            let denominator = d[i] + lambda
+            let w = denominator > 0 ? ((d[i] + 2 * lambda) / (denominator * denominator)).squareRoot() : 0
+            for r in 0..<q { half[i * q + r] *= w }
+        }
+        var residual = syy
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, Int32(q), Int32(p), -1, half, Int32(q), 1, &residual, Int32(q))
+        var traceR = 0.0
+        for j in 0..<q {
+            residual[j * q + j] = max(residual[j * q + j], 0)
+            traceR += residual[j * q + j]
+            for i in 0..<j { residual[j * q + i] = residual[i * q + j] }  // upper (i, j) from lower (j, i)
+        }
+        let s = y.shrinkage, mu = max(traceR / Double(q), SiteModel.varianceFloor * traceYY / Double(q))
+        var conditional = residual.map { $0 * (1 - s) }
+        for j in 0..<q { conditional[j * q + j] += s * mu }
         from = x.name
         to = y.name
         widthX = p
@@ -51,18 +83,25 @@ public struct TransitionModel: Sendable {
         factor = try Cholesky(conditional, dimension: q)
     }
 
-    /// A site's covariance re-shrunk with intensity `s` (≥ its own): `(1 − s) S + s μ I`, recovering the
-    /// sample covariance `S` from the stored `(1 − s₀) S + s₀ μ I` (shrinkage keeps the trace, so μ is known).
-    static func reshrink(_ site: SiteModel, to s: Double) -> [Double] {
-        let p = site.width, s0 = site.shrinkage
-        var mu = 0.0
-        for i in 0..<p { mu += site.covariance[i * p + i] }
-        mu /= Double(p)
-        guard s0 < 1 else { return site.covariance }  // already μI, and s ≥ s₀ = 1
-        let scale = (1 - s) / (1 - s0)
-        var c = site.covariance.map { $0 * scale }
-        for i in 0..<p { c[i * p + i] += (s - s0 * scale) * mu }
-        return c
+    /// The GCV-chosen ridge penalty, from `S_xx`'s eigenvalues, the squared column norms of `S_yx V`,
+    /// `tr S_yy` and the trace count; 0 when `x` does not vary.
+    static func penalty(eigenvalues d: [Double], columnNorms: [Double], traceYY: Double, count n: Double) -> Double {
+        let scale = d.reduce(0, +) / Double(max(d.count, 1))
+        guard scale > 0 else { return 0 }
+        var best = (gcv: Double.infinity, lambda: scale)
+        for k in penaltyExponents {
+            let lambda = scale * pow(10, k)
+            var rss = traceYY, df = 0.0
+            for (di, gi) in zip(d, columnNorms) {
+                let denominator = di + lambda
+                rss -= gi * (di + 2 * lambda) / (denominator * denominator)
+                df += di / denominator
+            }
+            guard df < n else { continue }
+            let gcv = max(rss, 0) / ((1 - df / n) * (1 - df / n))
+            if gcv < best.gcv { best = (gcv, lambda) }
+        }
+        return best.lambda
     }
 
     /// Rebuilds a stored transition from its coefficients and conditional covariance.

@@ -1,13 +1,14 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import NIOConcurrencyHelpers
 
 /// An exclusive lock on a database, held by one daemon for as long as it runs: `DATABASE.lock` beside the
 /// database, locked with `flock` (released by the kernel when the daemon exits, even by SIGKILL) and
 /// holding the owner's pid. A second daemon on the same database, whatever its socket, refuses to start
 /// instead of diverging from the first.
 public final class DatabaseLock: Sendable {
-    private let descriptor: Int32
+    private let descriptor: NIOLockedValueBox<Int32?>
     /// The lock file's path.
     public let path: String
 
@@ -27,10 +28,18 @@ public final class DatabaseLock: Sendable {
         let pid = "\(getpid())\n"
         _ = ftruncate(fd, 0)
         _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
-        descriptor = fd
+        descriptor = NIOLockedValueBox(fd)
     }
 
-    deinit { close(descriptor) }
+    /// Releases the lock (also done when the lock is deallocated, and by the kernel when the process exits).
+    public func release() {
+        descriptor.withLockedValue { fd in
+            if let open = fd { close(open) }
+            fd = nil
+        }
+    }
+
+    deinit { release() }
 }
 
 /// Why a daemon could not take its database's lock.

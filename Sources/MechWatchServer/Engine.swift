@@ -64,6 +64,11 @@ public actor Engine {
         }
     }
 
+    /// Releases the database for another daemon (after the server has stopped).
+    public func close() {
+        lock.release()
+    }
+
     /// Answers one decoded message.
     public func handle(_ message: DecodedMessage) async -> Reply {
         await handle([message])[0]

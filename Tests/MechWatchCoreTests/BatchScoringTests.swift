@@ -31,7 +31,7 @@ import Testing
         let x = try SiteModel(name: "x", moments: mx), y = try SiteModel(name: "y", moments: my)
         let outputs = [try OutputModel(site: "x", moments: ox, shrinkage: x.shrinkage, minimumCount: t.output_minimum_count),
                        try OutputModel(site: "y", moments: oy, shrinkage: y.shrinkage, minimumCount: t.output_minimum_count)]
-        return try ReferenceModel(layout: layout, sites: [x, y], transitions: [try TransitionModel(from: x, to: y, cross: cross)],
+        return try ReferenceModel(layout: layout, sites: [x, y], transitions: [try TransitionModel(from: x, to: y, momentsX: mx, momentsY: my, cross: cross)],
                                   outputs: outputs, calibration: .empty, alpha: 0.1, scorer: .mechanism)
     }
 

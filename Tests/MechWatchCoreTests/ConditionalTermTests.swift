@@ -1,3 +1,4 @@
+import Foundation
 import MechWatchCore
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
     let t: CoreFixture.Transition
     init() throws { t = try CoreFixture.load().transition }
 
-    func sites() throws -> (SiteModel, SiteModel, CrossMoments) {
+    func sites() throws -> (SiteModel, SiteModel, TransitionModel) {
         var mx = RunningMoments(width: 4), my = RunningMoments(width: 3)
         var cross = CrossMoments(widthX: 4, widthY: 3)
         for (x, y) in zip(t.fit_x, t.fit_y) {
@@ -15,12 +16,12 @@ import Testing
             my.add(y)
             cross.add(x: x, y: y)
         }
-        return (try SiteModel(name: "x", moments: mx), try SiteModel(name: "y", moments: my), cross)
+        let x = try SiteModel(name: "x", moments: mx), y = try SiteModel(name: "y", moments: my)
+        return (x, y, try TransitionModel(from: x, to: y, momentsX: mx, momentsY: my, cross: cross))
     }
 
     @Test func transitionMatchesNumpy() throws {
-        let (x, y, cross) = try sites()
-        let model = try TransitionModel(from: x, to: y, cross: cross)
+        let (_, _, model) = try sites()
         #expect(close(model.coefficients, t.coefficients, rtol: 1e-8, atol: 1e-10))
         #expect(close(model.conditionalCovariance, t.conditional_covariance, rtol: 1e-8, atol: 1e-10))
         let surprises = zip(t.test_x, t.test_y).map { model.surprise(x: $0, y: $1) }
@@ -56,5 +57,48 @@ import Testing
             if let want { #expect(got.map { close($0, want, rtol: 1e-8) } == true) } else { #expect(got == nil) }
         }
         #expect(model.surprise(t.test_y[0], output: nil) == nil)
+    }
+}
+
+/// A transition broken while each site alone stays plausible is seen, even when each site's own
+/// covariance is isotropic (Ledoit–Wolf intensity 1), which used to zero the regression.
+@Suite struct BrokenTransitionTests {
+    @Test func isotropicSitesKeepTheirDependence() throws {
+        var state: UInt64 = 42
+        func gaussian() -> Double { SeededNormal.next(&state) }
+        let layout = SiteLayout([.init(name: "h1", width: 8), .init(name: "h2", width: 8)])
+        func trace(_ id: String, offset: Double) -> Trace {
+            let h1 = (0..<8).map { _ in gaussian() }
+            return Trace(id: id, sites: [h1, h1.map { 2 * $0 + offset + 0.1 * gaussian() }])
+        }
+        var fitter = ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: 0.2))
+        var calibration: [Trace] = []
+        for j in 0..<1000 {
+            let t = trace("fit-\(j)", offset: 0)
+            if fitter.add(t) { calibration.append(t) }
+        }
+        let model = try fitter.finalize(calibration: calibration, alpha: 0.01)
+        #expect(model.sites.allSatisfy { $0.shrinkage > 0.9 }, "both sites are isotropic: \(model.sites.map(\.shrinkage))")
+        let broken = model.evaluate(TraceBatch(layout: layout, traces: (0..<500).map { trace("b-\($0)", offset: 3) }))
+        let normal = model.evaluate(TraceBatch(layout: layout, traces: (0..<2000).map { trace("n-\($0)", offset: 0) }))
+        let flaggedBroken = (0..<broken.count).filter(broken.flagged).count
+        let flaggedNormal = (0..<normal.count).filter(normal.flagged).count
+        #expect(Double(flaggedBroken) / 500 >= 0.99, "broken transitions flagged: \(flaggedBroken)/500")
+        // At alpha 0.01 with ~200 calibration traces: expect ~1%; 3.5% is far outside sampling noise.
+        #expect(Double(flaggedNormal) / 2000 <= 0.035, "normal traces flagged: \(flaggedNormal)/2000")
+    }
+}
+
+/// Seeded standard normal draws (SplitMix64 + Box–Muller), for tests that need many.
+enum SeededNormal {
+    static func next(_ s: inout UInt64) -> Double {
+        func u() -> Double {
+            s &+= 0x9e37_79b9_7f4a_7c15
+            var z = s
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return (Double((z ^ (z >> 31)) >> 11) + 0.5) / Double(1 << 53)
+        }
+        return (-2 * log(u())).squareRoot() * cos(2 * .pi * u())
     }
 }

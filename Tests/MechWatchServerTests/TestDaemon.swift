@@ -34,10 +34,12 @@ struct TestDaemon {
                 let value = try await body()
                 await group.triggerGracefulShutdown()
                 try await tasks.waitForAll()
+                await engine.close()
                 return value
             } catch {
                 await group.triggerGracefulShutdown()
                 try? await tasks.waitForAll()
+                await engine.close()
                 throw error
             }
         }

@@ -62,17 +62,26 @@ tx = rng2.normal(size=(6, p)) @ a + 2.0
 tl = np.array([0, 1, 2, 0, 3, 1])
 ty = tx @ coef.T + class_shift[tl] + 0.3 * rng2.normal(size=(6, q))
 ty[-1] += np.array([3.0, -3.0, 3.0])  # breaks the dependence
-_, s_x = ledoit_wolf(x)
 _, sy = ledoit_wolf(y)
 mx, my = x.mean(0), y.mean(0)
-# The joint covariance shrunk as one matrix with the larger intensity: (1-s) S + s blockdiag(mu_x I, mu_y I).
-s_joint = max(s_x, sy)
-cx, cy = np.cov(x.T, bias=True), np.cov(y.T, bias=True)
-sxx = (1 - s_joint) * cx + s_joint * np.trace(cx) / p * np.eye(p)
-syy = (1 - s_joint) * cy + s_joint * np.trace(cy) / q * np.eye(q)
-syx = (1 - s_joint) * (y - my).T @ (x - mx) / n_t  # biased cross-covariance, shrunk
-b = syx @ np.linalg.inv(sxx)
-cond = syy - b @ syx.T
+# Ridge regression of y on x, its penalty chosen by generalised cross-validation, computed here from the
+# definitions (hat matrix of the centred design, explicit residuals) rather than the eigenbasis the Swift
+# code uses: lambda = tr(S_xx)/p * 10^k, k = -6, -5.75, ..., 2; GCV = (RSS/n) / (1 - df/n)^2.
+xc, yc = x - mx, y - my
+sxx = xc.T @ xc / n_t
+best = None
+for k in np.arange(-6, 2.0001, 0.25):
+    lam = np.trace(sxx) / p * 10.0 ** k
+    hat = xc @ np.linalg.solve(xc.T @ xc + n_t * lam * np.eye(p), xc.T)
+    df = np.trace(hat)
+    rss = np.sum((yc - hat @ yc) ** 2) / n_t
+    gcv = rss / (1 - df / n_t) ** 2
+    if best is None or gcv < best[0]:
+        best = (gcv, lam)
+lam = best[1]
+b = (np.linalg.solve(sxx + lam * np.eye(p), xc.T @ yc / n_t)).T  # q x p
+r = (yc - xc @ b.T).T @ (yc - xc @ b.T) / n_t  # in-sample residual covariance
+cond = (1 - sy) * r + sy * np.trace(r) / q * np.eye(q)
 resid = (ty - my) - (tx - mx) @ b.T
 transition_nll = -multivariate_normal(mean=np.zeros(q), cov=cond).logpdf(resid)
 means = {c: y[labels == c].mean(0) for c in range(4)}
