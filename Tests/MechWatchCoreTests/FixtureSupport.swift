@@ -26,8 +26,13 @@ struct CoreFixture: Decodable {
         let transition_surprise: [Double], output_surprise: [Double?]
         let output_minimum_count: Int
     }
+    struct Local: Decodable {
+        let fit: [[Double]], sample_count: Int, queries: [[Double]], k: Int, explained: Double
+        let rank: Int, distances: [Double]
+    }
     let sites: [SiteLayout.Site]
     let transition: Transition
+    let local: Local
     let fit: [String: [[Double]]]
     let test: [String: [[Double]]]
     let expected: [String: Expected]

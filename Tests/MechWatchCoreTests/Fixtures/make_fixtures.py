@@ -89,11 +89,33 @@ within = sum((y[labels == c] - means[c]).T @ (y[labels == c] - means[c]) for c i
 pooled = (1 - sy) * within + sy * np.trace(within) / q * np.eye(q)
 output_nll = [(-multivariate_normal(mean=means[c], cov=pooled).logpdf(v) if c != 3 else None) for v, c in zip(ty, tl)]
 
+# Local term: distance to the K-th nearest sample trace in the whitened principal subspace of the shrunk
+# covariance (top eigenvectors explaining 90% of its trace here), by scikit-learn's exact NearestNeighbors.
+from sklearn.neighbors import NearestNeighbors
+
+rng3 = np.random.default_rng(11)
+centres = rng3.normal(size=(3, 6)) * 4
+lx = centres[rng3.integers(0, 3, size=200)] + rng3.normal(size=(200, 6)) @ np.diag([2, 1, 1, 0.5, 0.2, 0.1])
+lq = np.concatenate([centres[rng3.integers(0, 3, size=6)] + rng3.normal(size=(6, 6)),
+                     [(centres[0] + centres[1]) / 2, centres[2] + 6, np.zeros(6), centres[1]]])
+l_shrunk, _ = ledoit_wolf(lx)
+l_mean = lx.mean(0)
+evals, evecs = np.linalg.eigh(l_shrunk)
+order = np.argsort(evals)[::-1]
+evals, evecs = evals[order], evecs[:, order]
+rank = int(np.searchsorted(np.cumsum(evals) / evals.sum(), 0.9) + 1)
+proj = evecs[:, :rank] / np.sqrt(evals[:rank])
+sample = lx[:150]
+nn = NearestNeighbors(n_neighbors=3).fit((sample - l_mean) @ proj)
+local_distances = nn.kneighbors((lq - l_mean) @ proj)[0][:, 2]
+
 out = {
     "sites": [{"name": k, "width": v} for k, v in sites.items()],
     "fit": fit,
     "test": test,
     "expected": expected,
+    "local": {"fit": lx.tolist(), "sample_count": 150, "queries": lq.tolist(), "k": 3, "explained": 0.9,
+              "rank": rank, "distances": local_distances.tolist()},
     "conformal": {"calibration": cal.tolist(), "queries": queries.tolist(), "p_values": [float(p) for p in pvals]},
     "transition": {
         "fit_x": x.tolist(), "fit_y": y.tolist(), "fit_outputs": labels.tolist(),

@@ -1,0 +1,92 @@
+import COpenBLAS
+
+/// Exact K-nearest-neighbour distances from query points to a fixed sample, as level-3 BLAS:
+/// `‖q − s‖² = ‖q‖² + ‖s‖² − 2 q·s` for a block of queries against a block of sample points at a time
+/// (`sgemm`), keeping each query's K smallest; the K found are then measured directly in Float64, so the
+/// expansion's float32 cancellation can only affect which points are chosen among near-ties.
+public struct NearestNeighbours: Sendable {
+    /// Dimension of the points.
+    public let dimension: Int
+    /// The sample, `dimension × count` column-major (each point a column).
+    public let points: [Float]
+    /// `‖s‖²` of each sample point.
+    let squaredNorms: [Float]
+    /// Which neighbour's distance is reported (1: the nearest).
+    public let k: Int
+
+    public var count: Int { squaredNorms.count }
+
+    /// Sample points processed per `sgemm` (bounds the scratch: `block × queries` floats).
+    static let block = 2048
+
+    public init(dimension: Int, points: [Float], k: Int) {
+        precondition(dimension > 0 && points.count % dimension == 0 && k >= 1)
+        self.dimension = dimension
+        self.points = points
+        self.k = k
+        let m = points.count / dimension
+        squaredNorms = (0..<m).map { j in
+            var sum: Float = 0
+            for i in 0..<dimension { sum += points[j * dimension + i] * points[j * dimension + i] }
+            return sum
+        }
+    }
+
+    /// The distance from each query (columns of `queries`, `dimension × n`) to its K-th nearest sample
+    /// point; `.infinity` when the sample has fewer than K points.
+    public func kthDistances(_ queries: [Float], count n: Int) -> [Double] {
+        precondition(queries.count == dimension * n)
+        let m = count
+        guard n > 0 else { return [] }
+        guard m >= k else { return Array(repeating: .infinity, count: n) }
+        let queryNorms = (0..<n).map { j in
+            var sum: Float = 0
+            for i in 0..<dimension { sum += queries[j * dimension + i] * queries[j * dimension + i] }
+            return sum
+        }
+        // Each query's k smallest squared distances so far, ascending, and which points they are.
+        var best = [Float](repeating: .infinity, count: n * k)
+        var index = [Int](repeating: -1, count: n * k)
+        var products = [Float](repeating: 0, count: Self.block * n)
+        for start in stride(from: 0, to: m, by: Self.block) {
+            let b = min(Self.block, m - start)
+            // products (b × n) = Sᵀ_block Q
+            points.withUnsafeBufferPointer { s in
+                cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, Int32(b), Int32(n), Int32(dimension), 1,
+                            s.baseAddress! + start * dimension, Int32(dimension), queries, Int32(dimension), 0, &products, Int32(b))
+            }
+            for j in 0..<n {
+                let qn = queryNorms[j]
+                var worst = best[j * k + k - 1]
+                for i in 0..<b {
+                    let d2 = qn + squaredNorms[start + i] - 2 * products[j * b + i]
+                    guard d2 < worst else { continue }
+                    // Insert into the sorted k-list.
+                    var slot = k - 1
+                    while slot > 0, best[j * k + slot - 1] > d2 {
+                        best[j * k + slot] = best[j * k + slot - 1]
+                        index[j * k + slot] = index[j * k + slot - 1]
+                        slot -= 1
+                    }
+                    best[j * k + slot] = d2
+                    index[j * k + slot] = start + i
+                    worst = best[j * k + k - 1]
+                }
+            }
+        }
+        // The expansion chose the candidates; their distances are recomputed directly, in Float64.
+        return (0..<n).map { j in
+            var exact = (0..<k).map { c -> Double in
+                let point = index[j * k + c]
+                var sum = 0.0
+                for i in 0..<dimension {
+                    let d = Double(queries[j * dimension + i]) - Double(points[point * dimension + i])
+                    sum += d * d
+                }
+                return sum
+            }
+            exact.sort()
+            return exact[k - 1].squareRoot()
+        }
+    }
+}
