@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug/mechwatch
 
-.PHONY: install build test kill-test flood-test demo bench fixtures clean
+.PHONY: install build test kill-test flood-test detection fuzz demo bench fixtures clean
 
 install:
 	@scripts/install-deps.sh
@@ -13,7 +13,7 @@ build: install
 test: install
 	$(SWIFT) build
 	$(SWIFT) test
-	@python3 -c "import numpy, pytest" 2>/dev/null || python3 -m pip install --quiet numpy pytest
+	@python3 -c "import numpy, pytest, scipy, sklearn" 2>/dev/null || python3 -m pip install --quiet numpy pytest scipy scikit-learn
 	python3 scripts/kill_test.py $(BIN)
 	python3 scripts/flood_test.py $(BIN)
 	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests
@@ -27,6 +27,12 @@ flood-test: build
 kill-test: build
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
 	python3 scripts/kill_test.py $(BIN)
+
+# Detection on the eight evaluation sets against kNN, Mahalanobis, class-conditional Mahalanobis and ECOD
+# (also run by `test`, through pytest). SEED=8 draws other digits sets.
+detection: build
+	@python3 -c "import numpy, scipy, sklearn" 2>/dev/null || python3 -m pip install --quiet numpy scipy scikit-learn
+	python3 scripts/detection_eval.py $(BIN) --seed $(or $(SEED),7) --check
 
 demo: build
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy

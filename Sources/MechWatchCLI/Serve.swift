@@ -18,6 +18,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest accepted binary payload in bytes (config: max_payload_bytes).") var maxPayloadBytes: Int?
     @Option(help: "Memory all references together may need, in bytes (config: max_reference_bytes; default: half of physical memory).") var maxReferenceBytes: Int?
     @Option(help: "Connections served at once (config: max_connections).") var maxConnections: Int?
+    @Option(help: "Fit traces a reference keeps for its local terms, 0 for none (config: local_sample_size).") var localSampleSize: Int?
+    @Option(help: "The local term's neighbour: distance to the K-th nearest sample trace (config: local_k).") var localK: Int?
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Comma-separated user ids allowed to connect besides the daemon's own (config: allowed_uids).") var allowedUids: String?
@@ -34,6 +36,8 @@ struct Serve: AsyncParsableCommand {
             if let maxPayloadBytes { try c.set("max_payload_bytes", .integer(maxPayloadBytes)) }
             if let maxReferenceBytes { try c.set("max_reference_bytes", .integer(maxReferenceBytes)) }
             if let maxConnections { try c.set("max_connections", .integer(maxConnections)) }
+            if let localSampleSize { try c.set("local_sample_size", .integer(localSampleSize)) }
+            if let localK { try c.set("local_k", .integer(localK)) }
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let allowedUids {

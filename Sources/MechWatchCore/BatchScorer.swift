@@ -38,9 +38,10 @@ public struct BatchScorer: Sendable {
     /// Traces whitened per BLAS call (bounds the scratch memory: 4 × width × blockSize doubles per site in flight).
     public static let blockSize = 256
 
-    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel]) throws(MathError) {
+    /// `localTerms`: the layout has a `local` term per site, which `LocalModel` fills in (left 0 here).
+    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], localTerms: Bool = false) throws(MathError) {
         self.layout = layout
-        terms = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty)
+        terms = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty, local: localTerms)
         let offsets = layout.offsets
         var plans: [SitePlan] = []
         for (s, site) in sites.enumerated() {
@@ -231,6 +232,16 @@ public struct AccountBatch: Sendable, Equatable {
     public var termValues: [Double]
     public var mahalanobis: [Double]
 
+    /// Puts each trace's local distances (`count × spaces`, row-major: the sites, then `*`) into the `local` terms.
+    mutating func setLocal(_ distances: [Double]) {
+        let t = terms.terms.count
+        guard let first = terms.terms.firstIndex(where: { $0.kind == .local }) else { return }
+        let spaces = t - first
+        for j in 0..<count {
+            for s in 0..<spaces { termValues[j * t + first + s] = distances[j * spaces + s] }
+        }
+    }
+
     init(count: Int, terms: TermLayout, sites: Int) {
         self.count = count
         self.terms = terms
@@ -258,7 +269,8 @@ public struct AccountBatch: Sendable, Equatable {
         }
         let transitions = terms.terms.indices.filter { terms.terms[$0].kind == .transition }.map { row[$0] }
         let outputs = terms.terms.indices.filter { terms.terms[$0].kind == .output }.map { row[$0].isNaN ? nil : row[$0] }
-        return SurpriseAccount(sites: sites, transitions: transitions, outputs: outputs)
+        let local = terms.terms.indices.filter { terms.terms[$0].kind == .local }.map { row[$0] }
+        return SurpriseAccount(sites: sites, transitions: transitions, outputs: outputs, local: local)
     }
 }
 

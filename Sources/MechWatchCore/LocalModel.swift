@@ -1,113 +1,124 @@
 import COpenBLAS
 import Dispatch
 
-/// Local evidence: how far a trace lies from the trusted traces nearest to it, site by site.
+/// Local evidence: how far a trace lies from the trusted traces nearest to it.
 ///
-/// A classifier's activations are a mixture of clusters (a class, a style); a trace between clusters
-/// or far from all of them can look ordinary to every Gaussian term (inputs of unseen classes even sit
-/// closer to the mean than trusted traces do). The local term is the distance to the K-th nearest of a
-/// stored sample of fit traces, in the site's whitened principal subspace: the top eigenvectors of the
-/// shrunk covariance that explain `explainedVariance` of its trace, each coordinate divided by the square
-/// root of its eigenvalue (`z = Λ_r^{-1/2} V_rᵀ (x − μ)`). Calibration traces are never in the sample,
-/// so their distances are distributed as a new trusted trace's.
+/// A classifier's activations are a mixture of clusters (a class, a style); a trace between clusters or
+/// far from all of them can look ordinary to every Gaussian term (inputs of unseen classes even sit closer
+/// to the mean than trusted traces do). The local terms measure the distance to the K-th nearest of a
+/// sample of fit traces: per site under the site's own Mahalanobis metric, `‖L⁻¹(x − y)‖` with `L` the
+/// Cholesky factor of its shrunk covariance (kNN in the whitened space); and once over all sites together,
+/// each coordinate divided by its standard deviation under the shrunk covariance (subject `*`).
+/// Calibration traces are never in the sample, so their distances are distributed as a new trusted
+/// trace's. K = 1 and full whitening were chosen by measurement on the evaluation sets (README).
 public struct LocalModel: Sendable {
-    /// One site's subspace and sample.
-    public struct Site: Sendable {
-        public let name: String
-        public let mean: [Double]
-        /// `V_r Λ_r^{-1/2}`, `width × rank`, column-major.
-        public let projection: [Double]
-        public let rank: Int
-        /// The sample's coordinates in the subspace.
+    /// How a space maps a trace's coordinates before distances are taken.
+    public enum Transform: Sendable {
+        /// `L⁻¹(x − μ)`: the inverse Cholesky factor, lower triangular, `width²` column-major.
+        case whiten([Double])
+        /// `(x − μ) / σ` per coordinate: the reciprocal standard deviations.
+        case scale([Double])
+    }
+
+    /// One space: a site (or all sites, `*`), its transform and the sample's coordinates in it.
+    public struct Space: Sendable {
+        /// The site's name, or `*` for all sites together.
+        public let subject: String
+        let offset: Int, width: Int
+        let mean: [Double]
+        let transform: Transform
         public let neighbours: NearestNeighbours
 
-        public var width: Int { mean.count }
-
-        public init(name: String, mean: [Double], projection: [Double], rank: Int, neighbours: NearestNeighbours) {
-            precondition(projection.count == mean.count * rank && neighbours.dimension == rank)
-            self.name = name
+        init(subject: String, offset: Int, mean: [Double], transform: Transform, k: Int) {
+            self.subject = subject
+            self.offset = offset
+            width = mean.count
             self.mean = mean
-            self.projection = projection
-            self.rank = rank
-            self.neighbours = neighbours
+            self.transform = transform
+            neighbours = NearestNeighbours(dimension: mean.count, points: [], k: k)
         }
 
-        /// Coordinates of traces `rows` of `batch` (site at `offset`) in the subspace, `rank × n`, float32.
-        func project(_ batch: TraceBatch, offset: Int, rows: Range<Int>) -> [Float] {
-            let p = width, n = rows.count, rowLength = batch.layout.totalWidth
-            var centred = [Double](repeating: 0, count: p * n)
+        private init(_ space: Space, points: [Float]) {
+            subject = space.subject
+            offset = space.offset
+            width = space.width
+            mean = space.mean
+            transform = space.transform
+            neighbours = NearestNeighbours(dimension: space.width, points: points, k: space.neighbours.k)
+        }
+
+        func with(points: [Float]) -> Space { Space(self, points: points) }
+
+        /// Coordinates of `rows` of the row-major `values` (rows `rowLength` long) in this space, `width × n`.
+        func coordinates(_ values: UnsafeBufferPointer<Double>, rowLength: Int, rows: Range<Int>) -> [Float] {
+            let p = width, n = rows.count
+            var z = [Double](repeating: 0, count: p * n)
             for (c, j) in rows.enumerated() {
-                for i in 0..<p { centred[c * p + i] = batch.values[j * rowLength + offset + i] - mean[i] }
+                let row = values.baseAddress! + j * rowLength + offset
+                for i in 0..<p { z[c * p + i] = row[i] - mean[i] }
             }
-            var z = [Double](repeating: 0, count: rank * n)
-            cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, Int32(rank), Int32(n), Int32(p), 1,
-                        projection, Int32(p), centred, Int32(p), 0, &z, Int32(rank))
+            switch transform {
+            case .whiten(let inverse):
+                cblas_dtrmm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, Int32(p), Int32(n), 1,
+                            inverse, Int32(p), &z, Int32(p))
+            case .scale(let factors):
+                for c in 0..<n { for i in 0..<p { z[c * p + i] *= factors[i] } }
+            }
             return z.map { Float($0) }
         }
     }
 
-    public let sites: [Site]
+    /// One space per site, in site order, then `*`.
+    public let spaces: [Space]
+    /// The default K: the nearest neighbour (chosen by measurement, README).
+    public static let defaultK = 1
     /// Which neighbour's distance is the term (1: the nearest).
-    public var k: Int { sites.first?.neighbours.k ?? 1 }
+    public var k: Int { spaces.first?.neighbours.k ?? Self.defaultK }
     /// Traces in the sample.
-    public var sampleCount: Int { sites.first?.neighbours.count ?? 0 }
+    public var sampleCount: Int { spaces.first?.neighbours.count ?? 0 }
 
-    public init(sites: [Site]) {
-        self.sites = sites
-    }
-
-    /// The subspaces of the sites' shrunk covariances and the sample's coordinates in them.
-    public init(layout: SiteLayout, sites models: [SiteModel], sample: TraceBatch, k: Int, explainedVariance: Double = 0.99) throws(MathError) {
-        precondition(sample.layout == layout && models.count == layout.sites.count)
-        var sites: [Site] = []
+    /// The spaces of `sites` (their shrunk covariances' factors and variances) and the coordinates of the
+    /// `sample` rows in them; each row is one fit trace, float32, `layout.totalWidth` long. Rows are
+    /// converted a block at a time, so only one block is ever held in Float64.
+    public init(layout: SiteLayout, sites: [SiteModel], sample: [[Float]], k: Int) throws(MathError) {
+        precondition(sites.count == layout.sites.count && sample.allSatisfy { $0.count == layout.totalWidth })
         let offsets = layout.offsets
-        for (s, model) in models.enumerated() {
-            let (projection, rank) = try Self.subspace(model.covariance, width: model.width, explained: explainedVariance)
-            let draft = Site(name: model.name, mean: model.mean, projection: projection, rank: rank,
-                             neighbours: NearestNeighbours(dimension: rank, points: [], k: k))
-            let points = draft.project(sample, offset: offsets[s], rows: 0..<sample.count)
-            sites.append(Site(name: model.name, mean: model.mean, projection: projection, rank: rank,
-                              neighbours: NearestNeighbours(dimension: rank, points: points, k: k)))
+        var spaces: [Space] = []
+        for (s, site) in sites.enumerated() {
+            spaces.append(Space(subject: site.name, offset: offsets[s], mean: site.mean, transform: .whiten(try site.cholesky.inverse()), k: k))
         }
-        self.sites = sites
+        spaces.append(Space(subject: "*", offset: 0, mean: sites.flatMap(\.mean),
+                            transform: .scale(sites.flatMap { $0.variances.map { 1 / $0.squareRoot() } }), k: k))
+        var points = spaces.map { [Float](repeating: 0, count: $0.width * sample.count) }
+        let width = layout.totalWidth
+        for start in stride(from: 0, to: sample.count, by: BatchScorer.blockSize) {
+            let end = min(start + BatchScorer.blockSize, sample.count)
+            let block = sample[start..<end].flatMap { $0.map(Double.init) }
+            block.withUnsafeBufferPointer { values in
+                for (s, space) in spaces.enumerated() {
+                    let z = space.coordinates(values, rowLength: width, rows: 0..<(end - start))
+                    for i in z.indices { points[s][start * space.width + i] = z[i] }
+                }
+            }
+        }
+        self.spaces = spaces.indices.map { spaces[$0].with(points: points[$0]) }
     }
 
-    /// `V_r Λ_r^{-1/2}` for the top eigenpairs of `covariance` that explain `explained` of its trace.
-    static func subspace(_ covariance: [Double], width p: Int, explained: Double) throws(MathError) -> ([Double], Int) {
-        var v = covariance
-        var eigenvalues = [Double](repeating: 0, count: p)
-        let info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "L")), Int32(p), &v, Int32(p), &eigenvalues)
-        guard info == 0 else { throw .lapack(routine: "dsyevd", info: Int(info)) }
-        // Ascending from LAPACK: take from the top.
-        let total = eigenvalues.reduce(0) { $0 + max($1, 0) }
-        var rank = 0, captured = 0.0
-        while rank < p, rank == 0 || captured < explained * total {
-            captured += max(eigenvalues[p - 1 - rank], 0)
-            rank += 1
-        }
-        var projection = [Double](repeating: 0, count: p * rank)
-        for c in 0..<rank {
-            let column = p - 1 - c, lambda = eigenvalues[column]
-            let scale = lambda > 0 ? 1 / lambda.squareRoot() : 0
-            for i in 0..<p { projection[c * p + i] = v[column * p + i] * scale }
-        }
-        return (projection, rank)
-    }
-
-    /// Each trace's distance to its K-th nearest sample trace at each site: `count × sites`, row-major.
+    /// Each trace's distance to its K-th nearest sample trace in each space: `count × spaces`, row-major.
     public func distances(_ batch: TraceBatch) -> [Double] {
-        let n = batch.count, siteCount = sites.count
-        var out = [Double](repeating: 0, count: n * siteCount)
+        let n = batch.count, spaceCount = spaces.count, rowLength = batch.layout.totalWidth
+        var out = [Double](repeating: 0, count: n * spaceCount)
         guard n > 0 else { return out }
-        let offsets = batch.layout.offsets
-        out.withUnsafeMutableBufferPointer { buffer in
-            nonisolated(unsafe) let result = buffer.baseAddress!
-            DispatchQueue.concurrentPerform(iterations: siteCount) { s in
-                for start in stride(from: 0, to: n, by: BatchScorer.blockSize) {
-                    let rows = start..<min(start + BatchScorer.blockSize, n)
-                    let z = sites[s].project(batch, offset: offsets[s], rows: rows)
-                    for (c, d) in sites[s].neighbours.kthDistances(z, count: rows.count).enumerated() {
-                        result[(start + c) * siteCount + s] = d
+        batch.values.withUnsafeBufferPointer { values in
+            out.withUnsafeMutableBufferPointer { buffer in
+                nonisolated(unsafe) let result = buffer.baseAddress!, input = values
+                DispatchQueue.concurrentPerform(iterations: spaceCount) { s in
+                    for start in stride(from: 0, to: n, by: BatchScorer.blockSize) {
+                        let rows = start..<min(start + BatchScorer.blockSize, n)
+                        let z = spaces[s].coordinates(input, rowLength: rowLength, rows: rows)
+                        for (c, d) in spaces[s].neighbours.kthDistances(z, count: rows.count).enumerated() {
+                            result[(start + c) * spaceCount + s] = d
+                        }
                     }
                 }
             }
@@ -115,9 +126,15 @@ public struct LocalModel: Sendable {
         return out
     }
 
-    /// Bytes held: projections (float64) and sample coordinates (float32).
+    /// Bytes held: the transforms (float64) and the sample's coordinates (float32).
     public var byteCount: Int {
-        sites.reduce(0) { $0 + 8 * $1.projection.count + 4 * $1.neighbours.points.count + 4 * $1.neighbours.count }
+        spaces.reduce(0) { total, space in
+            let transform = switch space.transform {
+            case .whiten(let m): m.count
+            case .scale(let f): f.count
+            }
+            return total + 8 * transform + 4 * (space.neighbours.points.count + space.neighbours.count)
+        }
     }
 }
 

@@ -74,8 +74,10 @@ public struct NearestNeighbours: Sendable {
                 }
             }
         }
-        // The expansion chose the candidates; their distances are recomputed directly, in Float64.
+        // The expansion chose the candidates; their distances are recomputed directly, in Float64. A query
+        // beyond float32's range (no candidate: every expanded distance was NaN) is infinitely far.
         return (0..<n).map { j in
+            guard index[j * k + k - 1] >= 0 else { return .infinity }
             var exact = (0..<k).map { c -> Double in
                 let point = index[j * k + c]
                 var sum = 0.0

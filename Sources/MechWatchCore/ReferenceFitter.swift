@@ -107,8 +107,11 @@ public struct ReferenceFitter: Sendable {
         everyTraceLabelled = false
     }
 
-    /// Estimates the site models, scores the held-out traces and returns the calibrated reference.
-    public func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism) throws(FitError) -> ReferenceModel {
+    /// Estimates the site models, scores the held-out traces and returns the calibrated reference. With a
+    /// `sample` of fit traces (never calibration traces; float32 rows of the layout's total width), the
+    /// reference gains local terms (`LocalModel`).
+    public func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism, sample: [[Float]] = [],
+                         localK: Int = LocalModel.defaultK) throws(FitError) -> ReferenceModel {
         guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
         guard !calibration.isEmpty else { throw .tooFewCalibrationTraces(have: 0, alpha: alpha) }
         guard 1 / Double(calibration.count + 1) <= alpha else {
@@ -133,12 +136,20 @@ public struct ReferenceFitter: Sendable {
                 }
             }
         }
+        var local: LocalModel?
+        if sample.count >= localK {
+            do { local = try LocalModel(layout: layout, sites: sites, sample: sample, k: localK) } catch {
+                throw .numerical(site: "local", error)
+            }
+        }
         let draft: ReferenceModel
         do {
-            draft = try ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs,
+            draft = try ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs, local: local,
                                        calibration: .empty, alpha: alpha, scorer: scorer)
         } catch { throw .numerical(site: "whitening", error) }
-        return draft.calibrated(Calibration(accounts: draft.batchScorer.accounts(TraceBatch(layout: layout, traces: calibration))))
+        // With local terms the mechanism scorer combines families; without, Fisher over every term as before.
+        let combination: Combination = local == nil ? .fisher : .families
+        return draft.calibrated(Calibration(accounts: draft.accounts(TraceBatch(layout: layout, traces: calibration)), combination: combination))
     }
 }
 

@@ -6,15 +6,17 @@
 /// its Cholesky factor and inverse factor, the same three for the output-conditioned covariance (6d²);
 /// two d² temporaries while estimating. Per transition x → y: the cross co-moment, the coefficients and
 /// their whitened copy (3·d_x·d_y) and the conditional covariance, factor and inverse factor (3·d_y²).
+/// A sample of S fit traces for the local terms: while finalizing, the traces themselves and their
+/// subspace coordinates, both float32 (at most 8 bytes × S × total width).
 public struct ReferenceFootprint: Sendable, Equatable {
     /// Estimated peak bytes.
     public let bytes: Double
 
-    public init(layout: SiteLayout) {
+    public init(layout: SiteLayout, sampleSize: Int = 0) {
         let widths = layout.sites.map { Double($0.width) }
         var doubles = widths.reduce(0) { $0 + 10 * $1 * $1 + 16 * $1 }
         for (x, y) in zip(widths, widths.dropFirst()) { doubles += 3 * x * y + 3 * y * y }
-        bytes = 8 * doubles
+        bytes = 8 * doubles + 8 * Double(sampleSize) * Double(layout.totalWidth)
     }
 
     /// `bytes` in a unit a person reads (`1.9 GiB`).

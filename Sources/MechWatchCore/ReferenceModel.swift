@@ -8,23 +8,26 @@ public struct ReferenceModel: Sendable {
     public let transitions: [TransitionModel]
     /// One per site when the fit traces carried outputs; empty otherwise.
     public let outputs: [OutputModel]
+    /// The sample of fit traces the local terms measure distances to; nil for a reference without one.
+    public let local: LocalModel?
     public private(set) var calibration: Calibration
     /// Traces with `p ≤ alpha` are flagged.
     public let alpha: Double
     /// Which statistic's p-value flags.
     public let scorer: Scorer
 
-    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel],
+    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], local: LocalModel? = nil,
                 calibration: Calibration, alpha: Double, scorer: Scorer) throws(MathError) {
         precondition(layout.sites.count == sites.count && (transitions.isEmpty || transitions.count == sites.count - 1))
         self.layout = layout
         self.sites = sites
         self.transitions = transitions
         self.outputs = outputs
+        self.local = local
         self.calibration = calibration
         self.alpha = alpha
         self.scorer = scorer
-        batchScorer = try BatchScorer(layout: layout, sites: sites, transitions: transitions, outputs: outputs)
+        batchScorer = try BatchScorer(layout: layout, sites: sites, transitions: transitions, outputs: outputs, localTerms: local != nil)
     }
 
     /// The same model with another calibration (the whitening is not recomputed).
@@ -40,9 +43,16 @@ public struct ReferenceModel: Sendable {
     /// The terms this reference accounts for.
     public var termLayout: TermLayout { batchScorer.terms }
 
+    /// Every term of every trace's surprise account (uncalibrated): the Gaussian terms, then the local ones.
+    public func accounts(_ batch: TraceBatch) -> AccountBatch {
+        var accounts = batchScorer.accounts(batch)
+        if let local { accounts.setLocal(local.distances(batch)) }
+        return accounts
+    }
+
     /// Every term of a trace's surprise account (uncalibrated).
     public func account(_ trace: Trace) -> SurpriseAccount {
-        batchScorer.accounts(TraceBatch(layout: layout, traces: [trace])).account(0)
+        accounts(TraceBatch(layout: layout, traces: [trace])).account(0)
     }
 
     /// The statistics, calibrated p-values and flag of a trace.
@@ -52,7 +62,7 @@ public struct ReferenceModel: Sendable {
 
     /// The statistics, calibrated p-values and flags of every trace of a batch.
     public func evaluate(_ batch: TraceBatch) -> ScoredBatch {
-        ScoredBatch(accounts: batchScorer.accounts(batch), calibration: calibration, scorer: scorer, alpha: alpha)
+        ScoredBatch(accounts: accounts(batch), calibration: calibration, scorer: scorer, alpha: alpha)
     }
 
     /// Bytes held by the model's matrices and vectors (what a loaded reference costs in memory, roughly).
@@ -61,7 +71,7 @@ public struct ReferenceModel: Sendable {
         let transitionBytes = transitions.reduce(0) { $0 + 8 * ($1.coefficients.count + 2 * $1.conditionalCovariance.count) }
         let outputBytes = outputs.reduce(0) { $0 + 8 * (2 * $1.covariance.count + $1.means.values.reduce(0) { $0 + $1.count }) }
         let calibrationBytes = 8 * calibration.termValues.reduce(0) { $0 + 2 * $1.count }
-        return sitesBytes + transitionBytes + outputBytes + calibrationBytes + batchScorer.byteCount
+        return sitesBytes + transitionBytes + outputBytes + calibrationBytes + batchScorer.byteCount + (local?.byteCount ?? 0)
     }
 }
 
@@ -71,7 +81,8 @@ public enum Scorer: String, Sendable, CaseIterable, Codable {
     case mahalanobis
     /// Σ over sites of the mean-field (independent coordinates) surprise.
     case independence
-    /// Fisher's combination of every term's calibrated tail probability (the full surprise account).
+    /// The surprise account's terms combined (`Combination`): by default the Gaussian site terms and the
+    /// local terms, each family calibrated, then combined.
     case mechanism
 }
 
@@ -84,20 +95,20 @@ public struct Calibration: Sendable, Equatable {
     public let termValues: [[Double]]
 
     /// Calibrates from the calibration traces' accounts.
-    public init(accounts: AccountBatch) {
+    public init(accounts: AccountBatch, combination: Combination) {
         let rows = (0..<accounts.count).map { accounts.account($0) }
         self.init(layout: accounts.terms, termValues: rows.map(\.termValues),
-                  mahalanobis: rows.map(\.score), independence: rows.map(\.independenceSurprise))
+                  mahalanobis: rows.map(\.score), independence: rows.map(\.independenceSurprise), combination: combination)
     }
 
     /// No calibration traces (a model being fitted, before its calibration set is scored).
-    public static let empty = Calibration(layout: TermLayout(sites: [], outputs: false), termValues: [], mahalanobis: [], independence: [])
+    public static let empty = Calibration(layout: TermLayout(sites: [], outputs: false), termValues: [], mahalanobis: [], independence: [], combination: .fisher)
 
-    public init(layout: TermLayout, termValues: [[Double]], mahalanobis: [Double], independence: [Double]) {
+    public init(layout: TermLayout, termValues: [[Double]], mahalanobis: [Double], independence: [Double], combination: Combination) {
         self.termValues = termValues
         self.mahalanobis = ConformalCalibrator(scores: mahalanobis)
         self.independence = ConformalCalibrator(scores: independence)
-        terms = TermCalibration(layout: layout, values: termValues)
+        terms = TermCalibration(layout: layout, values: termValues, combination: combination)
     }
 
     public var count: Int { termValues.count }
@@ -111,10 +122,14 @@ public struct SurpriseAccount: Sendable, Equatable {
     /// Output-conditioned surprise per site; nil where the output was absent or too rare (fallback).
     public var outputs: [Double?]
 
-    public init(sites: [SiteScore], transitions: [Double] = [], outputs: [Double?] = []) {
+    /// Distance to the K-th nearest sample trace per site; empty for a reference without a sample.
+    public var local: [Double]
+
+    public init(sites: [SiteScore], transitions: [Double] = [], outputs: [Double?] = [], local: [Double] = []) {
         self.sites = sites
         self.transitions = transitions
         self.outputs = outputs
+        self.local = local
     }
 
     /// The Mahalanobis statistic: Σ over sites of the squared Mahalanobis distance.
@@ -135,6 +150,7 @@ public struct SurpriseAccount: Sendable, Equatable {
         for s in sites { v += [s.independenceSurprise, s.jointSurprise, s.explainedInteraction] }
         for (t, d) in zip(transitions, explainedDependence) { v += [t, d] }
         v += outputs.map { $0 ?? .nan }
+        v += local
         return v
     }
 }

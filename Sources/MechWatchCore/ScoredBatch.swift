@@ -20,14 +20,14 @@ public struct ScoredBatch: Sendable {
         let m = accounts.count, t = accounts.terms.terms.count, s = accounts.siteCount
         var termP = [Double](repeating: 1, count: m * t)
         var mahalanobis = [Double](repeating: 0, count: m), independence = mahalanobis, mechanism = mahalanobis
+        var mechanismP = mechanism
         for j in 0..<m {
-            var fisher = 0.0
             for k in 0..<t {
-                let p = calibration.terms.tailProbability(accounts.termValues[j * t + k], term: k)
-                termP[j * t + k] = p
-                fisher -= 2 * log(p)
+                termP[j * t + k] = calibration.terms.tailProbability(accounts.termValues[j * t + k], term: k)
             }
-            mechanism[j] = fisher
+            (mechanism[j], mechanismP[j]) = termP.withUnsafeBufferPointer {
+                calibration.terms.mechanism(termP: UnsafeBufferPointer(rebasing: $0[j * t..<(j + 1) * t]))
+            }
             for site in 0..<s {
                 mahalanobis[j] += accounts.mahalanobis[j * s + site]
                 independence[j] += accounts.termValues[j * t + 3 * site]
@@ -39,7 +39,7 @@ public struct ScoredBatch: Sendable {
         pValues = [
             .mahalanobis: mahalanobis.map(calibration.mahalanobis.pValue),
             .independence: independence.map(calibration.independence.pValue),
-            .mechanism: mechanism.map(calibration.terms.mechanism.pValue),
+            .mechanism: mechanismP,
         ]
         self.scorer = scorer
         self.alpha = alpha

@@ -9,7 +9,9 @@ public struct SiteModel: Sendable {
     /// Number of fit vectors behind the estimate.
     public let count: Int
     public let mean: [Double]
-    /// Per-coordinate variances, floored (see `varianceFloor`), for the independence estimate.
+    /// Per-coordinate variances for the independence estimate: the diagonal of the shrunk covariance,
+    /// floored (see `varianceFloor`). (References fitted before version 0.2 stored the sample variances,
+    /// floored: a nearly dead unit then made the independence term explode on ordinary traces.)
     public let variances: [Double]
     /// Ledoit–Wolf shrunk covariance, column-major.
     public let covariance: [Double]
@@ -36,12 +38,13 @@ public struct SiteModel: Sendable {
         independenceLogNormaliser = 0.5 * (variances.reduce(0) { $0 + log($1) } + Double(p) * SiteModel.logTwoPi)
     }
 
-    /// Estimates mean, floored variances and the Ledoit–Wolf covariance from streaming moments.
+    /// Estimates the mean, the Ledoit–Wolf covariance and its diagonal (floored) from streaming moments.
     public init(name: String, moments: RunningMoments) throws(MathError) {
         let raw = moments.variances()
         let floor = max(raw.reduce(0, +) / Double(raw.count) * SiteModel.varianceFloor, Double.leastNormalMagnitude)
         let lw = LedoitWolf(moments: moments)
-        try self.init(name: name, count: moments.count, mean: moments.mean, variances: raw.map { max($0, floor) },
+        let p = moments.width
+        try self.init(name: name, count: moments.count, mean: moments.mean, variances: (0..<p).map { max(lw.covariance[$0 * p + $0], floor) },
                       covariance: lw.covariance, shrinkage: lw.shrinkage)
     }
 

@@ -8,11 +8,13 @@ import Glibc
 /// (independence − joint: nats the within-site correlations explain; anomalous when low). Per consecutive
 /// pair: `transition` (surprise of the later site given the earlier), `dependence` (joint of the later site
 /// − transition: nats the earlier site explains; anomalous when low). Per site, when the reference saw
-/// outputs: `output` (surprise under the output-conditioned estimate).
+/// outputs: `output` (surprise under the output-conditioned estimate). Per site, when the reference keeps
+/// a sample of fit traces: `local` (distance to the K-th nearest of them, `LocalModel`), and one more `local`
+/// term over all sites together (subject `*`).
 public struct TermLayout: Sendable, Equatable {
     /// What a term measures.
     public enum Kind: String, Sendable, Codable {
-        case independence, joint, interaction, transition, dependence, output
+        case independence, joint, interaction, transition, dependence, output, local
         /// Whether small values are the anomalous ones (explained nats).
         public var lowerTail: Bool { self == .interaction || self == .dependence }
     }
@@ -26,7 +28,7 @@ public struct TermLayout: Sendable, Equatable {
 
     public let terms: [Term]
 
-    public init(sites: [String], transitions: Bool = true, outputs: Bool) {
+    public init(sites: [String], transitions: Bool = true, outputs: Bool, local: Bool = false) {
         var terms: [Term] = []
         for s in sites {
             terms += [Term(kind: .independence, site: s), Term(kind: .joint, site: s), Term(kind: .interaction, site: s)]
@@ -35,8 +37,21 @@ public struct TermLayout: Sendable, Equatable {
             terms += [Term(kind: .transition, site: "\(a)→\(b)"), Term(kind: .dependence, site: "\(a)→\(b)")]
         }
         if outputs { terms += sites.map { Term(kind: .output, site: $0) } }
+        if local { terms += (sites + ["*"]).map { Term(kind: .local, site: $0) } }
         self.terms = terms
     }
+}
+
+/// How the mechanism scorer combines the terms' tail probabilities into one statistic.
+public enum Combination: String, Sendable, CaseIterable, Codable {
+    /// Fisher's method over every term (references finalized before version 0.2).
+    case fisher
+    /// Fisher's method within each family — the Gaussian site terms (independence, joint, interaction,
+    /// output) and the local terms — each family's statistic calibrated to a tail probability, then
+    /// Fisher's method across the families. A strong family is diluted by one other family, not by every
+    /// weak term; transition and dependence terms are reported but not combined (they cost power on
+    /// the evaluation sets, README). Chosen by the worst case across the evaluation sets.
+    case families
 }
 
 /// Calibrated tail probabilities of each term and of the statistics built on them.
@@ -46,36 +61,65 @@ public struct TermLayout: Sendable, Equatable {
 /// Beyond the most extreme calibration value the rank saturates, which would make every far-out trace
 /// look alike; there the probability continues as `1/(n+1) · exp(−excess / scale)`, an exponential tail
 /// whose scale is the mean excess of the most extreme 10% of calibration values over their threshold
-/// (a peaks-over-threshold fit, Pickands 1975, with shape 0). The mechanism statistic is Fisher's
-/// `−2 Σ log p_term`, itself calibrated conformally against the calibration traces' statistics; theirs
-/// use leave-one-out term probabilities, so a calibration trace is ranked among the others as a new trace
-/// is, and the final p-value keeps the conformal guarantee.
+/// (a peaks-over-threshold fit, Pickands 1975, with shape 0). The mechanism statistic (`Combination`) is
+/// calibrated the same way against the calibration traces' own statistics, which use leave-one-out
+/// probabilities at every level, so a calibration trace is ranked among the others as a new trace is:
+/// below the extrapolated tail the final p-value is the conformal rank and keeps its guarantee.
 public struct TermCalibration: Sendable, Equatable {
     public let layout: TermLayout
+    public let combination: Combination
     /// Per term, the calibration values ascending.
     let sorted: [[Double]]
     /// Per term, the exponential tail scale on the anomalous side.
     let scales: [Double]
-    /// The mechanism statistic of each calibration trace, for the final conformal step.
-    public let mechanism: ConformalCalibrator
+    /// `families`: each family's term positions and the calibration of its Fisher statistic.
+    let families: [(terms: [Int], calibration: TailCalibration)]
+    /// The mechanism statistic of the calibration traces.
+    public let mechanism: TailCalibration
 
     /// `values[i][j]`: term `j` of calibration trace `i` (NaN: no evidence, e.g. an output fallback).
-    public init(layout: TermLayout, values: [[Double]]) {
+    public init(layout: TermLayout, values: [[Double]], combination: Combination = .fisher) {
         self.layout = layout
+        self.combination = combination
         let columns = layout.terms.indices.map { j in values.map { $0[j] }.filter { !$0.isNaN }.sorted() }
         let scales = layout.terms.indices.map { j in TermCalibration.tailScale(columns[j], lowerTail: layout.terms[j].kind.lowerTail) }
         sorted = columns
         self.scales = scales
-        let statistics = values.map { row -> Double in
-            var sum = 0.0
-            for (j, v) in row.enumerated() where !v.isNaN {
-                let p = TermCalibration.probability(v, ascending: columns[j], scale: scales[j],
-                                                    lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: true)
-                sum -= 2 * log(p)
+        // Leave-one-out term probabilities of each calibration trace.
+        let termP = values.map { row in
+            row.enumerated().map { j, v in
+                v.isNaN ? 1 : TermCalibration.probability(v, ascending: columns[j], scale: scales[j],
+                                                           lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: true)
             }
-            return sum
         }
-        mechanism = ConformalCalibrator(scores: statistics)
+        switch combination {
+        case .fisher:
+            families = []
+            mechanism = TailCalibration(values: termP.map(TermCalibration.fisher))
+        case .families:
+            let groups = TermCalibration.families(of: layout)
+            var finals = [Double](repeating: 0, count: values.count)
+            var calibrated: [(terms: [Int], calibration: TailCalibration)] = []
+            for group in groups {
+                let statistics = termP.map { p in TermCalibration.fisher(group.map { p[$0] }) }
+                let calibration = TailCalibration(values: statistics)
+                for i in statistics.indices { finals[i] -= 2 * log(calibration.p(statistics[i], excludingSelf: true)) }
+                calibrated.append((group, calibration))
+            }
+            families = calibrated
+            mechanism = TailCalibration(values: finals)
+        }
+    }
+
+    public static func == (a: TermCalibration, b: TermCalibration) -> Bool {
+        a.layout == b.layout && a.combination == b.combination && a.sorted == b.sorted && a.scales == b.scales && a.mechanism == b.mechanism
+    }
+
+    /// The families' term positions: the Gaussian site terms, then the local terms (empty families dropped).
+    static func families(of layout: TermLayout) -> [[Int]] {
+        let gaussian: Set<TermLayout.Kind> = [.independence, .joint, .interaction, .output]
+        return [layout.terms.indices.filter { gaussian.contains(layout.terms[$0].kind) },
+                layout.terms.indices.filter { layout.terms[$0].kind == .local }].filter { !$0.isEmpty }
     }
 
     /// Per-term tail probabilities of a new trace's term values (1 for a NaN term: no evidence).
@@ -86,6 +130,22 @@ public struct TermCalibration: Sendable, Equatable {
     /// The tail probability of value `v` of term `j` (1 for NaN: no evidence).
     public func tailProbability(_ v: Double, term j: Int) -> Double {
         v.isNaN ? 1 : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
+    }
+
+    /// The mechanism statistic of a new trace from its terms' tail probabilities, and its p-value.
+    public func mechanism(termP p: UnsafeBufferPointer<Double>) -> (statistic: Double, p: Double) {
+        var statistic = 0.0
+        switch combination {
+        case .fisher:
+            for v in p { statistic -= 2 * log(v) }
+        case .families:
+            for family in families {
+                var inner = 0.0
+                for j in family.terms { inner -= 2 * log(p[j]) }
+                statistic -= 2 * log(family.calibration.p(inner, excludingSelf: false))
+            }
+        }
+        return (statistic, mechanism.p(statistic, excludingSelf: false))
     }
 
     /// Fisher's combination of tail probabilities.
@@ -111,6 +171,7 @@ public struct TermCalibration: Sendable, Equatable {
     }
 
     /// Mean excess of the most extreme 10% (at least 5) over the threshold they exceed.
+    /// (Upper tail unless `lowerTail`.)
     static func tailScale(_ ascending: [Double], lowerTail: Bool) -> Double {
         let n = ascending.count
         guard n >= 2 else { return 1 }
@@ -131,5 +192,25 @@ public struct TermCalibration: Sendable, Equatable {
         }
         while lo < hi { let m = (lo + hi) / 2; if ascending[m] < v { lo = m + 1 } else { hi = m } }
         return ascending.count - lo
+    }
+}
+
+/// A statistic's calibration: the calibration traces' values, and the conformal tail probability of a value
+/// with the exponential tail beyond the largest (larger is more anomalous), as for each term.
+public struct TailCalibration: Sendable, Equatable {
+    /// The calibration values, ascending.
+    public let sortedValues: [Double]
+    let scale: Double
+
+    public init(values: [Double]) {
+        sortedValues = values.sorted()
+        scale = TermCalibration.tailScale(sortedValues, lowerTail: false)
+    }
+
+    public var count: Int { sortedValues.count }
+
+    /// The tail probability of `v`; `excludingSelf` when `v` is one of the calibration values (leave-one-out).
+    public func p(_ v: Double, excludingSelf: Bool = false) -> Double {
+        TermCalibration.probability(v, ascending: sortedValues, scale: scale, lowerTail: false, excludingSelf: excludingSelf)
     }
 }

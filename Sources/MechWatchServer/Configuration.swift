@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import MechWatchCore
 
 /// The daemon's settings: `Config/mechwatch.toml` keys, each overridable by a flag of `mechwatch serve`.
 public struct Configuration: Sendable, Equatable {
@@ -21,6 +22,10 @@ public struct Configuration: Sendable, Equatable {
     /// Memory all references together may need at their peak (`ReferenceFootprint`), in bytes; a fit that
     /// would create a reference beyond it is refused, and a stored reference beyond it is not loaded.
     public var maxReferenceBytes: Int = Configuration.defaultReferenceBudget
+    /// Fit traces a reference keeps, at most, for its local terms (a uniform sample; 0: no local terms).
+    public var localSampleSize: Int = 20_000
+    /// The local term is the distance to the K-th nearest sample trace.
+    public var localK: Int = LocalModel.defaultK
     /// Connections served at once; one more is answered `too_many_connections` and closed.
     public var maxConnections: Int = 256
     /// How long a write waits for a database lock held by another process before failing, in ms.
@@ -50,6 +55,8 @@ public struct Configuration: Sendable, Equatable {
         ("max_payload_bytes", "an integer from 0 to 1073741824"),
         ("max_reference_bytes", "an integer from 1048576 (1 MiB) up"),
         ("max_connections", "an integer from 1 to 65536"),
+        ("local_sample_size", "an integer from 0 to 1000000"),
+        ("local_k", "an integer from 1 to 100"),
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
@@ -83,6 +90,12 @@ public struct Configuration: Sendable, Equatable {
         case "max_reference_bytes":
             guard case .integer(let n) = value, n >= 1 << 20 else { throw invalid() }
             maxReferenceBytes = n
+        case "local_sample_size":
+            guard case .integer(let n) = value, (0...1_000_000).contains(n) else { throw invalid() }
+            localSampleSize = n
+        case "local_k":
+            guard case .integer(let n) = value, (1...100).contains(n) else { throw invalid() }
+            localK = n
         case "max_connections":
             guard case .integer(let n) = value, (1...65_536).contains(n) else { throw invalid() }
             maxConnections = n

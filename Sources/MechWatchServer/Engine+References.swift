@@ -10,8 +10,8 @@ import NIOCore
 extension Engine {
     /// A stored reference as loaded at start-up, or `unavailable` (logged) if it is beyond the memory
     /// budget left after the references loaded before it, or cannot be read.
-    static func load(_ record: ReferenceRecord, from store: Store, budget: Double, used: inout Double, logger: Logger) -> Loaded {
-        let need = ReferenceFootprint(layout: record.layout).bytes
+    static func load(_ record: ReferenceRecord, from store: Store, budget: Double, sampleSize: Int, used: inout Double, logger: Logger) -> Loaded {
+        let need = ReferenceFootprint(layout: record.layout, sampleSize: sampleSize).bytes
         let loaded: Loaded
         if used + need > budget {
             loaded = .unavailable(record, reason: "it needs about \(ReferenceFootprint.describe(need)) of memory (\(describe(record.layout))), and with the \(ReferenceFootprint.describe(used)) of the references loaded before it that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); raise max_reference_bytes and restart, or delete it")
@@ -59,7 +59,7 @@ extension Engine {
     var footprint: Double {
         references.values.reduce(0) { total, loaded in
             if case .unavailable = loaded { return total }
-            return total + ReferenceFootprint(layout: loaded.record.layout).bytes
+            return total + ReferenceFootprint(layout: loaded.record.layout, sampleSize: configuration.localSampleSize).bytes
         }
     }
 
@@ -76,7 +76,7 @@ extension Engine {
         case .collecting(let record, _)?:
             return record
         case nil:
-            let need = ReferenceFootprint(layout: layout).bytes, used = footprint, budget = Double(configuration.maxReferenceBytes)
+            let need = ReferenceFootprint(layout: layout, sampleSize: configuration.localSampleSize).bytes, used = footprint, budget = Double(configuration.maxReferenceBytes)
             guard used + need <= budget else {
                 throw ProtocolError(.referenceTooLarge, "layout: a reference with \(Self.describe(layout)) needs about \(ReferenceFootprint.describe(need)) of memory at its peak, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); monitor fewer or narrower sites, delete a reference, or raise max_reference_bytes")
             }
@@ -192,11 +192,15 @@ extension Engine {
         } catch {
             throw storeFailure(error)
         }
+        var sample = ReservoirSample<[Float]>(capacity: configuration.localSampleSize, seed: UInt64(record.id))
+        if configuration.localSampleSize > 0 {
+            do { try store.forEachFitVector(of: record, heldOut: false) { sample.add($0) } } catch { throw storeFailure(error) }
+        }
         let model: ReferenceModel
-        do { model = try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer) } catch {
+        do { model = try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK) } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
         }
-        do { _ = try await writer.submit(.activate(record, model)).get() } catch { throw storeFailure(error) }
+        do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample.items)).get() } catch { throw storeFailure(error) }
         guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }

@@ -60,7 +60,8 @@ public actor Engine {
         nextReferenceID = try store.nextReferenceID()
         var used = 0.0
         for record in try store.references() {
-            references[record.name] = Self.load(record, from: store, budget: Double(configuration.maxReferenceBytes), used: &used, logger: logger)
+            references[record.name] = Self.load(record, from: store, budget: Double(configuration.maxReferenceBytes),
+                                                sampleSize: configuration.localSampleSize, used: &used, logger: logger)
         }
     }
 

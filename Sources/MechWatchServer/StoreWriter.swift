@@ -13,7 +13,7 @@ enum WriteJob: Sendable {
     case fitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool])
     case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double)
     case deleteReference(id: Int64)
-    case activate(ReferenceRecord, ReferenceModel)
+    case activate(ReferenceRecord, ReferenceModel, sample: [[Float]])
     /// Nothing: its future completes once everything submitted before it is committed.
     case barrier
 }
@@ -78,8 +78,8 @@ final class StoreWriter: @unchecked Sendable {
             try store.createReference(id: id, name: name, layout: layout, alpha: alpha, calibrationFraction: fraction)
         case .deleteReference(let id):
             try store.deleteReference(id: id)
-        case .activate(let record, let model):
-            try store.activate(record, model: model)
+        case .activate(let record, let model, let sample):
+            try store.activate(record, model: model, sample: sample)
         case .barrier:
             break
         }

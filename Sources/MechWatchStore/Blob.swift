@@ -23,6 +23,22 @@ enum Blob {
         }
     }
 
+    static func float32(_ values: [Float]) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: values.count * 4) { buffer, count in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            for (k, v) in values.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * k, as: UInt32.self) }
+            count = values.count * 4
+        }
+    }
+
+    static func float32Values(_ bytes: [UInt8]) -> [Float] {
+        stride(from: 0, to: bytes.count - 3, by: 4).map { i in
+            var bits: UInt32 = 0
+            for k in 0..<4 { bits |= UInt32(bytes[i + k]) << (8 * k) }
+            return Float(bitPattern: bits)
+        }
+    }
+
     static func float32(_ bytes: [UInt8]) -> [Double] {
         stride(from: 0, to: bytes.count - 3, by: 4).map { i in
             var bits: UInt32 = 0

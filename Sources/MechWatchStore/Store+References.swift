@@ -97,9 +97,23 @@ extension Store {
         return skipped
     }
 
+    /// Streams the stored trusted traces of one role as float32 vectors (sites concatenated in site
+    /// order), skipping rows `forEachFitTrace` would skip.
+    public func forEachFitVector(of reference: ReferenceRecord, heldOut: Bool, _ body: ([Float]) throws -> Void) throws {
+        let stmt = try db.prepare("SELECT vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
+        try stmt.bind(.integer(reference.id), .text(heldOut ? "calibration" : "fit"))
+        let width = reference.layout.totalWidth
+        while try stmt.step() {
+            let vector = Blob.float32Values(stmt.blob(0))
+            guard vector.count == width, vector.allSatisfy(\.isFinite) else { continue }
+            try body(vector)
+        }
+    }
+
     /// Stores the fitted statistics and calibration, drops the fit-role traces (their moments are now
     /// estimated) and makes the reference active, in one transaction.
-    public func activate(_ reference: ReferenceRecord, model: ReferenceModel) throws(StoreError) {
+    /// `sample`: the fit traces the model's local terms were built from (float32 rows), kept with it.
+    public func activate(_ reference: ReferenceRecord, model: ReferenceModel, sample: [[Float]] = []) throws(StoreError) {
         try transaction { () throws(StoreError) in
             let collecting = try db.prepare("SELECT count(*) FROM reference_models WHERE id = ?1 AND state = 'collecting'")
                 .bind(.integer(reference.id)).firstRow { $0.int(0) }
@@ -126,6 +140,15 @@ extension Store {
                     try output.bind(.integer(reference.id), .integer(Int64(position)), .integer(Int64(label)), .blob(Blob.float64(mean))).run()
                 }
             }
+            if let local = model.local {
+                let row = try db.prepare("INSERT INTO reference_sample (reference_id, row, vector) VALUES (?1, ?2, ?3)")
+                for (r, vector) in sample.enumerated() {
+                    try row.bind(.integer(reference.id), .integer(Int64(r)), .blob(Blob.float32(vector))).run()
+                }
+                try db.prepare("UPDATE reference_models SET local_k = ?2 WHERE id = ?1").bind(.integer(reference.id), .integer(Int64(local.k))).run()
+            }
+            try db.prepare("UPDATE reference_models SET combination = ?2 WHERE id = ?1")
+                .bind(.integer(reference.id), .text(model.calibration.terms.combination.rawValue)).run()
             let c = model.calibration
             try db.prepare("""
                 UPDATE reference_models SET state = 'active', alpha = ?2, scorer = ?3, calibration_scores = ?4,
@@ -180,25 +203,51 @@ extension Store {
                 throw corrupt("outputs of site '\(sites[k].name)'", error)
             }
         }
-        let stored = try db.prepare("SELECT calibration_scores, calibration_independence, calibration_terms FROM reference_models WHERE id = ?1")
+        let local: LocalModel?
+        do { local = try localModel(of: reference, sites: sites) } catch {
+            throw StoreError(.corrupt, "reference '\(reference.name)' local sample: \(error.message)")
+        }
+        let stored = try db.prepare("SELECT calibration_scores, calibration_independence, calibration_terms, combination FROM reference_models WHERE id = ?1")
             .bind(.integer(reference.id)).firstRow { s in
-                (Blob.float64(s.blob(0)), s.isNull(1) ? nil : Blob.float64(s.blob(1)), s.isNull(2) ? nil : Blob.float64(s.blob(2)))
+                (Blob.float64(s.blob(0)), s.isNull(1) ? nil : Blob.float64(s.blob(1)), s.isNull(2) ? nil : Blob.float64(s.blob(2)),
+                 Combination(rawValue: s.text(3)) ?? .fisher)
             }
+        let combination = stored?.3 ?? .fisher
         let draft: ReferenceModel
         do {
-            draft = try ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs,
+            draft = try ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs, local: local,
                                        calibration: .empty, alpha: reference.alpha, scorer: reference.scorer)
         } catch { throw corrupt("whitening", error) }
         if let stored, let independence = stored.1, let flat = stored.2 {
             let width = draft.termLayout.terms.count
             let rows = width == 0 ? [] : stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
-            return draft.calibrated(Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence))
+            return draft.calibrated(Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence,
+                                                combination: combination))
         }
         var traces: [Trace] = []
         do { try forEachFitTrace(of: reference, heldOut: true) { traces.append($0) } } catch {
             throw (error as? StoreError) ?? StoreError(.sqlite, "\(error)")
         }
-        return draft.calibrated(Calibration(accounts: draft.batchScorer.accounts(TraceBatch(layout: reference.layout, traces: traces))))
+        return draft.calibrated(Calibration(accounts: draft.accounts(TraceBatch(layout: reference.layout, traces: traces)), combination: combination))
+    }
+
+    /// The local model of an active reference, rebuilt from its stored sample; nil if it has none.
+    private func localModel(of reference: ReferenceRecord, sites: [SiteModel]) throws(StoreError) -> LocalModel? {
+        let k = try db.prepare("SELECT local_k FROM reference_models WHERE id = ?1").bind(.integer(reference.id))
+            .firstRow { $0.isNull(0) ? nil : Int($0.int(0)) } ?? nil
+        guard let k else { return nil }
+        var sample: [[Float]] = []
+        let rows = try db.prepare("SELECT vector FROM reference_sample WHERE reference_id = ?1 ORDER BY row")
+        try rows.bind(.integer(reference.id))
+        let width = reference.layout.totalWidth
+        while try rows.step() {
+            let vector = Blob.float32Values(rows.blob(0))
+            guard vector.count == width else { throw StoreError(.corrupt, "a sample row holds \(vector.count) values; expected \(width)") }
+            sample.append(vector)
+        }
+        do { return try LocalModel(layout: reference.layout, sites: sites, sample: sample, k: k) } catch {
+            throw StoreError(.corrupt, "\(error)")
+        }
     }
 
     private func loadReferences(where clause: String, _ value: SQLValue) throws(StoreError) -> [ReferenceRecord] {

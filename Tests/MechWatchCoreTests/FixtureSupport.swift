@@ -27,12 +27,16 @@ struct CoreFixture: Decodable {
         let output_minimum_count: Int
     }
     struct Local: Decodable {
-        let fit: [[Double]], sample_count: Int, queries: [[Double]], k: Int, explained: Double
-        let rank: Int, distances: [Double]
+        let fit: [[Double]], sample_count: Int, queries: [[Double]], k: Int
+        let whitened: [Double], standardised: [Double]
+    }
+    struct Families: Decodable {
+        let calibration: [[Double?]], queries: [[Double]], expected: [[Double]]
     }
     let sites: [SiteLayout.Site]
     let transition: Transition
     let local: Local
+    let families: Families
     let fit: [String: [[Double]]]
     let test: [String: [[Double]]]
     let expected: [String: Expected]

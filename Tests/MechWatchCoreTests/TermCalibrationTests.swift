@@ -50,7 +50,22 @@ import Testing
         // and on the lower-tail term (value 20, the least extreme) p = 20/20 = 1.
         let c = TermCalibration(layout: layout, values: values)
         let top: Double = -4 * log(exp(-1.0 / 3) / 20)
-        #expect(abs(c.mechanism.sortedScores.max()! - top) < 1e-9)
+        #expect(abs(c.mechanism.sortedValues.max()! - top) < 1e-9)
+    }
+
+    @Test func familiesMatchABruteForceNumpyComputation() throws {
+        let f = try CoreFixture.load().families
+        let layout = TermLayout(sites: ["a", "b"], transitions: true, outputs: true, local: true)
+        #expect(layout.terms.count == 13)
+        let c = TermCalibration(layout: layout, values: f.calibration.map { $0.map { $0 ?? .nan } }, combination: .families)
+        for (query, expected) in zip(f.queries, f.expected) {
+            let p = c.tailProbabilities(query)
+            let (statistic, pValue) = p.withUnsafeBufferPointer { c.mechanism(termP: $0) }
+            #expect(close(statistic, expected[0], rtol: 1e-9) && close(pValue, expected[1], rtol: 1e-9), "\(statistic) \(pValue) vs \(expected)")
+        }
+        // The broken transition (query 4) is reported in its term but does not move the statistic.
+        let broken = c.tailProbabilities(f.queries[4])
+        #expect(broken[6] < 0.05)
     }
 }
 

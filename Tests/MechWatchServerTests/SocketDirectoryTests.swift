@@ -70,7 +70,11 @@ import Glibc
             }
             watcher.start()
             started.wait()
-            _ = try await daemon.run { true }
+            // The daemon stays up until the watcher has seen the socket (or 20 s have passed).
+            _ = try await daemon.run {
+                for _ in 0..<2000 where first.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+                return true
+            }
             done.wait()
             let mode = first.withLock { $0 }
             #expect(mode == 0o600, "the socket first appeared with mode \(mode.map { String($0, radix: 8) } ?? "none")")

@@ -28,7 +28,8 @@ for name, d in sites.items():
     diff = t - mu
     maha = np.einsum("ij,jk,ik->i", diff, np.linalg.inv(shrunk), diff)
     joint = -multivariate_normal(mean=mu, cov=shrunk).logpdf(t)
-    indep = -norm(loc=mu, scale=np.sqrt(var)).logpdf(t).sum(axis=1)
+    # The independence term's variances are the shrunk covariance's diagonal.
+    indep = -norm(loc=mu, scale=np.sqrt(np.diag(shrunk))).logpdf(t).sum(axis=1)
     fit[name] = x.tolist()
     test[name] = t.tolist()
     expected[name] = {
@@ -89,8 +90,9 @@ within = sum((y[labels == c] - means[c]).T @ (y[labels == c] - means[c]) for c i
 pooled = (1 - sy) * within + sy * np.trace(within) / q * np.eye(q)
 output_nll = [(-multivariate_normal(mean=means[c], cov=pooled).logpdf(v) if c != 3 else None) for v, c in zip(ty, tl)]
 
-# Local term: distance to the K-th nearest sample trace in the whitened principal subspace of the shrunk
-# covariance (top eigenvectors explaining 90% of its trace here), by scikit-learn's exact NearestNeighbors.
+# Local terms: distance to the K-th nearest sample trace, per site under the shrunk covariance's Mahalanobis
+# metric (whitened by the inverse of its Cholesky factor), and over all sites with each coordinate divided
+# by its shrunk standard deviation; scikit-learn's exact NearestNeighbors.
 from sklearn.neighbors import NearestNeighbors
 
 rng3 = np.random.default_rng(11)
@@ -100,22 +102,84 @@ lq = np.concatenate([centres[rng3.integers(0, 3, size=6)] + rng3.normal(size=(6,
                      [(centres[0] + centres[1]) / 2, centres[2] + 6, np.zeros(6), centres[1]]])
 l_shrunk, _ = ledoit_wolf(lx)
 l_mean = lx.mean(0)
-evals, evecs = np.linalg.eigh(l_shrunk)
-order = np.argsort(evals)[::-1]
-evals, evecs = evals[order], evecs[:, order]
-rank = int(np.searchsorted(np.cumsum(evals) / evals.sum(), 0.9) + 1)
-proj = evecs[:, :rank] / np.sqrt(evals[:rank])
+whiten = np.linalg.inv(np.linalg.cholesky(l_shrunk))
 sample = lx[:150]
-nn = NearestNeighbors(n_neighbors=3).fit((sample - l_mean) @ proj)
-local_distances = nn.kneighbors((lq - l_mean) @ proj)[0][:, 2]
+nn = NearestNeighbors(n_neighbors=3).fit((sample - l_mean) @ whiten.T)
+local_whitened = nn.kneighbors((lq - l_mean) @ whiten.T)[0][:, 2]
+scale = 1 / np.sqrt(np.diag(l_shrunk))
+nn = NearestNeighbors(n_neighbors=3).fit((sample - l_mean) * scale)
+local_standardised = nn.kneighbors((lq - l_mean) * scale)[0][:, 2]
+
+# The 'families' combination, by brute force: term tail probabilities (leave-one-out for calibration
+# traces), Fisher within the Gaussian family and within the local family, each family statistic's tail
+# probability (leave-one-out again), Fisher across the families, and that statistic's tail probability.
+# Term order: a/b independence, joint, interaction; a->b transition, dependence; a/b output; a, b, * local.
+def tail_scale(asc, lower):
+    n = len(asc)
+    if n < 2:
+        return 1.0
+    k = min(n - 1, max(5, n // 10))
+    vals = list(asc[:k + 1]) if lower else list(asc[::-1][:k + 1])
+    thr = vals[k]
+    mean_excess = sum(abs(v - thr) for v in vals[:k]) / k
+    return max(mean_excess, 1e-9 * max(abs(asc[-1] - asc[0]), 1))
+
+
+def tail_p(v, asc, scale, lower, excl):
+    others = len(asc) - (1 if excl else 0)
+    if others <= 0:
+        return 1.0
+    beyond = sum(1 for c in asc if (c <= v if lower else c >= v)) - (1 if excl else 0)
+    if beyond > 0:
+        return (1 + beyond) / (others + 1)
+    if lower:
+        extreme = (asc[1] if len(asc) > 1 else v) if excl else asc[0]
+    else:
+        extreme = (asc[-2] if len(asc) > 1 else v) if excl else asc[-1]
+    excess = max(0.0, (extreme - v) if lower else (v - extreme))
+    return max(np.exp(-excess / scale) / (others + 1), 1e-300)
+
+
+rng4 = np.random.default_rng(5)
+lower_tail = [False, False, True, False, False, True, False, True, False, False, False, False, False]
+gaussian_family, local_family = [0, 1, 2, 3, 4, 5, 8, 9], [10, 11, 12]
+cal_terms = rng4.gamma(3.0, 2.0, size=(40, 13))
+cal_terms[5, 8] = np.nan  # an output fallback: no evidence
+query_terms = rng4.gamma(3.0, 2.0, size=(5, 13))
+query_terms[3, 10:] += 40  # far out locally
+query_terms[4, 6] += 100   # a broken transition: reported, not combined
+cols = [np.sort(cal_terms[~np.isnan(cal_terms[:, j]), j]) for j in range(13)]
+scales = [tail_scale(cols[j], lower_tail[j]) for j in range(13)]
+
+
+def term_ps(row, excl):
+    return [1.0 if np.isnan(v) else tail_p(v, cols[j], scales[j], lower_tail[j], excl) for j, v in enumerate(row)]
+
+
+cal_p = [term_ps(r, True) for r in cal_terms]
+fam_stats = [[-2 * sum(np.log(p[j]) for j in fam) for p in cal_p] for fam in (gaussian_family, local_family)]
+fam_sorted = [np.sort(f) for f in fam_stats]
+fam_scales = [tail_scale(f, False) for f in fam_sorted]
+finals = [sum(-2 * np.log(tail_p(fam_stats[f][i], fam_sorted[f], fam_scales[f], False, True)) for f in range(2))
+          for i in range(len(cal_terms))]
+final_sorted = np.sort(finals)
+final_scale = tail_scale(final_sorted, False)
+families_expected = []
+for row in query_terms:
+    p = term_ps(row, False)
+    stat = sum(-2 * np.log(tail_p(-2 * sum(np.log(p[j]) for j in fam), fam_sorted[f], fam_scales[f], False, False))
+               for f, fam in enumerate((gaussian_family, local_family)))
+    families_expected.append([stat, tail_p(stat, final_sorted, final_scale, False, False)])
 
 out = {
     "sites": [{"name": k, "width": v} for k, v in sites.items()],
     "fit": fit,
     "test": test,
     "expected": expected,
-    "local": {"fit": lx.tolist(), "sample_count": 150, "queries": lq.tolist(), "k": 3, "explained": 0.9,
-              "rank": rank, "distances": local_distances.tolist()},
+    "local": {"fit": lx.tolist(), "sample_count": 150, "queries": lq.tolist(), "k": 3,
+              "whitened": local_whitened.tolist(), "standardised": local_standardised.tolist()},
+    "families": {"calibration": [[None if np.isnan(v) else v for v in r] for r in cal_terms.tolist()],
+                 "queries": query_terms.tolist(), "expected": families_expected},
     "conformal": {"calibration": cal.tolist(), "queries": queries.tolist(), "p_values": [float(p) for p in pvals]},
     "transition": {
         "fit_x": x.tolist(), "fit_y": y.tolist(), "fit_outputs": labels.tolist(),

@@ -26,7 +26,7 @@ def test_fit_finalize_score(daemon):
         assert final.fit_traces + final.calibration_traces == 600
         assert final.calibration_traces == held_out
         assert set(final.shrinkage) == {"h1", "h2"}
-        assert final.scorer == "mechanism" and final.terms == 3 * 2 + 2
+        assert final.scorer == "mechanism" and final.terms == 3 * 2 + 2 + 3  # site terms, one transition pair, local h1 h2 *
 
         normal = client.score("py", gaussian_traces(rng, 400), outputs=np.zeros(400, dtype=int))
         shifted = client.score("py", [Trace(sites=s, meta={"kind": "shifted"}) for s in gaussian_traces(rng, 20, 6.0)])
