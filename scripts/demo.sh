@@ -30,11 +30,11 @@ echo "== 3. fit: stream trusted traces, then finalize (estimate + calibrate)"
 echo "== 4. score: stream live traces (normal, shifted, trigger)"
 "$BIN" send "$OUT/live.jsonl" --reference "$REF"
 
-echo "== 5. mechwatch flags --reference $REF --limit 10"
-"$BIN" flags --reference "$REF" --limit 10
+echo "== 5. mechwatch flags --reference $REF --sort score --limit 10 (most anomalous first)"
+"$BIN" flags --reference "$REF" --sort score --limit 10
 
-TOP=$("$BIN" flags --reference "$REF" --limit 1 --format csv | tail -n 1 | cut -d, -f1)
-echo "== 6. mechwatch event $TOP"
+TOP=$("$BIN" flags --reference "$REF" --sort score --limit 1 --format csv | tail -n 1 | cut -d, -f1)
+echo "== 6. mechwatch event $TOP (the most anomalous)"
 "$BIN" event "$TOP"
 
 DB=$(sed -n 's/^database *= *"\(.*\)"/\1/p' Config/mechwatch.toml)

@@ -245,19 +245,19 @@ class Generator:
 
     def conflicting(self, layout):
         layout = list(layout)
-        how = self.g.choice(["width", "drop", "add"] if len(layout) > 1 else ["width", "add"])
+        extra = [s for s in SITES + ["x9"] if s not in dict(layout)]
+        how = self.g.choice(["width"] + (["drop"] if len(layout) > 1 else []) + (["add"] if extra else []))
         if how == "width":
             k = self.g.randrange(len(layout))
             layout[k] = (layout[k][0], layout[k][1] % 8 + 1)
         elif how == "drop":
             layout.pop(self.g.randrange(len(layout)))
         else:
-            extra = [s for s in SITES + ["x9"] if s not in dict(layout)]
             layout.append((self.g.choice(extra), self.g.randint(1, 8)))
         return layout
 
     def layout_for(self, ref, pred):
-        if ref not in pred:
+        if ref not in pred or not pred[ref].layout:
             return self.new_layout()
         if self.g.random() < 0.1:
             return self.conflicting(pred[ref].layout)

@@ -17,10 +17,16 @@ func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) throws -
 /// `mechwatch flags`: flagged events, newest first.
 struct Flags: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List flagged events, newest first (read from the database).")
+        abstract: "List flagged events, newest first or most anomalous first (read from the database).")
+
+    /// The order events are listed in.
+    enum Order: String, ExpressibleByArgument, CaseIterable {
+        case time, score
+    }
 
     @Option(help: "Only this reference.") var reference: String?
     @Option(help: "At most this many events.") var limit = 20
+    @Option(help: "time (newest first) or score (most anomalous first: smallest p, then largest statistic).") var sort = Order.time
     @Flag(help: "List every event, flagged or not.") var all = false
     @Option(help: "table, json or csv.") var format = OutputFormat.table
     @OptionGroup var store: StoreOptions
@@ -30,7 +36,13 @@ struct Flags: ParsableCommand {
     }
 
     func run() throws {
-        let rows = try withStore(store) { try $0.events(reference: reference, includeUnflagged: all, limit: limit) }
+        let rows = try withStore(store) { s in
+            if let reference, try s.reference(named: reference) == nil {
+                let known = try s.references().map(\.name)
+                throw CommandFailure("no reference named '\(reference)'" + (known.isEmpty ? " (the database has none)" : "; known: \(known.joined(separator: ", "))"))
+            }
+            return try s.events(reference: reference, includeUnflagged: all, byScore: sort == .score, limit: limit)
+        }
         print(EventListRendering.render(rows, as: format))
     }
 }

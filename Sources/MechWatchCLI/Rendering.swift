@@ -95,12 +95,18 @@ enum EventRendering {
                 let scorers = Scorer.allCases.compactMap { s in e.pValues[s].map { "\(s.rawValue) p \(Format.p($0))" } }
                 lines.append("Surprise account (flagging scorer: \(e.scorer?.rawValue ?? "mahalanobis"); \(scorers.joined(separator: ", "))).")
                 lines.append("Each term's calibrated tail probability, most responsible first: upper tail for surprises,")
-                lines.append("lower tail for explained nats (interaction: within a site; dependence: by the previous site).")
-                var terms = Table(header: ["TERM", "KIND", "NATS", "P"], numeric: [2, 3])
+                lines.append("lower tail for explained nats (interaction: within a site; dependence: by the previous site);")
+                lines.append("local terms are distances to the nearest trusted traces (subject * : all sites together).")
+                var terms = Table(header: ["TERM", "KIND", "VALUE", "P"], numeric: [2, 3])
                 terms.rows = e.terms.sorted { $0.p < $1.p }.map { t in
                     [t.subject, t.kind.rawValue, t.value.map { Format.fixed($0, 2) } ?? "fallback", Format.p(t.p)]
                 }
                 lines.append(terms.render())
+                if let local = e.terms.filter({ $0.kind == .local }).min(by: { $0.p < $1.p }), let d = local.value, local.p <= e.alpha {
+                    let place = local.subject == "*" ? "over all sites together" : "at \(local.subject)"
+                    lines.append("(\(place) no trusted trace of the reference's sample lies within distance \(Format.fixed(d, 2)) of this one;"
+                                 + " a trusted trace is that far from its nearest with probability \(Format.p(local.p)))")
+                }
                 if e.terms.contains(where: { $0.kind == .output && $0.value == nil }) {
                     lines.append("(output terms marked fallback: the output was absent or too rare in fitting; they count as no evidence)")
                 }

@@ -42,12 +42,15 @@ extension Store {
     }
 
     /// Events newest first: only flagged ones unless `includeUnflagged`, optionally of one reference.
-    public func events(reference: String? = nil, includeUnflagged: Bool = false, limit: Int) throws(StoreError) -> [EventRow] {
+    /// Events of one reference (or all), flagged only unless `includeUnflagged`, newest first or, `byScore`,
+    /// most anomalous first (smallest p, then largest statistic).
+    public func events(reference: String? = nil, includeUnflagged: Bool = false, byScore: Bool = false, limit: Int) throws(StoreError) -> [EventRow] {
         var conditions: [String] = []
         if !includeUnflagged { conditions.append("e.flagged = 1") }
         if reference != nil { conditions.append("r.name = ?2") }
         let clause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        let stmt = try db.prepare(Self.eventColumns + Self.eventSource + " \(clause) ORDER BY e.id DESC LIMIT ?1")
+        let order = byScore ? "e.p_value ASC, e.score DESC, e.id DESC" : "e.id DESC"
+        let stmt = try db.prepare(Self.eventColumns + Self.eventSource + " \(clause) ORDER BY \(order) LIMIT ?1")
         if let reference { try stmt.bind(.integer(Int64(limit)), .text(reference)) } else { try stmt.bind(.integer(Int64(limit))) }
         var rows: [EventRow] = []
         while try stmt.step() { rows.append(Self.eventRow(stmt)) }
