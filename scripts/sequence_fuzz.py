@@ -79,11 +79,11 @@ SITE_CODES = {"missing_site", "unknown_site", "wrong_width"}
 DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64}
 
 # Edge values: (text as JSON, value) in float32's range, and outside it / not finite.
-JSON_OK = ["0", "-0.0", "1e-30", "-1e-30", "3e38", "-3e38", "1e-40", "1.4e-45", "1e-50", "-1", "1E+2",
+JSON_OK = ["0", "-0.0", "1e-30", "-1e-30", "3e38", "-3e38", "1e20", "-1e20", "1e-40", "1.4e-45", "1e-50", "-1", "1E+2",
            "123456789012345678901234567890"]
 JSON_BAD = ["1e39", "-1e39", "3.5e38", "1e300", "1e400", "-1e400", "NaN", "Infinity", "-Infinity"]
-BIN_OK = {"f64": [0.0, -0.0, 1e-30, -1e-30, 3e38, -3e38, 1e-40, 1e-300],
-          "f32": [0.0, 1e-30, -1e-30, 3e38, -3e38, 1e-40, 1.4e-45, 3.4028234663852886e38],
+BIN_OK = {"f64": [0.0, -0.0, 1e-30, -1e-30, 3e38, -3e38, 1e20, 1e-40, 1e-300],
+          "f32": [0.0, 1e-30, -1e-30, 3e38, -3e38, -1e20, 1e-40, 1.4e-45, 3.4028234663852886e38],
           "f16": [0.0, 65504.0, -65504.0, 6e-8, 1e-5]}
 BIN_BAD = {"f64": [1e39, -1e39, 1e300, math.inf, math.nan], "f32": [math.inf, -math.inf, math.nan],
            "f16": [math.inf, math.nan]}
@@ -405,7 +405,7 @@ class Generator:
         layout = self.layout_for(ref, pred)
         fmt = g.choice(["json", "f16", "f32", "f64"]) if op in ("fit", "score") else g.choice(["f16", "f32", "f32", "f64"])
         n = 1 if op in ("fit", "score") else g.choice([1, 2, 3, 5, 8, 13, 24, 40])
-        req = self.traces(op, ref, rid, layout, n, fmt, edge=g.random() < 0.2)
+        req = self.traces(op, ref, rid, layout, n, fmt, edge=g.random() < 0.25)
         if op.startswith("fit") and not req.bad:
             if st is None:
                 pred[ref] = st = Ref(layout)
@@ -921,6 +921,7 @@ class Fuzz:
         self.model = {}
         self.ops = collections.Counter()
         self.kinds = collections.Counter()
+        self.history = collections.defaultdict(list)
         self.oks = collections.Counter()
         self.passed = self.failed = 0
         self.store_problems = []
@@ -1050,6 +1051,9 @@ class Fuzz:
                         continue
                     self.ops[q.kind] += 1
                     self.oks[q.kind] += bool(q.reply and q.reply.get("ok"))
+        failing_refs = sorted({q.ref for ch in checkers for _, _, q, _ in ch.problems if q.ref})
+        histories = {r: list(self.history[r]) for r in failing_refs}   # as they were before this sequence
+        self.extend_history(seq, conns)
         for ch in checkers:
             problems += [f"C{c}#{i} {q.describe()}: {what}\n      reply: {(q.raw or '-')[:300]}"
                          for c, i, q, what in ch.problems]
@@ -1059,10 +1063,21 @@ class Fuzz:
             err = self.daemon.start(self.daemon.limits)
             if err:
                 problems.append(f"restart after the crash failed: {err}")
-                self.record(seq, kind, conns, problems)
+                self.record(seq, kind, conns, problems, histories)
                 raise SystemExit(self.finish())
         problems += self.reconcile(seq, conns, checkers, start, kind)
-        self.record(seq, kind, conns, problems)
+        self.record(seq, kind, conns, problems, histories)
+
+    def extend_history(self, seq, conns):
+        """Per reference, the requests that shaped it since it was last deleted (shown with a failure)."""
+        for c, pipes in enumerate(conns):
+            for pipe in pipes:
+                for q in pipe:
+                    if q.ref and q.reply and q.reply.get("ok") and q.kind in ("fit", "fit_batch", "finalize", "delete"):
+                        if q.kind == "delete":
+                            self.history[q.ref].clear()
+                        else:
+                            self.history[q.ref].append(f"sequence {seq} C{c}: {q.describe()}")
 
     def check_refit(self, ref):
         """After fit_batch r[h,4] / delete r / fit_batch r[h,8]: r's stored traces all have width 8."""
@@ -1104,13 +1119,16 @@ class Fuzz:
         self.model = model_from(status, layouts)
         return problems
 
-    def record(self, seq, kind, conns, problems):
+    def record(self, seq, kind, conns, problems, histories):
         if not problems:
             self.passed += 1
             return
         self.failed += 1
         lines = [f"FAILED seed {self.args.seed} sequence {seq} ({kind}, {len(conns)} connection(s)):"]
         lines += ["  " + p for p in problems[:8]]
+        for r, past in histories.items():
+            lines.append(f"  {r} before this sequence, since its last delete ({len(past)} ok fit/finalize requests):")
+            lines += [f"    {h}" for h in past[-12:]]
         lines.append("  requests and replies:")
         for c, pipes in enumerate(conns):
             for k, pipe in enumerate(pipes):

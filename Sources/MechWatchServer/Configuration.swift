@@ -23,7 +23,7 @@ public struct Configuration: Sendable, Equatable {
     /// would create a reference beyond it is refused, and a stored reference beyond it is not loaded.
     public var maxReferenceBytes: Int = Configuration.defaultReferenceBudget
     /// Fit traces a reference keeps, at most, for its local terms (a uniform sample; 0: no local terms).
-    public var localSampleSize: Int = 20_000
+    public var localSampleSize: Int = 5_000
     /// The local term is the distance to the K-th nearest sample trace.
     public var localK: Int = LocalModel.defaultK
     /// Connections served at once; one more is answered `too_many_connections` and closed.

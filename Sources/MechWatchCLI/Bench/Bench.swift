@@ -29,6 +29,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Payload dtype: f16, f32 or f64.") var dtype = "f32"
     @Option(help: "Distinct outputs (classes) of the synthetic model; 0 for none.") var outputs = 10
     @Option(help: "Scorer to finalize with: mahalanobis, independence or mechanism.") var scorer = "mechanism"
+    @Option(help: "Fit traces the reference keeps for its local terms (the daemon's --local-sample-size); 0 for none.") var localSampleSize = 5_000
     @Option(help: "Keep the database, probes and bench.json in this directory (created).") var keep: String?
 
     func validate() throws {
@@ -48,9 +49,9 @@ struct Bench: ParsableCommand {
         defer { if keep == nil { try? FileManager.default.removeItem(atPath: directory) } }
         let database = directory + "/bench.db"
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) }
-        let socket = "/tmp/mechwatch-bench-\(getpid()).sock"
+        let socket = directory + "/d.sock"  // a directory of our own: the daemon refuses a socket directly in /tmp
         let daemon = try DaemonProcess(socket: socket, arguments: ["--database", database, "--log-level", "warning", "--alpha", "0.01",
-                                                                   "--max-payload-bytes", "\(1 << 30)"],
+                                                                   "--max-payload-bytes", "\(1 << 30)", "--local-sample-size", "\(localSampleSize)"],
                                        log: directory + "/daemon.log")
         defer { daemon.stop() }
         var figures = try measure(daemon: daemon, socket: socket, database: database, directory: directory)
