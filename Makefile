@@ -16,6 +16,7 @@ test: install
 	@python3 -c "import numpy, pytest, scipy, sklearn" 2>/dev/null || python3 -m pip install --quiet numpy pytest scipy scikit-learn
 	python3 scripts/kill_test.py $(BIN)
 	python3 scripts/flood_test.py $(BIN)
+	python3 scripts/sequence_fuzz.py $(BIN) --seconds 60
 	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests
 
 # 8 clients flooding 12x768 traces; the daemon's peak RSS must stay bounded (also run by `test`).
@@ -27,6 +28,11 @@ flood-test: build
 kill-test: build
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
 	python3 scripts/kill_test.py $(BIN)
+
+# Seeded state-machine fuzz: pipelined sequences on several connections, SIGKILL + restart, store checks
+# (a 60 s run is part of `test`). SECONDS=600 SEED=7 for a long run.
+fuzz: build
+	python3 scripts/sequence_fuzz.py $(BIN) --seconds $(or $(SECONDS),600) --seed $(or $(SEED),1)
 
 # Detection on the eight evaluation sets against kNN, Mahalanobis, class-conditional Mahalanobis and ECOD
 # (also run by `test`, through pytest). SEED=8 draws other digits sets.

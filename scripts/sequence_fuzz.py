@@ -1203,7 +1203,11 @@ def main():
     parser.add_argument("--sequences", type=int, default=1000000, help="stop after this many sequences")
     parser.add_argument("--seconds", type=float, default=60, help="stop starting sequences after this long")
     args = parser.parse_args()
-    sys.exit(Fuzz(args).run())
+    fuzz = Fuzz(args)
+    try:
+        sys.exit(fuzz.run())
+    finally:
+        fuzz.daemon.kill()   # never leave a daemon behind, whatever went wrong in here
 
 
 if __name__ == "__main__":

@@ -74,18 +74,24 @@ public struct NearestNeighbours: Sendable {
                 }
             }
         }
-        // The expansion chose the candidates; their distances are recomputed directly, in Float64. A query
-        // beyond float32's range (no candidate: every expanded distance was NaN) is infinitely far.
+        // The expansion chose the candidates; their distances are recomputed directly, in Float64. Points
+        // whose squared norm overflows float32 (coordinates beyond about 1.8e19) cannot be expanded: a
+        // query among them is compared with every point directly, and such sample points with every query.
+        let hugePoints = (0..<m).filter { !squaredNorms[$0].isFinite }
         return (0..<n).map { j in
-            guard index[j * k + k - 1] >= 0 else { return .infinity }
-            var exact = (0..<k).map { c -> Double in
-                let point = index[j * k + c]
+            let candidates: [Int]
+            if !queryNorms[j].isFinite || index[j * k + k - 1] < 0 {
+                candidates = Array(0..<m)
+            } else {
+                candidates = Array(index[j * k..<(j + 1) * k]) + hugePoints
+            }
+            var exact = candidates.map { point -> Double in
                 var sum = 0.0
                 for i in 0..<dimension {
                     let d = Double(queries[j * dimension + i]) - Double(points[point * dimension + i])
                     sum += d * d
                 }
-                return sum
+                return sum.isNaN ? .infinity : sum
             }
             exact.sort()
             return exact[k - 1].squareRoot()

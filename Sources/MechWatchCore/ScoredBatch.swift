@@ -32,6 +32,9 @@ public struct ScoredBatch: Sendable {
                 mahalanobis[j] += accounts.mahalanobis[j * s + site]
                 independence[j] += accounts.termValues[j * t + 3 * site]
             }
+            // NaN only where a trace's arithmetic overflowed (∞ − ∞): as far out as a statistic goes.
+            if mahalanobis[j].isNaN { mahalanobis[j] = .infinity }
+            if independence[j].isNaN { independence[j] = .infinity }
         }
         self.accounts = accounts
         self.termP = termP

@@ -88,8 +88,8 @@ public struct TermCalibration: Sendable, Equatable {
         // Leave-one-out term probabilities of each calibration trace.
         let termP = values.map { row in
             row.enumerated().map { j, v in
-                v.isNaN ? 1 : TermCalibration.probability(v, ascending: columns[j], scale: scales[j],
-                                                           lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: true)
+                v.isNaN ? TermCalibration.undefined(layout.terms[j].kind)
+                    : TermCalibration.probability(v, ascending: columns[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: true)
             }
         }
         switch combination {
@@ -122,14 +122,22 @@ public struct TermCalibration: Sendable, Equatable {
                 layout.terms.indices.filter { layout.terms[$0].kind == .local }].filter { !$0.isEmpty }
     }
 
-    /// Per-term tail probabilities of a new trace's term values (1 for a NaN term: no evidence).
+    /// Per-term tail probabilities of a new trace's term values (for NaN see `undefined`).
     public func tailProbabilities(_ values: [Double]) -> [Double] {
         values.enumerated().map { j, v in tailProbability(v, term: j) }
     }
 
-    /// The tail probability of value `v` of term `j` (1 for NaN: no evidence).
+    /// The tail probability of value `v` of term `j` (for NaN see `undefined`).
     public func tailProbability(_ v: Double, term j: Int) -> Double {
-        v.isNaN ? 1 : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
+        v.isNaN ? Self.undefined(layout.terms[j].kind)
+            : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
+    }
+
+    /// The tail probability of a term whose value is NaN: for an output term, the fallback (the output was
+    /// absent or too rare), no evidence: 1. Any other term is NaN only when the trace is so far out that
+    /// its arithmetic overflowed (∞ − ∞): the most extreme there is, the floor 1e-300.
+    static func undefined(_ kind: TermLayout.Kind) -> Double {
+        kind == .output ? 1 : 1e-300
     }
 
     /// The mechanism statistic of a new trace from its terms' tail probabilities, and its p-value.
@@ -166,13 +174,16 @@ public struct TermCalibration: Sendable, Equatable {
             extreme = excludingSelf ? (ascending.count > 1 ? ascending[ascending.count - 2] : v) : ascending[ascending.count - 1]
         }
         let excess = max(0, lowerTail ? extreme - v : v - extreme)
-        // Kept above 1e-300 so that log p, and the Fisher statistic, stay finite however far out a trace is.
-        return max(floor * exp(-excess / scale), 1e-300)
+        // Kept above 1e-300 so that log p, and the Fisher statistic, stay finite however far out a trace is
+        // (an infinite excess over an infinite extreme is NaN: still beyond every other value, so the floor).
+        let p = floor * exp(-excess / scale)
+        return p.isNaN ? 1e-300 : max(p, 1e-300)
     }
 
     /// Mean excess of the most extreme 10% (at least 5) over the threshold they exceed.
     /// (Upper tail unless `lowerTail`.)
-    static func tailScale(_ ascending: [Double], lowerTail: Bool) -> Double {
+    static func tailScale(_ all: [Double], lowerTail: Bool) -> Double {
+        let ascending = all.filter(\.isFinite)  // an infinite value says nothing about the tail's scale
         let n = ascending.count
         guard n >= 2 else { return 1 }
         let k = min(n - 1, max(5, n / 10))

@@ -29,6 +29,11 @@ import Testing
             #expect(close(nn.kthDistances([100.2], count: 1), [want], rtol: 1e-3))
         }
         #expect(NearestNeighbours(dimension: 1, points: [1, 2], k: 3).kthDistances([0], count: 1) == [.infinity])
+        // Coordinates whose squares overflow float32 are compared directly, in Float64.
+        let big = Float(1e20), bigger = big.nextUp.nextUp
+        let far = NearestNeighbours(dimension: 1, points: [0, big, 3e38], k: 1)
+        #expect(far.kthDistances([bigger, 1], count: 2) == [Double(bigger) - Double(big), 1])
+        #expect(NearestNeighbours(dimension: 1, points: [0, 1], k: 2).kthDistances([big], count: 1) == [Double(big)])
         // A query beyond float32's range is infinitely far, not a crash or a NaN.
         #expect(NearestNeighbours(dimension: 2, points: [1, 2, 3, 4], k: 1).kthDistances([.infinity, 0], count: 1) == [.infinity])
     }

@@ -35,10 +35,14 @@ import Testing
         #expect(TermCalibration.fisher(p).isFinite)
     }
 
-    @Test func nanTermsAreNoEvidence() {
+    @Test func nanIsNoEvidenceForAnOutputTermAndTheFloorForAnyOther() {
         let c = TermCalibration(layout: layout, values: values)
         let middle: Double = 11.0 / 21
-        #expect(c.tailProbabilities([.nan, 10.5, .nan]) == [1.0, middle, 1.0])
+        // Outside an output term NaN means the trace's arithmetic overflowed (∞ − ∞): most extreme.
+        #expect(c.tailProbabilities([.nan, 10.5, .nan]) == [1e-300, middle, 1e-300])
+        let withOutputs = TermLayout(sites: ["s"], transitions: false, outputs: true)
+        let o = TermCalibration(layout: withOutputs, values: values.map { $0 + [$0[0]] })
+        #expect(o.tailProbabilities([10.5, 10.5, 10.5, .nan]).last == 1)
         #expect(TermCalibration.fisher([1, 1]) == 0)
         let fisher: Double = -2 * log(0.5) - 2 * log(0.25)
         #expect(abs(TermCalibration.fisher([0.5, 0.25]) - fisher) < 1e-12)

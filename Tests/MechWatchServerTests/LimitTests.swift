@@ -102,6 +102,25 @@ import Glibc
         #expect(refused.first?["error"]?["code"] == "out_of_range")
     }
 
+    @Test func aReferenceFittedWithAHugeValueStillScoresEveryTrace() async throws {
+        // Found by scripts/sequence_fuzz.py: one calibration trace of 1e20 made the local terms' float32
+        // expansion overflow, the tail scale infinite, and a later ordinary score NaN (store_error).
+        var daemon = TestDaemon()
+        daemon.configuration.calibrationFraction = 0.3
+        let d = daemon
+        let replies = try await d.run {
+            try await d.raw(Self.line(#"{"op":"fit","reference":"r","id":"c7","sites":{"h":[-1.0,0.0]}}"#)
+                + Self.line(#"{"op":"fit","reference":"r","id":"c9","sites":{"h":[0.0,0.0]}}"#)
+                + Self.line(#"{"op":"fit","reference":"r","id":"c0","sites":{"h":[1e20,0.0]}}"#)
+                + Self.line(#"{"op":"fit","reference":"r","id":"c8","sites":{"h":[-1.0,0.0]}}"#)
+                + Self.line(#"{"op":"finalize","reference":"r","alpha":0.5}"#)
+                + Self.line(#"{"op":"score","reference":"r","id":"s","sites":{"h":[0.5,0.5]}}"#)
+                + Self.line(#"{"op":"score","reference":"r","id":"t","sites":{"h":[3e38,-3e38]}}"#))
+        }
+        #expect(replies.count == 7 && replies.allSatisfy { $0["ok"] == true }, "\(replies)")
+        #expect(replies[6]["flagged"] == true)
+    }
+
     @Test func connectionsBeyondTheLimitAreRefusedClearly() async throws {
         var daemon = TestDaemon()
         daemon.configuration.maxConnections = 2
