@@ -30,9 +30,9 @@ kill-test: build
 	python3 scripts/kill_test.py $(BIN)
 
 # Seeded state-machine fuzz: pipelined sequences on several connections, SIGKILL + restart, store checks
-# (a 60 s run is part of `test`). SECONDS=600 SEED=7 for a long run.
+# (a 60 s run is part of `test`). FUZZ_SECONDS=1800 SEED=7 for another run.
 fuzz: build
-	python3 scripts/sequence_fuzz.py $(BIN) --seconds $(or $(SECONDS),600) --seed $(or $(SEED),1)
+	python3 scripts/sequence_fuzz.py $(BIN) --seconds $(or $(FUZZ_SECONDS),600) --seed $(or $(SEED),1)
 
 # Detection on the eight evaluation sets against kNN, Mahalanobis, class-conditional Mahalanobis and ECOD
 # (also run by `test`, through pytest). SEED=8 draws other digits sets.
