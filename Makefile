@@ -58,4 +58,4 @@ fixtures:
 	python3 Tests/MechWatchCoreTests/Fixtures/make_fixtures.py
 
 clean:
-	rm -rf .build .demo .bench
+	rm -rf .build .demo .bench mechwatch.db mechwatch.db-wal mechwatch.db-shm mechwatch.db.lock

@@ -11,6 +11,10 @@ echo "== 1. traces of a small numpy MLP (scripts/demo_traces.py)"
 python3 scripts/demo_traces.py "$OUT"
 
 echo "== 2. mechwatch serve (Config/mechwatch.toml; log in $OUT/serve.log)"
+if "$BIN" status >/dev/null 2>&1; then
+    echo "a mechwatch daemon already answers on the default socket; stop it first (the demo starts its own)" >&2
+    exit 1
+fi
 "$BIN" serve >"$OUT/serve.log" 2>&1 &
 DAEMON=$!
 trap 'kill -TERM $DAEMON 2>/dev/null; wait $DAEMON 2>/dev/null || true' EXIT

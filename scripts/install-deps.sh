@@ -8,7 +8,9 @@ for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
-cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}"
+# Another apt or dpkg (an unattended upgrade, a parallel install) may hold the lock: wait for it, up to 10 minutes.
+lock="-o DPkg::Lock::Timeout=600"
+cmd="apt-get $lock update -qq && DEBIAN_FRONTEND=noninteractive apt-get $lock install -y -qq ${missing[*]}"
 if [ "$(id -u)" -ne 0 ]; then
     echo "mechwatch: missing system packages: ${missing[*]}" >&2
     echo "run as root:  $cmd" >&2

@@ -16,13 +16,13 @@ struct Eval: ParsableCommand {
     @Argument(help: "JSON-lines file of labelled traces, or - for standard input.") var file: String
     @Option(help: "An active reference.") var reference: String
     @Option(help: "Level for TPR and FPR. Default: the reference's alpha.") var alpha: Double?
-    @Option(help: "table or json.") var format = OutputFormat.table
+    @Option(help: "table, json or csv.") var format = OutputFormat.table
     @OptionGroup var store: StoreOptions
 
     func run() throws {
         let model = try withStore(store) { s -> ReferenceModel in
             guard let record = try s.reference(named: reference), record.state == .active else {
-                throw CommandFailure("no active reference named '\(reference)'")
+                throw CommandFailure("no active reference named '\(reference)'", status: .notFound)
             }
             return try s.model(of: record)
         }
@@ -31,10 +31,10 @@ struct Eval: ParsableCommand {
         let reader = try LineReader(path: file)
         for line in reader where !line.isEmpty {
             guard case .object(var members) = try? JSONParser.parse(line) else {
-                throw CommandFailure("line \(reader.lineNumber): not a JSON object")
+                throw CommandFailure("line \(reader.lineNumber): not a JSON object", status: .rejected)
             }
             guard let label = members.first(where: { $0.key == "label" })?.value, label == "normal" || label == "anomalous" else {
-                throw CommandFailure("line \(reader.lineNumber): label: expected \"normal\" or \"anomalous\"")
+                throw CommandFailure("line \(reader.lineNumber): label: expected \"normal\" or \"anomalous\"", status: .rejected)
             }
             members.removeAll { ["label", "op", "reference"].contains($0.key) }
             if !members.contains(where: { $0.key == "id" }) { members.append(.init("id", .string("line-\(reader.lineNumber)"))) }
@@ -43,12 +43,12 @@ struct Eval: ParsableCommand {
             switch Request.decode(Array(request.jsonText.utf8)).request {
             case .success(.score(_, let message)):
                 do { trace = try message.trace(in: model.layout, reference: reference) } catch {
-                    throw CommandFailure("line \(reader.lineNumber): \(error.code.rawValue): \(error.message)")
+                    throw CommandFailure("line \(reader.lineNumber): \(error.code.rawValue): \(error.message)", status: .rejected)
                 }
             case .failure(let error):
-                throw CommandFailure("line \(reader.lineNumber): \(error.code.rawValue): \(error.message)")
+                throw CommandFailure("line \(reader.lineNumber): \(error.code.rawValue): \(error.message)", status: .rejected)
             default:
-                throw CommandFailure("line \(reader.lineNumber): not a trace")
+                throw CommandFailure("line \(reader.lineNumber): not a trace", status: .rejected)
             }
             let verdict = model.evaluate(trace)
             for scorer in Scorer.allCases {
@@ -64,7 +64,13 @@ struct Eval: ParsableCommand {
 enum EvalRendering {
     static func render(_ results: [(Scorer, Evaluation)], reference: String, alpha: Double, as format: OutputFormat) -> String {
         switch format {
-        case .json, .csv:
+        case .csv:
+            return CSV.render(header: ["scorer", "auroc", "tpr", "fpr", "fpr_ci_lower", "fpr_ci_upper", "normal", "anomalous", "alpha"],
+                              rows: results.map { s, e in
+                                  [s.rawValue, "\(e.auroc)", "\(e.truePositiveRate)", "\(e.falsePositiveRate)", "\(e.falsePositiveInterval.lower)",
+                                   "\(e.falsePositiveInterval.upper)", String(e.normal), String(e.anomalous), "\(alpha)"]
+                              })
+        case .json:
             return JSONValue.array(results.map { s, e in
                 [
                     "scorer": .string(s.rawValue), "auroc": .number(e.auroc), "tpr": .number(e.truePositiveRate),

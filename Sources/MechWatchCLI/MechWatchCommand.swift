@@ -2,7 +2,6 @@ import ArgumentParser
 import MechWatchServer
 
 /// `mechwatch`: the daemon and the commands that talk to it or query its store.
-@available(macOS 10.15, *)
 public struct MechWatchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "mechwatch",
@@ -50,20 +49,4 @@ struct StoreOptions: ParsableArguments {
     var database: String?
 
     func databasePath() throws -> String { try database ?? config.load().database }
-}
-
-extension MechWatchCommand {
-    /// Parses the process arguments and runs the chosen subcommand, awaiting the async ones.
-    public static func runFromCommandLine() async {
-        do {
-            var command = try await asyncParseAsRoot(nil)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
-    }
 }

@@ -9,7 +9,7 @@ extension Scorer: ExpressibleByArgument {}
 func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) throws -> T {
     let store: Store
     do { store = try Store.openExisting(path: try options.databasePath()) } catch let error as StoreError {
-        throw CommandFailure(error.message)
+        throw CommandFailure(error.message, status: error.code == .cannotOpen ? .notFound : .failure)
     }
     return try body(store)
 }
@@ -39,7 +39,7 @@ struct Flags: ParsableCommand {
         let rows = try withStore(store) { s in
             if let reference, try s.reference(named: reference) == nil {
                 let known = try s.references().map(\.name)
-                throw CommandFailure("no reference named '\(reference)'" + (known.isEmpty ? " (the database has none)" : "; known: \(known.joined(separator: ", "))"))
+                throw CommandFailure("no reference named '\(reference)'" + (known.isEmpty ? " (the database has none)" : "; known: \(known.joined(separator: ", "))"), status: .notFound)
             }
             return try s.events(reference: reference, includeUnflagged: all, byScore: sort == .score, limit: limit)
         }
@@ -59,7 +59,7 @@ struct EventCommand: ParsableCommand {
 
     func run() throws {
         guard let detail = try withStore(store, { try $0.event(event) }) else {
-            throw CommandFailure("no event \(event) in the database")
+            throw CommandFailure("no event \(event) in the database", status: .notFound)
         }
         print(EventRendering.render(detail, as: format))
     }

@@ -46,8 +46,11 @@ struct ReferenceCommand: AsyncParsableCommand {
         @OptionGroup var store: StoreOptions
 
         func run() throws {
-            let (records, counts) = try withStore(store) { (try $0.references(), try $0.eventCounts()) }
-            print(ReferenceRendering.list(records, counts: counts, as: format))
+            let (records, counts, shrinkage) = try withStore(store) { s in
+                let records = try s.references()
+                return (records, try s.eventCounts(), try Dictionary(uniqueKeysWithValues: records.map { ($0.name, try s.shrinkage(of: $0)) }))
+            }
+            print(ReferenceRendering.list(records, counts: counts, shrinkage: shrinkage, as: format))
         }
     }
 
@@ -60,7 +63,7 @@ struct ReferenceCommand: AsyncParsableCommand {
         func run() throws {
             let text = try withStore(store) { s -> String in
                 guard let record = try s.reference(named: name) else {
-                    throw CommandFailure("no reference named '\(name)'; `mechwatch reference list` shows the known ones")
+                    throw CommandFailure("no reference named '\(name)'; `mechwatch reference list` shows the known ones", status: .notFound)
                 }
                 return ReferenceRendering.show(record, counts: try s.eventCounts()[name], shrinkage: try s.shrinkage(of: record), as: format)
             }
@@ -82,6 +85,6 @@ struct Status: AsyncParsableCommand {
 /// Sends one request and returns the reply, or fails with the daemon's error code and message.
 func call(_ options: ClientOptions, _ request: JSONValue) async throws -> JSONValue {
     let reply = try await Client.withConnection(socketPath: try options.socketPath()) { try await $0.call(request) }
-    guard reply["ok"] == true else { throw CommandFailure(SendSummary.describeError(reply)) }
+    guard reply["ok"] == true else { throw CommandFailure(reply: reply) }
     return reply
 }

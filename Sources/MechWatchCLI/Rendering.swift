@@ -118,7 +118,7 @@ enum EventRendering {
 
 /// What `reference list` and `reference show` print.
 enum ReferenceRendering {
-    static func list(_ records: [ReferenceRecord], counts: [String: EventCounts], as format: OutputFormat) -> String {
+    static func list(_ records: [ReferenceRecord], counts: [String: EventCounts], shrinkage: [String: [Double]?] = [:], as format: OutputFormat) -> String {
         let header = ["name", "state", "sites", "total_width", "fit_traces", "calibration_traces", "alpha", "events", "flagged"]
         let rows = records.map { r -> [String] in
             let c = counts[r.name] ?? EventCounts(events: 0, flagged: 0)
@@ -132,7 +132,7 @@ enum ReferenceRendering {
             t.rows = rows
             return t.render()
         case .csv: return CSV.render(header: header, rows: rows)
-        case .json: return JSONValue.array(records.map { json($0, counts[$0.name]) }).jsonText
+        case .json: return JSONValue.array(records.map { json($0, counts[$0.name], shrinkage: shrinkage[$0.name] ?? nil) }).jsonText
         }
     }
 

@@ -85,10 +85,3 @@ struct Serve: AsyncParsableCommand {
         await engine.close()
     }
 }
-
-/// A failure whose message is already user-facing; ArgumentParser prints it and exits non-zero.
-struct CommandFailure: Error, CustomStringConvertible {
-    let message: String
-    init(_ message: String) { self.message = message }
-    var description: String { message }
-}

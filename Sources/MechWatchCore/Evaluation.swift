@@ -46,6 +46,7 @@ public struct Evaluation: Sendable {
         let p = Double(k) / Double(n), nn = Double(n), z2 = z * z
         let centre = (p + z2 / (2 * nn)) / (1 + z2 / nn)
         let half = z * sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / (1 + z2 / nn)
-        return (max(0, centre - half), min(1, centre + half))
+        // At k = 0 (k = n) the lower (upper) end is exactly 0 (1); rounding would leave e.g. 8.7e-19.
+        return (k == 0 ? 0 : max(0, centre - half), k == n ? 1 : min(1, centre + half))
     }
 }

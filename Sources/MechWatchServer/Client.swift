@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import MechWatchWire
 import NIOCore
 import NIOPosix
@@ -21,6 +24,10 @@ public enum Client {
                             configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
                 }
+        } catch let error as IOError {
+            throw ClientError.cannotConnect(path: socketPath, reason: String(cString: strerror(error.errnoCode)))
+        } catch is UnixDomainSocketPathWrongType {
+            throw ClientError.cannotConnect(path: socketPath, reason: "the path exists but is not a socket")
         } catch {
             throw ClientError.cannotConnect(path: socketPath, reason: "\(error)")
         }
@@ -85,7 +92,7 @@ public enum ClientError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .cannotConnect(let path, let reason):
-            "cannot connect to the daemon at '\(path)' (\(reason)); is `mechwatch serve` running with this socket?"
+            "cannot connect to the daemon at '\(path)': \(reason); is `mechwatch serve` running with this socket (--socket, $MECHWATCH_SOCKET)?"
         case .closed: "the daemon closed the connection before replying"
         case .badReply(let what): "unreadable reply from the daemon: \(what)"
         }

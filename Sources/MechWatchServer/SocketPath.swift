@@ -86,6 +86,7 @@ public enum SocketPathError: Error, Equatable, CustomStringConvertible {
     case cannotCreateDirectory(path: String, errno: Int32)
     case cannotSetMode(path: String, errno: Int32)
     case insecureDirectory(path: String, reason: String)
+    case notASocket(path: String)
 
     public var description: String {
         switch self {
@@ -95,6 +96,8 @@ public enum SocketPathError: Error, Equatable, CustomStringConvertible {
             "cannot create socket directory '\(path)': \(String(cString: strerror(e)))"
         case .cannotSetMode(let path, let e):
             "cannot set the owner group or mode of '\(path)': \(String(cString: strerror(e)))"
+        case .notASocket(let path):
+            "'\(path)' exists and is not a socket (a symbolic link or another file is not replaced); remove it or choose another --socket"
         case .insecureDirectory(let path, let reason):
             "refusing to listen under '\(path)': \(reason); another user could replace the socket. Use a directory only the daemon's user can write (the default is under $XDG_RUNTIME_DIR, or /run/mechwatch for root)"
         }

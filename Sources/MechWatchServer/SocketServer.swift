@@ -48,6 +48,9 @@ public struct SocketServer: Service {
                             synchronouslyWrapping: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
                 }
+        } catch is UnixDomainSocketPathWrongType {
+            umask(previousMask)
+            throw SocketPathError.notASocket(path: path)
         } catch {
             umask(previousMask)
             throw error

@@ -1,30 +1,41 @@
 extension JSONValue {
     /// Compact JSON text (no whitespace). Non-finite numbers, which JSON cannot hold, are written as null.
-    public var jsonText: String {
-        var out = ""
-        write(to: &out, display: false)
-        return out
-    }
+    public var jsonText: String { text(nonFinite: .null) }
 
     /// The value as JSON text for error messages: like `jsonText`, but a number too large for a 64-bit
     /// float (which the parser reads as infinite) shows as `inf`/`-inf` instead of `null`.
-    public var displayText: String {
+    public var displayText: String { text(nonFinite: .display) }
+
+    /// The value as a request line relayed to the daemon: non-finite numbers as the tokens `NaN`,
+    /// `Infinity`, `-Infinity`, which the daemon's parser reads only to answer `non_finite_value`.
+    public var requestText: String { text(nonFinite: .tokens) }
+
+    /// How non-finite numbers, which JSON cannot hold, are written.
+    enum NonFinite { case null, display, tokens }
+
+    private func text(nonFinite: NonFinite) -> String {
         var out = ""
-        write(to: &out, display: true)
+        write(to: &out, nonFinite: nonFinite)
         return out
     }
 
-    private func write(to out: inout String, display: Bool) {
+    private func write(to out: inout String, nonFinite: NonFinite) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
-        case .number(let d): out += display && !d.isFinite ? "\(d)" : JSONValue.format(d)
+        case .number(let d) where !d.isFinite:
+            switch nonFinite {
+            case .null: out += "null"
+            case .display: out += "\(d)"
+            case .tokens: out += d.isNaN ? "NaN" : d > 0 ? "Infinity" : "-Infinity"
+            }
+        case .number(let d): out += JSONValue.format(d)
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let a):
             out += "["
             for (i, v) in a.enumerated() {
                 if i > 0 { out += "," }
-                v.write(to: &out, display: display)
+                v.write(to: &out, nonFinite: nonFinite)
             }
             out += "]"
         case .object(let members):
@@ -33,7 +44,7 @@ extension JSONValue {
                 if i > 0 { out += "," }
                 JSONValue.writeString(m.key, to: &out)
                 out += ":"
-                m.value.write(to: &out, display: display)
+                m.value.write(to: &out, nonFinite: nonFinite)
             }
             out += "}"
         }

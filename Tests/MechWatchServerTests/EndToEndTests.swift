@@ -131,7 +131,7 @@ import Testing
 
     @Test func aLiveDaemonsSocketIsNotStolen() async throws {
         let daemon = TestDaemon()
-        try await daemon.run {
+        _ = try await daemon.run {
             #expect(throws: SocketPathError.inUse(path: daemon.configuration.socket)) { try SocketPath.prepare(daemon.configuration.socket) }
         }
     }
