@@ -40,7 +40,7 @@ extension MechWatchCommand {
     /// Parses the arguments and runs the chosen subcommand (awaiting the async ones) like
     /// `AsyncParsableCommand.main()`, but exits with `ExitStatus` codes: ArgumentParser maps every error of
     /// its own but `ExitCode` to status 1.
-    public static func runFromCommandLine() async {
+    package static func runFromCommandLine() async {
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

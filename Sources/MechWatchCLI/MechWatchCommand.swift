@@ -1,9 +1,10 @@
 import ArgumentParser
 import MechWatchServer
+import MechWatchWire
 
 /// `mechwatch`: the daemon and the commands that talk to it or query its store.
-public struct MechWatchCommand: AsyncParsableCommand {
-    public static let configuration = CommandConfiguration(
+package struct MechWatchCommand: AsyncParsableCommand {
+    package static let configuration = CommandConfiguration(
         commandName: "mechwatch",
         abstract: "Mechanistic anomaly detection for deployed neural networks.",
         discussion: """
@@ -16,7 +17,7 @@ public struct MechWatchCommand: AsyncParsableCommand {
         version: MechWatchVersion.current,
         subcommands: [Serve.self, Send.self, ReferenceCommand.self, Flags.self, EventCommand.self, Eval.self, Status.self, Bench.self])
 
-    public init() {}
+    package init() {}
 }
 
 /// `--config`, shared by every subcommand.
@@ -49,4 +50,11 @@ struct StoreOptions: ParsableArguments {
     var database: String?
 
     func databasePath() throws -> String { try database ?? config.load().database }
+}
+
+/// Sends one request and returns the reply, or fails with the daemon's error code and message.
+func call(_ options: ClientOptions, _ request: JSONValue) async throws -> JSONValue {
+    let reply = try await Client.withConnection(socketPath: try options.socketPath()) { try await $0.call(request) }
+    guard reply["ok"] == true else { throw CommandFailure(reply: reply) }
+    return reply
 }

@@ -71,20 +71,3 @@ struct ReferenceCommand: AsyncParsableCommand {
         }
     }
 }
-
-/// `mechwatch status`: the daemon's status reply.
-struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Ask the daemon for uptime, counts and references.")
-    @OptionGroup var client: ClientOptions
-
-    func run() async throws {
-        print(try await call(client, ["op": "status"]).jsonText)
-    }
-}
-
-/// Sends one request and returns the reply, or fails with the daemon's error code and message.
-func call(_ options: ClientOptions, _ request: JSONValue) async throws -> JSONValue {
-    let reply = try await Client.withConnection(socketPath: try options.socketPath()) { try await $0.call(request) }
-    guard reply["ok"] == true else { throw CommandFailure(reply: reply) }
-    return reply
-}

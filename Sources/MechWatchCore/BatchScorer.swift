@@ -12,7 +12,7 @@ import Dispatch
 /// is folded into the same shape: `L_c⁻¹(y − μ_y − B(x − μ_x)) = L_c⁻¹(y − μ_y) − (L_c⁻¹B)(x − μ_x)`,
 /// one `dtrmm` and one `dgemm` with `L_c⁻¹B` precomputed; the output term uses `L_o⁻¹(x − μ_c) =
 /// L_o⁻¹(x − μ) − L_o⁻¹(μ_c − μ)` with the second part precomputed per output. All in Float64.
-public struct BatchScorer: Sendable {
+package struct BatchScorer: Sendable {
     /// What scoring one site of a block needs (the transition into it included).
     struct SitePlan: Sendable {
         var offset: Int, width: Int
@@ -32,14 +32,14 @@ public struct BatchScorer: Sendable {
         var transitionConstant: Double
     }
 
-    public let layout: SiteLayout
-    public let terms: TermLayout
+    package let layout: SiteLayout
+    package let terms: TermLayout
     let plans: [SitePlan]
     /// Traces whitened per BLAS call (bounds the scratch memory: 4 × width × blockSize doubles per site in flight).
-    public static let blockSize = 256
+    package static let blockSize = 256
 
     /// `localTerms`: the layout has a `local` term per site, which `LocalModel` fills in (left 0 here).
-    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], localTerms: Bool = false) throws(MathError) {
+    package init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], localTerms: Bool = false) throws(MathError) {
         self.layout = layout
         terms = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty, local: localTerms)
         let offsets = layout.offsets
@@ -79,7 +79,7 @@ public struct BatchScorer: Sendable {
     }
 
     /// Bytes held by the precomputed matrices.
-    public var byteCount: Int {
+    package var byteCount: Int {
         plans.reduce(0) { total, plan in
             total + 8 * (plan.whitening.count + (plan.outputWhitening?.count ?? 0) + (plan.transitionWhitening?.count ?? 0)
                          + plan.transitionCoupling.count + plan.outputShifts.values.reduce(0) { $0 + $1.count })
@@ -87,7 +87,7 @@ public struct BatchScorer: Sendable {
     }
 
     /// The term values of every trace of `batch` (which must follow this scorer's layout).
-    public func accounts(_ batch: TraceBatch) -> AccountBatch {
+    package func accounts(_ batch: TraceBatch) -> AccountBatch {
         precondition(batch.layout == layout, "batch layout differs from the reference's")
         var result = AccountBatch(count: batch.count, terms: terms, sites: plans.count)
         let m = batch.count
@@ -225,12 +225,12 @@ private struct Workspace {
 
 /// The surprise terms of a batch of traces, flat: row `j` of `termValues` holds trace `j`'s terms in
 /// `TermLayout` order (NaN for an output term that fell back); `mahalanobis` holds the per-site distances.
-public struct AccountBatch: Sendable, Equatable {
-    public private(set) var count: Int
-    public let terms: TermLayout
-    public let siteCount: Int
-    public var termValues: [Double]
-    public var mahalanobis: [Double]
+package struct AccountBatch: Sendable, Equatable {
+    package private(set) var count: Int
+    package let terms: TermLayout
+    package let siteCount: Int
+    package var termValues: [Double]
+    package var mahalanobis: [Double]
 
     /// Puts each trace's local distances (`count × spaces`, row-major: the sites, then `*`) into the `local` terms.
     mutating func setLocal(_ distances: [Double]) {
@@ -261,7 +261,7 @@ public struct AccountBatch: Sendable, Equatable {
     }
 
     /// Trace `j`'s account as its own value.
-    public func account(_ j: Int) -> SurpriseAccount {
+    package func account(_ j: Int) -> SurpriseAccount {
         let t = terms.terms.count
         let row = Array(termValues[j * t..<(j + 1) * t])
         let sites = (0..<siteCount).map { s in
@@ -276,11 +276,11 @@ public struct AccountBatch: Sendable, Equatable {
 
 /// The BLAS library's own threading. Batch scoring and fitting run the sites in parallel themselves, so
 /// the daemon keeps BLAS single-threaded to avoid oversubscribing the cores.
-public enum BLASThreads {
+package enum BLASThreads {
     /// Sets the number of threads each BLAS call may use.
-    public static func set(_ count: Int) { openblas_set_num_threads(Int32(count)) }
+    package static func set(_ count: Int) { openblas_set_num_threads(Int32(count)) }
     /// Threads each BLAS call may use now.
-    public static var count: Int { Int(openblas_get_num_threads()) }
+    package static var count: Int { Int(openblas_get_num_threads()) }
     /// The kernel set OpenBLAS chose for this CPU (e.g. `Haswell`, `Zen`).
-    public static var coreName: String { String(cString: openblas_get_corename()) }
+    package static var coreName: String { String(cString: openblas_get_corename()) }
 }

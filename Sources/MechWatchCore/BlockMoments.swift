@@ -9,20 +9,20 @@ import COpenBLAS
 
 /// One site's vectors from a batch, centred about their own mean, with their moments. Loading reuses
 /// the buffers of the previous load.
-public struct CentredBlock: Sendable {
+package struct CentredBlock: Sendable {
     /// The block's own moments: co-moment about its mean (lower triangle), fourth-moment accumulators
     /// about the shift it was loaded with.
-    public private(set) var moments: RunningMoments
+    package private(set) var moments: RunningMoments
     /// The first `width × count` values: each vector minus the block's mean, column-major.
-    public private(set) var centred: [Double] = []
+    package private(set) var centred: [Double] = []
 
-    public init(width: Int) {
+    package init(width: Int) {
         moments = RunningMoments(width: width)
     }
 
     /// Loads site `s` of the traces `rows` of `batch`, with accumulators about `shift` (about the first
     /// row's vector when `shift` is empty).
-    public mutating func load(_ batch: TraceBatch, site s: Int, rows: [Int], shift: [Double]) {
+    package mutating func load(_ batch: TraceBatch, site s: Int, rows: [Int], shift: [Double]) {
         let p = moments.width, n = rows.count
         precondition(batch.layout.sites[s].width == p && !rows.isEmpty)
         let offset = batch.layout.offsets[s], rowLength = batch.layout.totalWidth
@@ -68,7 +68,7 @@ public struct CentredBlock: Sendable {
 extension RunningMoments {
     /// Adds the block's vectors (loaded about this accumulator's shift, or any shift while it is empty);
     /// equal to adding them one by one, up to rounding.
-    public mutating func add(_ block: CentredBlock) {
+    package mutating func add(_ block: CentredBlock) {
         let b = block.moments
         precondition(b.width == width && b.count > 0)
         if shift.isEmpty { shift = b.shift } else { precondition(b.shift == shift, "block loaded about another shift") }
@@ -89,7 +89,7 @@ extension RunningMoments {
 
 extension CrossMoments {
     /// Adds the pairs formed by the vectors of `x` (earlier site) and `y` (later site), loaded from the same rows.
-    public mutating func add(x: CentredBlock, y: CentredBlock) {
+    package mutating func add(x: CentredBlock, y: CentredBlock) {
         let mx = x.moments, my = y.moments
         precondition(mx.width == widthX && my.width == widthY && mx.count == my.count && mx.count > 0)
         let n1 = Double(count), n2 = Double(mx.count), n = n1 + n2
@@ -107,7 +107,7 @@ extension CrossMoments {
 extension OutputMoments {
     /// Adds the block's vectors, vector `j` seen with output `labels[j]`, to the per-output counts and
     /// means only; the within-output co-moment is then derived from the site's totals (`derivingComoment`).
-    public mutating func addMeans(_ block: CentredBlock, labels: [Int]) {
+    package mutating func addMeans(_ block: CentredBlock, labels: [Int]) {
         let mean = block.moments.mean
         precondition(block.moments.width == width && block.moments.count == labels.count)
         let classes = Array(Set(labels)).sorted()
@@ -133,7 +133,7 @@ extension OutputMoments {
 
     /// These moments with the within-output co-moment derived from `total`, the moments of the same
     /// vectors (every one labelled): `C_within = C − Σ_c n_c (μ_c − μ)(μ_c − μ)ᵀ`, one rank-k update.
-    public func derivingComoment(total: RunningMoments) -> OutputMoments {
+    package func derivingComoment(total: RunningMoments) -> OutputMoments {
         precondition(total.width == width && total.count == count)
         var derived = self
         derived.comoment = total.comoment
@@ -161,7 +161,7 @@ extension OutputMoments {
     }
 
     /// Adds the `count` vectors of `block` (`width × count`, column-major), vector `j` seen with output `labels[j]`.
-    public mutating func add(block: [Double], labels: [Int]) {
+    package mutating func add(block: [Double], labels: [Int]) {
         let n = labels.count
         precondition(block.count == width * n)
         for label in Set(labels) {

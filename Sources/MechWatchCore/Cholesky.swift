@@ -4,16 +4,16 @@ import Glibc
 import COpenBLAS
 
 /// The lower Cholesky factor `L` of a symmetric positive-definite matrix (`A = L Lᵀ`), via LAPACK `dpotrf`.
-public struct Cholesky: Sendable, Equatable {
-    public let dimension: Int
+package struct Cholesky: Sendable, Equatable {
+    package let dimension: Int
     /// `L`, column-major, upper triangle zeroed.
-    public let lower: [Double]
+    package let lower: [Double]
     /// `log det A = 2 Σ log L_ii`.
-    public let logDeterminant: Double
+    package let logDeterminant: Double
 
     /// Factors `matrix` (column-major, `dimension²` entries); a ridge is added to the diagonal if the
     /// matrix is only positive semi-definite (e.g. a dead neuron whose variance is zero).
-    public init(_ matrix: [Double], dimension p: Int) throws(MathError) {
+    package init(_ matrix: [Double], dimension p: Int) throws(MathError) {
         precondition(matrix.count == p * p)
         var ridge = 0.0
         var meanDiag = 0.0
@@ -41,7 +41,7 @@ public struct Cholesky: Sendable, Equatable {
     }
 
     /// `L⁻¹`, column-major lower triangular (LAPACK `dtrtri`).
-    public func inverse() throws(MathError) -> [Double] {
+    package func inverse() throws(MathError) -> [Double] {
         var a = lower
         let info = LAPACKE_dtrtri(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), Int32(dimension), &a, Int32(dimension))
         guard info == 0 else { throw .lapack(routine: "dtrtri", info: Int(info)) }
@@ -49,7 +49,7 @@ public struct Cholesky: Sendable, Equatable {
     }
 
     /// `‖L⁻¹ v‖²`, the squared Mahalanobis norm of `v` under `A`.
-    public func squaredMahalanobis(_ v: [Double]) -> Double {
+    package func squaredMahalanobis(_ v: [Double]) -> Double {
         precondition(v.count == dimension)
         var z = v
         cblas_dtrsv(CblasColMajor, CblasLower, CblasNoTrans, CblasNonUnit, Int32(dimension), lower, Int32(dimension), &z, 1)
@@ -60,11 +60,11 @@ public struct Cholesky: Sendable, Equatable {
 }
 
 /// Failures of the numerical core.
-public enum MathError: Error, Equatable, Sendable, CustomStringConvertible {
+package enum MathError: Error, Equatable, Sendable, CustomStringConvertible {
     case notPositiveDefinite(dimension: Int)
     case lapack(routine: String, info: Int)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .notPositiveDefinite(let d): "covariance of dimension \(d) is not positive definite even after regularisation"
         case .lapack(let r, let info): "LAPACK \(r) failed with info \(info)"

@@ -3,21 +3,21 @@
 /// For a score `s` and calibration scores `c_1…c_n` from traces exchangeable with the one scored,
 /// `p = (1 + #{i : c_i ≥ s}) / (n + 1)` satisfies `P(p ≤ α) ≤ α` (Vovk, Gammerman & Shafer,
 /// "Algorithmic Learning in a Random World", 2005, §2).
-public struct ConformalCalibrator: Sendable, Equatable {
+package struct ConformalCalibrator: Sendable, Equatable {
     /// Calibration scores, ascending.
-    public let sortedScores: [Double]
+    package let sortedScores: [Double]
 
-    public init(scores: [Double]) {
+    package init(scores: [Double]) {
         sortedScores = scores.sorted()
     }
 
-    public var count: Int { sortedScores.count }
+    package var count: Int { sortedScores.count }
 
     /// The smallest p-value any score can get, `1 / (n + 1)`.
-    public var minimumPValue: Double { 1 / Double(count + 1) }
+    package var minimumPValue: Double { 1 / Double(count + 1) }
 
     /// The conformal p-value of `score`; larger scores are more anomalous.
-    public func pValue(_ score: Double) -> Double {
+    package func pValue(_ score: Double) -> Double {
         // First index whose score is ≥ `score` (binary search over the ascending array).
         var lo = 0, hi = sortedScores.count
         while lo < hi {

@@ -4,16 +4,16 @@ import COpenBLAS
 ///
 /// One-element update `C += (y − ȳ_new)(x − x̄_old)ᵀ` and, a block at a time, pairwise combination
 /// `C = C₁ + C₂ + (n₁n₂/n) δ_y δ_xᵀ` (Chan, Golub & LeVeque 1979, extended to cross-products).
-public struct CrossMoments: Sendable, Equatable {
+package struct CrossMoments: Sendable, Equatable {
     /// Width of the earlier site `x` and of the later site `y`.
-    public let widthX: Int, widthY: Int
-    public internal(set) var count = 0
-    public internal(set) var meanX: [Double]
-    public internal(set) var meanY: [Double]
+    package let widthX: Int, widthY: Int
+    package internal(set) var count = 0
+    package internal(set) var meanX: [Double]
+    package internal(set) var meanY: [Double]
     /// `C_yx`, `widthY × widthX`, column-major.
-    public internal(set) var comoment: [Double]
+    package internal(set) var comoment: [Double]
 
-    public init(widthX: Int, widthY: Int) {
+    package init(widthX: Int, widthY: Int) {
         self.widthX = widthX
         self.widthY = widthY
         meanX = Array(repeating: 0, count: widthX)
@@ -22,7 +22,7 @@ public struct CrossMoments: Sendable, Equatable {
     }
 
     /// Adds one pair of vectors.
-    public mutating func add(x: [Double], y: [Double]) {
+    package mutating func add(x: [Double], y: [Double]) {
         precondition(x.count == widthX && y.count == widthY)
         count += 1
         let n = Double(count)
@@ -39,7 +39,7 @@ public struct CrossMoments: Sendable, Equatable {
     }
 
     /// The biased cross-covariance `Σ_yx = C_yx / n`, column-major.
-    public func covariance() -> [Double] {
+    package func covariance() -> [Double] {
         precondition(count > 0)
         return comoment.map { $0 / Double(count) }
     }

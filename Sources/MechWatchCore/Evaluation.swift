@@ -3,18 +3,18 @@ import Glibc
 #endif
 
 /// Detection quality of one scorer on labelled traces.
-public struct Evaluation: Sendable {
+package struct Evaluation: Sendable {
     /// Area under the ROC curve of the statistic (ties count one half), anomalous as positives.
-    public var auroc: Double
+    package var auroc: Double
     /// Fraction of anomalous traces with `p ≤ alpha`.
-    public var truePositiveRate: Double
+    package var truePositiveRate: Double
     /// Fraction of normal traces with `p ≤ alpha`, and its 95% Wilson score interval.
-    public var falsePositiveRate: Double
-    public var falsePositiveInterval: (lower: Double, upper: Double)
-    public var normal: Int, anomalous: Int
+    package var falsePositiveRate: Double
+    package var falsePositiveInterval: (lower: Double, upper: Double)
+    package var normal: Int, anomalous: Int
 
     /// Evaluates `(statistic, p, isAnomalous)` triples at level `alpha`.
-    public init(_ samples: [(statistic: Double, p: Double, anomalous: Bool)], alpha: Double) {
+    package init(_ samples: [(statistic: Double, p: Double, anomalous: Bool)], alpha: Double) {
         let positives = samples.filter(\.anomalous), negatives = samples.filter { !$0.anomalous }
         normal = negatives.count
         anomalous = positives.count
@@ -26,7 +26,7 @@ public struct Evaluation: Sendable {
     }
 
     /// Mann–Whitney estimate of P(positive > negative) + ½ P(tie).
-    public static func auroc(positives: [Double], negatives: [Double]) -> Double {
+    package static func auroc(positives: [Double], negatives: [Double]) -> Double {
         guard !positives.isEmpty, !negatives.isEmpty else { return .nan }
         let sorted = negatives.sorted()
         var total = 0.0
@@ -41,7 +41,7 @@ public struct Evaluation: Sendable {
     }
 
     /// The 95% Wilson score interval of a binomial proportion (Wilson 1927).
-    public static func wilson(successes k: Int, trials n: Int, z: Double = 1.959963984540054) -> (lower: Double, upper: Double) {
+    package static func wilson(successes k: Int, trials n: Int, z: Double = 1.959963984540054) -> (lower: Double, upper: Double) {
         guard n > 0 else { return (0, 1) }
         let p = Double(k) / Double(n), nn = Double(n), z2 = z * z
         let centre = (p + z2 / (2 * nn)) / (1 + z2 / nn)

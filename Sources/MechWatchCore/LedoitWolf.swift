@@ -5,14 +5,14 @@
 /// with the biased sample covariance `S` (n observations, p coordinates), `μ = tr S / p`,
 /// `δ² = ‖S − μI‖²_F / p`, `β̄² = (Σ_k ‖x_k − x̄‖⁴ / n − ‖S‖²_F) / (n p)`, `β² = min(β̄², δ²)`,
 /// the estimate is `(1 − s) S + s μ I` with shrinkage `s = β² / δ²`.
-public struct LedoitWolf: Sendable, Equatable {
+package struct LedoitWolf: Sendable, Equatable {
     /// The shrunk covariance, full symmetric, column-major.
-    public var covariance: [Double]
+    package var covariance: [Double]
     /// The shrinkage intensity `s ∈ [0, 1]`.
-    public var shrinkage: Double
+    package var shrinkage: Double
 
     /// Estimates from streaming moments, which must have seen at least one vector.
-    public init(moments m: RunningMoments) {
+    package init(moments m: RunningMoments) {
         let p = m.width
         let n = Double(m.count)
         let s = m.covariance()
@@ -32,7 +32,7 @@ public struct LedoitWolf: Sendable, Equatable {
         shrinkage = shrink
     }
 
-    public init(covariance: [Double], shrinkage: Double) {
+    package init(covariance: [Double], shrinkage: Double) {
         self.covariance = covariance
         self.shrinkage = shrinkage
     }

@@ -11,9 +11,9 @@ import Dispatch
 /// each coordinate divided by its standard deviation under the shrunk covariance (subject `*`).
 /// Calibration traces are never in the sample, so their distances are distributed as a new trusted
 /// trace's. K = 1 and full whitening were chosen by measurement on the evaluation sets (README).
-public struct LocalModel: Sendable {
+package struct LocalModel: Sendable {
     /// How a space maps a trace's coordinates before distances are taken.
-    public enum Transform: Sendable {
+    package enum Transform: Sendable {
         /// `L⁻¹(x − μ)`: the inverse Cholesky factor, lower triangular, `width²` column-major.
         case whiten([Double])
         /// `(x − μ) / σ` per coordinate: the reciprocal standard deviations.
@@ -21,13 +21,13 @@ public struct LocalModel: Sendable {
     }
 
     /// One space: a site (or all sites, `*`), its transform and the sample's coordinates in it.
-    public struct Space: Sendable {
+    package struct Space: Sendable {
         /// The site's name, or `*` for all sites together.
-        public let subject: String
+        package let subject: String
         let offset: Int, width: Int
         let mean: [Double]
         let transform: Transform
-        public let neighbours: NearestNeighbours
+        package let neighbours: NearestNeighbours
 
         init(subject: String, offset: Int, mean: [Double], transform: Transform, k: Int) {
             self.subject = subject
@@ -69,18 +69,18 @@ public struct LocalModel: Sendable {
     }
 
     /// One space per site, in site order, then `*`.
-    public let spaces: [Space]
+    package let spaces: [Space]
     /// The default K: the nearest neighbour (chosen by measurement, README).
-    public static let defaultK = 1
+    package static let defaultK = 1
     /// Which neighbour's distance is the term (1: the nearest).
-    public var k: Int { spaces.first?.neighbours.k ?? Self.defaultK }
+    package var k: Int { spaces.first?.neighbours.k ?? Self.defaultK }
     /// Traces in the sample.
-    public var sampleCount: Int { spaces.first?.neighbours.count ?? 0 }
+    package var sampleCount: Int { spaces.first?.neighbours.count ?? 0 }
 
     /// The spaces of `sites` (their shrunk covariances' factors and variances) and the coordinates of the
     /// `sample` rows in them; each row is one fit trace, float32, `layout.totalWidth` long. Rows are
     /// converted a block at a time, so only one block is ever held in Float64.
-    public init(layout: SiteLayout, sites: [SiteModel], sample: [[Float]], k: Int) throws(MathError) {
+    package init(layout: SiteLayout, sites: [SiteModel], sample: [[Float]], k: Int) throws(MathError) {
         precondition(sites.count == layout.sites.count && sample.allSatisfy { $0.count == layout.totalWidth })
         let offsets = layout.offsets
         var spaces: [Space] = []
@@ -105,7 +105,7 @@ public struct LocalModel: Sendable {
     }
 
     /// Each trace's distance to its K-th nearest sample trace in each space: `count × spaces`, row-major.
-    public func distances(_ batch: TraceBatch) -> [Double] {
+    package func distances(_ batch: TraceBatch) -> [Double] {
         let n = batch.count, spaceCount = spaces.count, rowLength = batch.layout.totalWidth
         var out = [Double](repeating: 0, count: n * spaceCount)
         guard n > 0 else { return out }
@@ -127,7 +127,7 @@ public struct LocalModel: Sendable {
     }
 
     /// Bytes held: the transforms (float64) and the sample's coordinates (float32).
-    public var byteCount: Int {
+    package var byteCount: Int {
         spaces.reduce(0) { total, space in
             let transform = switch space.transform {
             case .whiten(let m): m.count
@@ -140,19 +140,19 @@ public struct LocalModel: Sendable {
 
 /// A uniform sample of at most `capacity` items from a stream of unknown length (Vitter's Algorithm R),
 /// seeded so that the same stream gives the same sample.
-public struct ReservoirSample<Element>: Sendable where Element: Sendable {
-    public let capacity: Int
-    public private(set) var items: [Element] = []
-    public private(set) var seen = 0
+package struct ReservoirSample<Element>: Sendable where Element: Sendable {
+    package let capacity: Int
+    package private(set) var items: [Element] = []
+    package private(set) var seen = 0
     private var state: UInt64
 
-    public init(capacity: Int, seed: UInt64) {
+    package init(capacity: Int, seed: UInt64) {
         precondition(capacity >= 0)
         self.capacity = capacity
         state = seed
     }
 
-    public mutating func add(_ item: Element) {
+    package mutating func add(_ item: Element) {
         seen += 1
         if items.count < capacity {
             items.append(item)

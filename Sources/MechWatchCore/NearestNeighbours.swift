@@ -4,22 +4,22 @@ import COpenBLAS
 /// `‖q − s‖² = ‖q‖² + ‖s‖² − 2 q·s` for a block of queries against a block of sample points at a time
 /// (`sgemm`), keeping each query's K smallest; the K found are then measured directly in Float64, so the
 /// expansion's float32 cancellation can only affect which points are chosen among near-ties.
-public struct NearestNeighbours: Sendable {
+package struct NearestNeighbours: Sendable {
     /// Dimension of the points.
-    public let dimension: Int
+    package let dimension: Int
     /// The sample, `dimension × count` column-major (each point a column).
-    public let points: [Float]
+    package let points: [Float]
     /// `‖s‖²` of each sample point.
     let squaredNorms: [Float]
     /// Which neighbour's distance is reported (1: the nearest).
-    public let k: Int
+    package let k: Int
 
-    public var count: Int { squaredNorms.count }
+    package var count: Int { squaredNorms.count }
 
     /// Sample points processed per `sgemm` (bounds the scratch: `block × queries` floats).
     static let block = 2048
 
-    public init(dimension: Int, points: [Float], k: Int) {
+    package init(dimension: Int, points: [Float], k: Int) {
         precondition(dimension > 0 && points.count % dimension == 0 && k >= 1)
         self.dimension = dimension
         self.points = points
@@ -34,7 +34,7 @@ public struct NearestNeighbours: Sendable {
 
     /// The distance from each query (columns of `queries`, `dimension × n`) to its K-th nearest sample
     /// point; `.infinity` when the sample has fewer than K points.
-    public func kthDistances(_ queries: [Float], count n: Int) -> [Double] {
+    package func kthDistances(_ queries: [Float], count n: Int) -> [Double] {
         precondition(queries.count == dimension * n)
         let m = count
         guard n > 0 else { return [] }

@@ -1,22 +1,22 @@
 import COpenBLAS
 
 /// Streaming per-output means and pooled within-output co-moment of one site.
-public struct OutputMoments: Sendable, Equatable {
-    public let width: Int
-    public internal(set) var counts: [Int: Int] = [:]
-    public internal(set) var means: [Int: [Double]] = [:]
+package struct OutputMoments: Sendable, Equatable {
+    package let width: Int
+    package internal(set) var counts: [Int: Int] = [:]
+    package internal(set) var means: [Int: [Double]] = [:]
     /// Lower triangle of `Σ_c Σ_{i∈c} (x_i − μ_c)(x_i − μ_c)ᵀ`, column-major, over the vectors added with
     /// `add` (those added with `addMean`/`addMeans` count only once it is derived: `derivingComoment`).
-    public internal(set) var comoment: [Double]
-    public internal(set) var count = 0
+    package internal(set) var comoment: [Double]
+    package internal(set) var count = 0
 
-    public init(width: Int) {
+    package init(width: Int) {
         self.width = width
         comoment = Array(repeating: 0, count: width * width)
     }
 
     /// Adds a vector whose trace had output `label` (Welford's update within its class).
-    public mutating func add(_ x: [Double], label: Int) {
+    package mutating func add(_ x: [Double], label: Int) {
         let n = Double(counts[label, default: 0] + 1)
         let old = means[label] ?? Array(repeating: 0, count: width)
         let delta = (0..<width).map { x[$0] - old[$0] }
@@ -25,7 +25,7 @@ public struct OutputMoments: Sendable, Equatable {
     }
 
     /// Adds a vector to its output's count and mean only (see `derivingComoment(total:)`).
-    public mutating func addMean(_ x: [Double], label: Int) {
+    package mutating func addMean(_ x: [Double], label: Int) {
         let n = Double(counts[label, default: 0] + 1)
         counts[label] = Int(n)
         var mean = means[label] ?? Array(repeating: 0, count: width)
@@ -39,18 +39,18 @@ public struct OutputMoments: Sendable, Equatable {
 /// covariance, after Lee, Lee, Lee & Shin (2018), "A Simple Unified Framework for Detecting
 /// Out-of-Distribution Samples and Adversarial Attacks" (class-conditional Gaussians, tied covariance).
 /// The pooled covariance is shrunk toward `(tr/p) I` with the site's own Ledoit–Wolf intensity.
-public struct OutputModel: Sendable {
-    public let site: String
-    public let means: [Int: [Double]]
+package struct OutputModel: Sendable {
+    package let site: String
+    package let means: [Int: [Double]]
     /// Outputs seen fewer times than this in fitting fall back to the unconditional estimate.
-    public let minimumCount: Int
+    package let minimumCount: Int
     /// Default `minimumCount`.
-    public static let defaultMinimumCount = 10
-    public let covariance: [Double]
+    package static let defaultMinimumCount = 10
+    package let covariance: [Double]
     /// Cholesky factor of the pooled covariance.
     let factor: Cholesky
 
-    public init(site: String, moments m: OutputMoments, shrinkage: Double, minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
+    package init(site: String, moments m: OutputMoments, shrinkage: Double, minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
         let p = m.width
         var cov = [Double](repeating: 0, count: p * p)
         var trace = 0.0
@@ -71,7 +71,7 @@ public struct OutputModel: Sendable {
     }
 
     /// Rebuilds a stored model from its per-output means and pooled covariance.
-    public init(site: String, means: [Int: [Double]], covariance: [Double], minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
+    package init(site: String, means: [Int: [Double]], covariance: [Double], minimumCount: Int = OutputModel.defaultMinimumCount) throws(MathError) {
         self.site = site
         self.means = means
         self.minimumCount = minimumCount
@@ -81,7 +81,7 @@ public struct OutputModel: Sendable {
     }
 
     /// `−log N(x; μ_output, Σ_within)` in nats, or nil when the output is absent or too rare in fitting.
-    public func surprise(_ x: [Double], output: Int?) -> Double? {
+    package func surprise(_ x: [Double], output: Int?) -> Double? {
         guard let output, let mean = means[output] else { return nil }
         let centred = (0..<x.count).map { x[$0] - mean[$0] }
         return 0.5 * (factor.squaredMahalanobis(centred) + factor.logDeterminant + Double(x.count) * SiteModel.logTwoPi)

@@ -5,25 +5,25 @@ import Dispatch
 /// Each trace either joins the fitting moments or is held out for calibration, decided by
 /// `CalibrationSplit` from its id alone, so the split does not depend on arrival order. Only the
 /// moments are held in memory; the caller keeps the held-out traces (the store does).
-public struct ReferenceFitter: Sendable {
-    public let layout: SiteLayout
-    public let split: CalibrationSplit
-    public private(set) var moments: [RunningMoments]
+package struct ReferenceFitter: Sendable {
+    package let layout: SiteLayout
+    package let split: CalibrationSplit
+    package private(set) var moments: [RunningMoments]
     /// Cross moments of each consecutive pair of sites.
-    public private(set) var crosses: [CrossMoments]
+    package private(set) var crosses: [CrossMoments]
     /// Per-output moments of each site, from the fit traces that carried an output.
-    public var outputMoments: [OutputMoments] {
+    package var outputMoments: [OutputMoments] {
         everyTraceLabelled ? zip(labelled, moments).map { $0.derivingComoment(total: $1) } : labelled
     }
     /// `outputMoments` as accumulated: while every fit trace carried an output, counts and means only
     /// (the within-output co-moment is then derived from the site totals, an update per batch saved).
     private var labelled: [OutputMoments]
     private var everyTraceLabelled = true
-    public private(set) var calibrationCount = 0
+    package private(set) var calibrationCount = 0
     /// Buffers reused by block-wise adds (allocated by the first).
     private var blocks: [CentredBlock] = []
 
-    public init(layout: SiteLayout, split: CalibrationSplit) {
+    package init(layout: SiteLayout, split: CalibrationSplit) {
         self.layout = layout
         self.split = split
         moments = layout.sites.map { RunningMoments(width: $0.width) }
@@ -32,11 +32,11 @@ public struct ReferenceFitter: Sendable {
     }
 
     /// Number of traces in the fitting moments.
-    public var fitCount: Int { moments.first?.count ?? 0 }
+    package var fitCount: Int { moments.first?.count ?? 0 }
 
     /// Adds a trace to the moments, or counts it as held out; returns whether it was held out.
     @discardableResult
-    public mutating func add(_ trace: Trace) -> Bool {
+    package mutating func add(_ trace: Trace) -> Bool {
         if split.holdsOut(trace.id) {
             calibrationCount += 1
             return true
@@ -56,7 +56,7 @@ public struct ReferenceFitter: Sendable {
     /// are updated block-wise with level-3 BLAS, `blockRows` traces at a time, the sites in parallel.
     /// Returns which traces were held out.
     @discardableResult
-    public mutating func add(_ batch: TraceBatch) -> [Bool] {
+    package mutating func add(_ batch: TraceBatch) -> [Bool] {
         precondition(batch.layout == layout)
         let heldOut = batch.ids.map(split.holdsOut)
         let rows = batch.ids.indices.filter { !heldOut[$0] }
@@ -68,7 +68,7 @@ public struct ReferenceFitter: Sendable {
     }
 
     /// Traces per block in `add(_ batch:)`: bounds the reused block buffers (`blockRows × width` per site).
-    public static let blockRows = 256
+    package static let blockRows = 256
 
     private mutating func add(_ batch: TraceBatch, rows: [Int]) {
         let labelledRows = rows.filter { batch.outputs[$0] != nil }
@@ -110,7 +110,7 @@ public struct ReferenceFitter: Sendable {
     /// Estimates the site models, scores the held-out traces and returns the calibrated reference. With a
     /// `sample` of fit traces (never calibration traces; float32 rows of the layout's total width), the
     /// reference gains local terms (`LocalModel`).
-    public func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism, sample: [[Float]] = [],
+    package func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism, sample: [[Float]] = [],
                          localK: Int = LocalModel.defaultK) throws(FitError) -> ReferenceModel {
         guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
         guard !calibration.isEmpty else { throw .tooFewCalibrationTraces(have: 0, alpha: alpha) }
@@ -154,12 +154,12 @@ public struct ReferenceFitter: Sendable {
 }
 
 /// Why a reference could not be finalized.
-public enum FitError: Error, Equatable, Sendable, CustomStringConvertible {
+package enum FitError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooFewFitTraces(have: Int, need: Int)
     case tooFewCalibrationTraces(have: Int, alpha: Double)
     case numerical(site: String, MathError)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .tooFewFitTraces(let have, let need):
             "reference has \(have) fit traces (after holding out calibration traces); at least \(need) are needed"
@@ -172,17 +172,17 @@ public enum FitError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// Deterministic hold-out of a fixed fraction of fit traces, by a hash of the trace id.
-public struct CalibrationSplit: Sendable, Equatable {
+package struct CalibrationSplit: Sendable, Equatable {
     /// Expected fraction of traces held out, in (0, 1).
-    public let fraction: Double
+    package let fraction: Double
 
-    public init(fraction: Double) {
+    package init(fraction: Double) {
         precondition(fraction > 0 && fraction < 1)
         self.fraction = fraction
     }
 
     /// Whether the trace with this id is held out for calibration.
-    public func holdsOut(_ id: String) -> Bool {
+    package func holdsOut(_ id: String) -> Bool {
         // FNV-1a over the UTF-8 bytes, then the SplitMix64 finaliser to spread the bits.
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in id.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }

@@ -8,11 +8,11 @@
 /// their whitened copy (3·d_x·d_y) and the conditional covariance, factor and inverse factor (3·d_y²).
 /// A sample of S fit traces for the local terms: while finalizing, the traces themselves and their
 /// subspace coordinates, both float32 (at most 8 bytes × S × total width).
-public struct ReferenceFootprint: Sendable, Equatable {
+package struct ReferenceFootprint: Sendable, Equatable {
     /// Estimated peak bytes.
-    public let bytes: Double
+    package let bytes: Double
 
-    public init(layout: SiteLayout, sampleSize: Int = 0) {
+    package init(layout: SiteLayout, sampleSize: Int = 0) {
         let widths = layout.sites.map { Double($0.width) }
         var doubles = widths.reduce(0) { $0 + 10 * $1 * $1 + 16 * $1 }
         for (x, y) in zip(widths, widths.dropFirst()) { doubles += 3 * x * y + 3 * y * y }
@@ -20,7 +20,7 @@ public struct ReferenceFootprint: Sendable, Equatable {
     }
 
     /// `bytes` in a unit a person reads (`1.9 GiB`).
-    public static func describe(_ bytes: Double) -> String {
+    package static func describe(_ bytes: Double) -> String {
         let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"]
         var value = bytes, unit = 0
         while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }

@@ -1,22 +1,22 @@
 /// A finalized reference: per-site, per-transition and per-output models, the calibration of every
 /// statistic, the scorer whose p-value decides flags, and the flagging level.
-public struct ReferenceModel: Sendable {
-    public let layout: SiteLayout
-    public let sites: [SiteModel]
+package struct ReferenceModel: Sendable {
+    package let layout: SiteLayout
+    package let sites: [SiteModel]
     /// One per consecutive pair of sites, in site order (none for a reference fitted before transitions
     /// were estimated).
-    public let transitions: [TransitionModel]
+    package let transitions: [TransitionModel]
     /// One per site when the fit traces carried outputs; empty otherwise.
-    public let outputs: [OutputModel]
+    package let outputs: [OutputModel]
     /// The sample of fit traces the local terms measure distances to; nil for a reference without one.
-    public let local: LocalModel?
-    public private(set) var calibration: Calibration
+    package let local: LocalModel?
+    package private(set) var calibration: Calibration
     /// Traces with `p ≤ alpha` are flagged.
-    public let alpha: Double
+    package let alpha: Double
     /// Which statistic's p-value flags.
-    public let scorer: Scorer
+    package let scorer: Scorer
 
-    public init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], local: LocalModel? = nil,
+    package init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], local: LocalModel? = nil,
                 calibration: Calibration, alpha: Double, scorer: Scorer) throws(MathError) {
         precondition(layout.sites.count == sites.count && (transitions.isEmpty || transitions.count == sites.count - 1))
         self.layout = layout
@@ -31,42 +31,42 @@ public struct ReferenceModel: Sendable {
     }
 
     /// The same model with another calibration (the whitening is not recomputed).
-    public func calibrated(_ calibration: Calibration) -> ReferenceModel {
+    package func calibrated(_ calibration: Calibration) -> ReferenceModel {
         var copy = self
         copy.calibration = calibration
         return copy
     }
 
     /// The precomputed whitening that scores batches.
-    public let batchScorer: BatchScorer
+    package let batchScorer: BatchScorer
 
     /// The terms this reference accounts for.
-    public var termLayout: TermLayout { batchScorer.terms }
+    package var termLayout: TermLayout { batchScorer.terms }
 
     /// Every term of every trace's surprise account (uncalibrated): the Gaussian terms, then the local ones.
-    public func accounts(_ batch: TraceBatch) -> AccountBatch {
+    package func accounts(_ batch: TraceBatch) -> AccountBatch {
         var accounts = batchScorer.accounts(batch)
         if let local { accounts.setLocal(local.distances(batch)) }
         return accounts
     }
 
     /// Every term of a trace's surprise account (uncalibrated).
-    public func account(_ trace: Trace) -> SurpriseAccount {
+    package func account(_ trace: Trace) -> SurpriseAccount {
         accounts(TraceBatch(layout: layout, traces: [trace])).account(0)
     }
 
     /// The statistics, calibrated p-values and flag of a trace.
-    public func evaluate(_ trace: Trace) -> Verdict {
+    package func evaluate(_ trace: Trace) -> Verdict {
         evaluate(TraceBatch(layout: layout, traces: [trace])).verdict(0)
     }
 
     /// The statistics, calibrated p-values and flags of every trace of a batch.
-    public func evaluate(_ batch: TraceBatch) -> ScoredBatch {
+    package func evaluate(_ batch: TraceBatch) -> ScoredBatch {
         ScoredBatch(accounts: accounts(batch), calibration: calibration, scorer: scorer, alpha: alpha)
     }
 
     /// Bytes held by the model's matrices and vectors (what a loaded reference costs in memory, roughly).
-    public var byteCount: Int {
+    package var byteCount: Int {
         let sitesBytes = sites.reduce(0) { $0 + 8 * ($1.covariance.count + $1.cholesky.lower.count + $1.mean.count + $1.variances.count) }
         let transitionBytes = transitions.reduce(0) { $0 + 8 * ($1.coefficients.count + 2 * $1.conditionalCovariance.count) }
         let outputBytes = outputs.reduce(0) { $0 + 8 * (2 * $1.covariance.count + $1.means.values.reduce(0) { $0 + $1.count }) }
@@ -76,7 +76,7 @@ public struct ReferenceModel: Sendable {
 }
 
 /// The statistics a reference can flag with.
-public enum Scorer: String, Sendable, CaseIterable, Codable {
+package enum Scorer: String, Sendable, CaseIterable, Codable {
     /// Σ over sites of the squared Mahalanobis distance under the shrunk covariance.
     case mahalanobis
     /// Σ over sites of the mean-field (independent coordinates) surprise.
@@ -87,45 +87,45 @@ public enum Scorer: String, Sendable, CaseIterable, Codable {
 }
 
 /// The held-out calibration of every statistic.
-public struct Calibration: Sendable, Equatable {
-    public let mahalanobis: ConformalCalibrator
-    public let independence: ConformalCalibrator
-    public let terms: TermCalibration
+package struct Calibration: Sendable, Equatable {
+    package let mahalanobis: ConformalCalibrator
+    package let independence: ConformalCalibrator
+    package let terms: TermCalibration
     /// `termValues[i][j]`: term `j` of calibration trace `i` (what the store keeps).
-    public let termValues: [[Double]]
+    package let termValues: [[Double]]
 
     /// Calibrates from the calibration traces' accounts.
-    public init(accounts: AccountBatch, combination: Combination) {
+    package init(accounts: AccountBatch, combination: Combination) {
         let rows = (0..<accounts.count).map { accounts.account($0) }
         self.init(layout: accounts.terms, termValues: rows.map(\.termValues),
                   mahalanobis: rows.map(\.score), independence: rows.map(\.independenceSurprise), combination: combination)
     }
 
     /// No calibration traces (a model being fitted, before its calibration set is scored).
-    public static let empty = Calibration(layout: TermLayout(sites: [], outputs: false), termValues: [], mahalanobis: [], independence: [], combination: .fisher)
+    package static let empty = Calibration(layout: TermLayout(sites: [], outputs: false), termValues: [], mahalanobis: [], independence: [], combination: .fisher)
 
-    public init(layout: TermLayout, termValues: [[Double]], mahalanobis: [Double], independence: [Double], combination: Combination) {
+    package init(layout: TermLayout, termValues: [[Double]], mahalanobis: [Double], independence: [Double], combination: Combination) {
         self.termValues = termValues
         self.mahalanobis = ConformalCalibrator(scores: mahalanobis)
         self.independence = ConformalCalibrator(scores: independence)
         terms = TermCalibration(layout: layout, values: termValues, combination: combination)
     }
 
-    public var count: Int { termValues.count }
+    package var count: Int { termValues.count }
 }
 
 /// Every term of one trace: per site, per transition, per output.
-public struct SurpriseAccount: Sendable, Equatable {
-    public var sites: [SiteScore]
+package struct SurpriseAccount: Sendable, Equatable {
+    package var sites: [SiteScore]
     /// Surprise (nats) of each later site given the earlier one.
-    public var transitions: [Double]
+    package var transitions: [Double]
     /// Output-conditioned surprise per site; nil where the output was absent or too rare (fallback).
-    public var outputs: [Double?]
+    package var outputs: [Double?]
 
     /// Distance to the K-th nearest sample trace per site; empty for a reference without a sample.
-    public var local: [Double]
+    package var local: [Double]
 
-    public init(sites: [SiteScore], transitions: [Double] = [], outputs: [Double?] = [], local: [Double] = []) {
+    package init(sites: [SiteScore], transitions: [Double] = [], outputs: [Double?] = [], local: [Double] = []) {
         self.sites = sites
         self.transitions = transitions
         self.outputs = outputs
@@ -133,19 +133,19 @@ public struct SurpriseAccount: Sendable, Equatable {
     }
 
     /// The Mahalanobis statistic: Σ over sites of the squared Mahalanobis distance.
-    public var score: Double { sites.reduce(0) { $0 + $1.mahalanobis } }
+    package var score: Double { sites.reduce(0) { $0 + $1.mahalanobis } }
 
     /// The independence statistic: Σ over sites of the mean-field surprise.
-    public var independenceSurprise: Double { sites.reduce(0) { $0 + $1.independenceSurprise } }
+    package var independenceSurprise: Double { sites.reduce(0) { $0 + $1.independenceSurprise } }
 
     /// Nats the earlier site explains about each later one: joint surprise − transition surprise.
-    public var explainedDependence: [Double] { transitions.indices.map { sites[$0 + 1].jointSurprise - transitions[$0] } }
+    package var explainedDependence: [Double] { transitions.indices.map { sites[$0 + 1].jointSurprise - transitions[$0] } }
 
     /// Whether any site fell back to the unconditional estimate for lack of a known output.
-    public var outputFallback: Bool { outputs.contains { $0 == nil } }
+    package var outputFallback: Bool { outputs.contains { $0 == nil } }
 
     /// The values in `TermLayout` order (NaN for an output term that fell back: it counts as no evidence).
-    public var termValues: [Double] {
+    package var termValues: [Double] {
         var v: [Double] = []
         for s in sites { v += [s.independenceSurprise, s.jointSurprise, s.explainedInteraction] }
         for (t, d) in zip(transitions, explainedDependence) { v += [t, d] }
@@ -156,16 +156,16 @@ public struct SurpriseAccount: Sendable, Equatable {
 }
 
 /// What scoring decided about one trace.
-public struct Verdict: Sendable, Equatable {
-    public var account: SurpriseAccount
+package struct Verdict: Sendable, Equatable {
+    package var account: SurpriseAccount
     /// Calibrated tail probability of each term, in `TermLayout` order.
-    public var termP: [Double]
-    public var statistics: [Scorer: Double]
-    public var pValues: [Scorer: Double]
-    public var scorer: Scorer
-    public var alpha: Double
+    package var termP: [Double]
+    package var statistics: [Scorer: Double]
+    package var pValues: [Scorer: Double]
+    package var scorer: Scorer
+    package var alpha: Double
 
-    public init(account: SurpriseAccount, termP: [Double], statistics: [Scorer: Double], pValues: [Scorer: Double], scorer: Scorer, alpha: Double) {
+    package init(account: SurpriseAccount, termP: [Double], statistics: [Scorer: Double], pValues: [Scorer: Double], scorer: Scorer, alpha: Double) {
         self.account = account
         self.termP = termP
         self.statistics = statistics
@@ -175,8 +175,8 @@ public struct Verdict: Sendable, Equatable {
     }
 
     /// The reference scorer's statistic (larger is more anomalous).
-    public var score: Double { statistics[scorer] ?? .nan }
+    package var score: Double { statistics[scorer] ?? .nan }
     /// The reference scorer's calibrated p-value.
-    public var p: Double { pValues[scorer] ?? 1 }
-    public var flagged: Bool { p <= alpha }
+    package var p: Double { pValues[scorer] ?? 1 }
+    package var flagged: Bool { p <= alpha }
 }

@@ -8,20 +8,20 @@ import COpenBLAS
 /// without storing traces, through moments about a fixed shift `c` (the first vector seen):
 /// with `a = x − c`, `q = ‖a‖²`, `δ = μ − c`,
 /// `Σ‖x−μ‖⁴ = Σq² − 4δ·Σ(q a) + 4 δᵀ(Σ a aᵀ)δ + 2‖δ‖² Σq − 4‖δ‖² δ·Σa + n‖δ‖⁴`.
-public struct RunningMoments: Sendable, Equatable {
-    public let width: Int
-    public internal(set) var count: Int = 0
-    public internal(set) var mean: [Double]
+package struct RunningMoments: Sendable, Equatable {
+    package let width: Int
+    package internal(set) var count: Int = 0
+    package internal(set) var mean: [Double]
     /// Lower triangle (column-major, full storage) of the co-moment matrix about the mean.
-    public internal(set) var comoment: [Double]
+    package internal(set) var comoment: [Double]
     /// The fixed shift for the fourth-moment accumulators; empty until the first vector.
-    public internal(set) var shift: [Double] = []
+    package internal(set) var shift: [Double] = []
     /// `Σ q²` with `q = ‖x − shift‖²`.
-    public internal(set) var sumQ2: Double = 0
+    package internal(set) var sumQ2: Double = 0
     /// `Σ q (x − shift)`.
-    public internal(set) var sumQA: [Double]
+    package internal(set) var sumQA: [Double]
 
-    public init(width: Int) {
+    package init(width: Int) {
         precondition(width > 0, "site width must be positive")
         self.width = width
         mean = Array(repeating: 0, count: width)
@@ -30,7 +30,7 @@ public struct RunningMoments: Sendable, Equatable {
     }
 
     /// Adds one vector (Welford's update, the one-element case of Chan et al.).
-    public mutating func add(_ x: [Double]) {
+    package mutating func add(_ x: [Double]) {
         precondition(x.count == width, "vector width \(x.count) != site width \(width)")
         if shift.isEmpty { shift = x }
         count += 1
@@ -52,7 +52,7 @@ public struct RunningMoments: Sendable, Equatable {
     }
 
     /// The biased (divide-by-n) covariance, full symmetric, column-major.
-    public func covariance() -> [Double] {
+    package func covariance() -> [Double] {
         precondition(count > 0)
         var cov = [Double](repeating: 0, count: width * width)
         let n = Double(count)
@@ -67,12 +67,12 @@ public struct RunningMoments: Sendable, Equatable {
     }
 
     /// Per-coordinate biased variances (the diagonal of `covariance()`).
-    public func variances() -> [Double] {
+    package func variances() -> [Double] {
         (0..<width).map { comoment[$0 * width + $0] / Double(count) }
     }
 
     /// `Σ_k ‖x_k − μ‖⁴` over all vectors added, from the shifted accumulators.
-    public func sumFourthPowerOfNorms() -> Double {
+    package func sumFourthPowerOfNorms() -> Double {
         guard count > 0 else { return 0 }
         let n = Double(count)
         var delta = [Double](repeating: 0, count: width)

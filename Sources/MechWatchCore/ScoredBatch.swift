@@ -4,19 +4,19 @@ import Glibc
 
 /// What scoring decided about a batch of traces, flat (no per-trace allocation): the accounts, each
 /// term's calibrated tail probability, each scorer's statistic and p-value, and the flags.
-public struct ScoredBatch: Sendable {
-    public let accounts: AccountBatch
+package struct ScoredBatch: Sendable {
+    package let accounts: AccountBatch
     /// `count × terms` tail probabilities, row-major, in `TermLayout` order.
-    public let termP: [Double]
+    package let termP: [Double]
     /// Per scorer, one statistic per trace.
-    public let statistics: [Scorer: [Double]]
+    package let statistics: [Scorer: [Double]]
     /// Per scorer, one calibrated p-value per trace.
-    public let pValues: [Scorer: [Double]]
-    public let scorer: Scorer
-    public let alpha: Double
+    package let pValues: [Scorer: [Double]]
+    package let scorer: Scorer
+    package let alpha: Double
 
     /// Calibrates a batch's accounts.
-    public init(accounts: AccountBatch, calibration: Calibration, scorer: Scorer, alpha: Double) {
+    package init(accounts: AccountBatch, calibration: Calibration, scorer: Scorer, alpha: Double) {
         let m = accounts.count, t = accounts.terms.terms.count, s = accounts.siteCount
         var termP = [Double](repeating: 1, count: m * t)
         var mahalanobis = [Double](repeating: 0, count: m), independence = mahalanobis, mechanism = mahalanobis
@@ -49,7 +49,7 @@ public struct ScoredBatch: Sendable {
     }
 
     /// Verdicts with one term layout gathered into a batch (e.g. to store them together).
-    public init(verdicts: [Verdict], terms: TermLayout) {
+    package init(verdicts: [Verdict], terms: TermLayout) {
         let sites = verdicts.first?.account.sites.count ?? 0
         var accounts = AccountBatch(count: verdicts.count, terms: terms, sites: sites)
         accounts.termValues = verdicts.flatMap(\.account.termValues)
@@ -74,7 +74,7 @@ public struct ScoredBatch: Sendable {
     }
 
     /// Traces `range` as a batch of their own.
-    public func rows(_ range: Range<Int>) -> ScoredBatch {
+    package func rows(_ range: Range<Int>) -> ScoredBatch {
         if range == 0..<count { return self }
         let t = accounts.terms.terms.count
         return ScoredBatch(accounts: accounts.rows(range), termP: Array(termP[range.lowerBound * t..<range.upperBound * t]),
@@ -82,15 +82,15 @@ public struct ScoredBatch: Sendable {
                            scorer: scorer, alpha: alpha)
     }
 
-    public var count: Int { accounts.count }
+    package var count: Int { accounts.count }
     /// The reference scorer's statistic of trace `j` (larger is more anomalous).
-    public func score(_ j: Int) -> Double { statistics[scorer]![j] }
+    package func score(_ j: Int) -> Double { statistics[scorer]![j] }
     /// The reference scorer's calibrated p-value of trace `j`.
-    public func p(_ j: Int) -> Double { pValues[scorer]![j] }
-    public func flagged(_ j: Int) -> Bool { p(j) <= alpha }
+    package func p(_ j: Int) -> Double { pValues[scorer]![j] }
+    package func flagged(_ j: Int) -> Bool { p(j) <= alpha }
 
     /// Trace `j`'s verdict as its own value.
-    public func verdict(_ j: Int) -> Verdict {
+    package func verdict(_ j: Int) -> Verdict {
         let t = accounts.terms.terms.count
         return Verdict(account: accounts.account(j), termP: Array(termP[j * t..<(j + 1) * t]),
                        statistics: statistics.mapValues { $0[j] }, pValues: pValues.mapValues { $0[j] }, scorer: scorer, alpha: alpha)

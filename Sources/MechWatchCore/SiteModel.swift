@@ -3,29 +3,29 @@ import Glibc
 #endif
 
 /// The fitted statistics of one site and the per-site terms of a trace's surprise under them.
-public struct SiteModel: Sendable {
-    public let name: String
-    public let width: Int
+package struct SiteModel: Sendable {
+    package let name: String
+    package let width: Int
     /// Number of fit vectors behind the estimate.
-    public let count: Int
-    public let mean: [Double]
+    package let count: Int
+    package let mean: [Double]
     /// Per-coordinate variances for the independence estimate: the diagonal of the shrunk covariance,
     /// floored (see `varianceFloor`). (References fitted before version 0.2 stored the sample variances,
     /// floored: a nearly dead unit then made the independence term explode on ordinary traces.)
-    public let variances: [Double]
+    package let variances: [Double]
     /// Ledoit–Wolf shrunk covariance, column-major.
-    public let covariance: [Double]
-    public let shrinkage: Double
+    package let covariance: [Double]
+    package let shrinkage: Double
     /// Cholesky factor of `covariance`.
-    public let cholesky: Cholesky
+    package let cholesky: Cholesky
     /// `½ (Σ log σᵢ² + p log 2π)`, the constant of the independence surprise.
     let independenceLogNormaliser: Double
 
     /// Fraction of the mean variance below which a coordinate's variance is raised (dead units).
-    public static let varianceFloor = 1e-6
+    package static let varianceFloor = 1e-6
 
     /// Builds the model from fitted parameters (as estimated by `init(name:moments:)` or loaded from a store).
-    public init(name: String, count: Int, mean: [Double], variances: [Double], covariance: [Double], shrinkage: Double) throws(MathError) {
+    package init(name: String, count: Int, mean: [Double], variances: [Double], covariance: [Double], shrinkage: Double) throws(MathError) {
         let p = mean.count
         self.name = name
         self.width = p
@@ -39,7 +39,7 @@ public struct SiteModel: Sendable {
     }
 
     /// Estimates the mean, the Ledoit–Wolf covariance and its diagonal (floored) from streaming moments.
-    public init(name: String, moments: RunningMoments) throws(MathError) {
+    package init(name: String, moments: RunningMoments) throws(MathError) {
         let raw = moments.variances()
         let floor = max(raw.reduce(0, +) / Double(raw.count) * SiteModel.varianceFloor, Double.leastNormalMagnitude)
         let lw = LedoitWolf(moments: moments)
@@ -49,7 +49,7 @@ public struct SiteModel: Sendable {
     }
 
     /// The surprise terms of one site vector `x` (which must have this site's width).
-    public func score(_ x: [Double]) -> SiteScore {
+    package func score(_ x: [Double]) -> SiteScore {
         precondition(x.count == width)
         var centred = [Double](repeating: 0, count: width)
         var independence = 0.0
@@ -69,20 +69,20 @@ public struct SiteModel: Sendable {
 }
 
 /// The terms of one site of one trace.
-public struct SiteScore: Sendable, Equatable, Codable {
+package struct SiteScore: Sendable, Equatable, Codable {
     /// Squared Mahalanobis distance from the site mean under the shrunk covariance.
-    public var mahalanobis: Double
+    package var mahalanobis: Double
     /// Negative log-likelihood (nats) under the Gaussian with the shrunk covariance (the joint estimate).
-    public var jointSurprise: Double
+    package var jointSurprise: Double
     /// Negative log-likelihood (nats) with every coordinate independent (the mean-field estimate).
-    public var independenceSurprise: Double
+    package var independenceSurprise: Double
 
-    public init(mahalanobis: Double, jointSurprise: Double, independenceSurprise: Double) {
+    package init(mahalanobis: Double, jointSurprise: Double, independenceSurprise: Double) {
         self.mahalanobis = mahalanobis
         self.jointSurprise = jointSurprise
         self.independenceSurprise = independenceSurprise
     }
 
     /// Nats the reference's within-site correlations save on this vector: independence − joint.
-    public var explainedInteraction: Double { independenceSurprise - jointSurprise }
+    package var explainedInteraction: Double { independenceSurprise - jointSurprise }
 }

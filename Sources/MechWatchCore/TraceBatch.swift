@@ -1,14 +1,14 @@
 /// Many traces of one layout in one flat buffer: row `j` of `values` is trace `j`'s site vectors
 /// concatenated in layout order (what a binary `fit_batch`/`score_batch` payload holds).
-public struct TraceBatch: Sendable, Equatable {
-    public let layout: SiteLayout
-    public var ids: [String]
+package struct TraceBatch: Sendable, Equatable {
+    package let layout: SiteLayout
+    package var ids: [String]
     /// One per trace; nil where the client sent no output.
-    public var outputs: [Int?]
+    package var outputs: [Int?]
     /// `count × layout.totalWidth` values, row-major.
-    public var values: [Double]
+    package var values: [Double]
 
-    public init(layout: SiteLayout, ids: [String], outputs: [Int?], values: [Double]) {
+    package init(layout: SiteLayout, ids: [String], outputs: [Int?], values: [Double]) {
         precondition(outputs.count == ids.count && values.count == ids.count * layout.totalWidth)
         self.layout = layout
         self.ids = ids
@@ -17,7 +17,7 @@ public struct TraceBatch: Sendable, Equatable {
     }
 
     /// The traces (whose sites must follow `layout`) as one batch.
-    public init(layout: SiteLayout, traces: [Trace]) {
+    package init(layout: SiteLayout, traces: [Trace]) {
         var values: [Double] = []
         values.reserveCapacity(traces.count * layout.totalWidth)
         for t in traces {
@@ -27,10 +27,10 @@ public struct TraceBatch: Sendable, Equatable {
         self.init(layout: layout, ids: traces.map(\.id), outputs: traces.map(\.output), values: values)
     }
 
-    public var count: Int { ids.count }
+    package var count: Int { ids.count }
 
     /// Trace `j` with its own site arrays.
-    public func trace(_ j: Int) -> Trace {
+    package func trace(_ j: Int) -> Trace {
         let width = layout.totalWidth
         var offset = j * width
         let sites = layout.sites.map { site -> [Double] in
@@ -41,7 +41,7 @@ public struct TraceBatch: Sendable, Equatable {
     }
 
     /// Site `s` of the traces `rows`, one vector per column (`width × rows.count`, column-major).
-    public func block(site s: Int, rows: [Int]) -> [Double] {
+    package func block(site s: Int, rows: [Int]) -> [Double] {
         let width = layout.sites[s].width, offset = layout.offsets[s], rowLength = layout.totalWidth
         var block = [Double](repeating: 0, count: width * rows.count)
         for (c, j) in rows.enumerated() {
@@ -53,7 +53,7 @@ public struct TraceBatch: Sendable, Equatable {
 
 extension SiteLayout {
     /// Where each site starts in a flattened trace.
-    public var offsets: [Int] {
+    package var offsets: [Int] {
         var offset = 0
         return sites.map { site in
             defer { offset += site.width }
@@ -65,7 +65,7 @@ extension SiteLayout {
 extension TraceBatch {
     /// The batch with every value rounded to float32, the precision traces are stored in (so moments fitted
     /// from it equal those replayed from the store). Values must be within float32's range.
-    public func roundedToFloat32() -> TraceBatch {
+    package func roundedToFloat32() -> TraceBatch {
         guard values.contains(where: { Double(Float($0)) != $0 }) else { return self }  // f16/f32 payloads already are
         var rounded = self
         for k in rounded.values.indices { rounded.values[k] = Double(Float(rounded.values[k])) }

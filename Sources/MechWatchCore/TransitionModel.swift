@@ -13,22 +13,22 @@ import COpenBLAS
 /// so `RSS/n = tr R`. `Σ_y|x` is `R` shrunk toward `(tr R / q) I` with `y`'s own Ledoit–Wolf intensity, which
 /// keeps it positive definite without touching the regression. (The regression is regularised on its own,
 /// so an isotropic site no longer loses its dependence on the site before it.)
-public struct TransitionModel: Sendable {
-    public let from: String, to: String
+package struct TransitionModel: Sendable {
+    package let from: String, to: String
     let widthX: Int, widthY: Int
     let meanX: [Double], meanY: [Double]
     /// `B`, `widthY × widthX`, column-major.
-    public let coefficients: [Double]
+    package let coefficients: [Double]
     /// `Σ_y|x`, column-major.
-    public let conditionalCovariance: [Double]
+    package let conditionalCovariance: [Double]
     /// Cholesky factor of `Σ_y|x`.
     let factor: Cholesky
 
     /// The penalty grid's exponents, relative to the mean eigenvalue of `S_xx`.
-    public static let penaltyExponents: [Double] = (0...32).map { -6 + 0.25 * Double($0) }
+    package static let penaltyExponents: [Double] = (0...32).map { -6 + 0.25 * Double($0) }
 
     /// Fits from the two sites' models and moments and the cross moments of the traces that estimated them.
-    public init(from x: SiteModel, to y: SiteModel, momentsX: RunningMoments, momentsY: RunningMoments, cross: CrossMoments) throws(MathError) {
+    package init(from x: SiteModel, to y: SiteModel, momentsX: RunningMoments, momentsY: RunningMoments, cross: CrossMoments) throws(MathError) {
         let p = x.width, q = y.width
         precondition(cross.widthX == p && cross.widthY == q && momentsX.width == p && momentsY.width == q)
         let n = Double(cross.count)
@@ -105,7 +105,7 @@ public struct TransitionModel: Sendable {
     }
 
     /// Rebuilds a stored transition from its coefficients and conditional covariance.
-    public init(from x: SiteModel, to y: SiteModel, coefficients: [Double], conditionalCovariance: [Double]) throws(MathError) {
+    package init(from x: SiteModel, to y: SiteModel, coefficients: [Double], conditionalCovariance: [Double]) throws(MathError) {
         precondition(coefficients.count == x.width * y.width && conditionalCovariance.count == y.width * y.width)
         from = x.name
         to = y.name
@@ -119,7 +119,7 @@ public struct TransitionModel: Sendable {
     }
 
     /// `−log N(y; μ_y + B(x − μ_x), Σ_y|x)` in nats: the surprise of `y` given `x`.
-    public func surprise(x: [Double], y: [Double]) -> Double {
+    package func surprise(x: [Double], y: [Double]) -> Double {
         var residual = (0..<widthY).map { y[$0] - meanY[$0] }
         let centredX = (0..<widthX).map { x[$0] - meanX[$0] }
         cblas_dgemv(CblasColMajor, CblasNoTrans, Int32(widthY), Int32(widthX), -1, coefficients, Int32(widthY),

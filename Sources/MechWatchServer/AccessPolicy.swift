@@ -5,18 +5,18 @@ import NIOCore
 
 /// Who may connect: the daemon's own user, the configured user ids, and members of the configured group.
 /// Checked on every connection with the peer's kernel-reported credentials (SO_PEERCRED).
-public struct AccessPolicy: Sendable, Equatable {
-    public let ownerUID: UInt32
-    public let allowedUIDs: Set<UInt32>
+package struct AccessPolicy: Sendable, Equatable {
+    package let ownerUID: UInt32
+    package let allowedUIDs: Set<UInt32>
     /// The allowed group's id and member names, if a group is configured.
-    public let group: (id: UInt32, members: Set<String>)?
+    package let group: (id: UInt32, members: Set<String>)?
 
-    public static func == (a: AccessPolicy, b: AccessPolicy) -> Bool {
+    package static func == (a: AccessPolicy, b: AccessPolicy) -> Bool {
         a.ownerUID == b.ownerUID && a.allowedUIDs == b.allowedUIDs && a.group?.id == b.group?.id && a.group?.members == b.group?.members
     }
 
     /// The policy of `configuration`; fails if `allowed_group` names no group.
-    public init(configuration: Configuration) throws(ConfigurationError) {
+    package init(configuration: Configuration) throws(ConfigurationError) {
         ownerUID = geteuid()
         allowedUIDs = Set(configuration.allowedUIDs)
         if let name = configuration.allowedGroup {
@@ -36,7 +36,7 @@ public struct AccessPolicy: Sendable, Equatable {
     }
 
     /// Whether a peer with these credentials may connect.
-    public func allows(uid: UInt32, gid: UInt32) -> Bool {
+    package func allows(uid: UInt32, gid: UInt32) -> Bool {
         if uid == ownerUID || allowedUIDs.contains(uid) { return true }
         guard let group else { return false }
         if gid == group.id { return true }

@@ -6,9 +6,9 @@ import NIOCore
 import NIOPosix
 
 /// A protocol-v1 client over the daemon's Unix socket, used by the CLI and the tests.
-public enum Client {
+package enum Client {
     /// Connects to `socketPath`, runs `body` with the connection, then closes it.
-    public static func withConnection<T: Sendable>(
+    package static func withConnection<T: Sendable>(
         socketPath: String, maximumReplyBytes: Int = 16 << 20,
         _ body: (inout Connection) async throws -> T
     ) async throws -> T {
@@ -38,21 +38,21 @@ public enum Client {
     }
 
     /// An open connection: send requests, read replies in order.
-    public struct Connection {
+    package struct Connection {
         var inbound: NIOAsyncChannelInboundStream<[Frame]>.AsyncIterator
         /// Frames of the last read not yet returned.
         var pending: [Frame] = []
         var pendingIndex = 0
         /// Writes request lines; `Sendable`, so a child task can write while the caller reads (pipelining).
-        public let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        package let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
 
         /// Sends one request line (a newline is added).
-        public func send(_ request: JSONValue) async throws {
+        package func send(_ request: JSONValue) async throws {
             try await outbound.write(ByteBuffer(string: request.jsonText + "\n"))
         }
 
         /// The next reply, parsed, or nil once the daemon has closed the connection.
-        public mutating func nextReply() async throws -> JSONValue? {
+        package mutating func nextReply() async throws -> JSONValue? {
             if pendingIndex == pending.count {
                 guard let frames = try await inbound.next() else { return nil }
                 pending = frames
@@ -65,18 +65,18 @@ public enum Client {
         }
 
         /// The next reply, parsed.
-        public mutating func reply() async throws -> JSONValue {
+        package mutating func reply() async throws -> JSONValue {
             guard let reply = try await nextReply() else { throw ClientError.closed }
             return reply
         }
 
         /// Closes the sending side; the daemon answers what it has received, then closes.
-        public func finishSending() {
+        package func finishSending() {
             outbound.finish()
         }
 
         /// Sends one request and waits for its reply.
-        public mutating func call(_ request: JSONValue) async throws -> JSONValue {
+        package mutating func call(_ request: JSONValue) async throws -> JSONValue {
             try await send(request)
             return try await reply()
         }
@@ -84,12 +84,12 @@ public enum Client {
 }
 
 /// A client-side failure (the daemon's own errors arrive as `ok:false` replies instead).
-public enum ClientError: Error, CustomStringConvertible {
+package enum ClientError: Error, CustomStringConvertible {
     case cannotConnect(path: String, reason: String)
     case closed
     case badReply(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .cannotConnect(let path, let reason):
             "cannot connect to the daemon at '\(path)': \(reason); is `mechwatch serve` running with this socket (--socket, $MECHWATCH_SOCKET)?"

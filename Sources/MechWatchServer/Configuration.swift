@@ -5,48 +5,48 @@ import Logging
 import MechWatchCore
 
 /// The daemon's settings: `Config/mechwatch.toml` keys, each overridable by a flag of `mechwatch serve`.
-public struct Configuration: Sendable, Equatable {
+package struct Configuration: Sendable, Equatable {
     /// Path of the Unix socket clients connect to (default: `DefaultPaths.socket()`).
-    public var socket: String = DefaultPaths.socket()
+    package var socket: String = DefaultPaths.socket()
     /// Path of the SQLite database (created if missing).
-    public var database: String = "mechwatch.db"
+    package var database: String = "mechwatch.db"
     /// Default flagging level for new references: traces with `p ≤ alpha` are flagged.
-    public var alpha: Double = 0.01
+    package var alpha: Double = 0.01
     /// Fraction of fit traces held out (by a hash of their id) to calibrate p-values.
-    public var calibrationFraction: Double = 0.2
+    package var calibrationFraction: Double = 0.2
     /// Longest accepted message line, in bytes.
-    public var maxMessageBytes: Int = 16 << 20
+    package var maxMessageBytes: Int = 16 << 20
     /// Largest accepted binary payload (what one `fit_batch`/`score_batch` may carry), in bytes. A
     /// connection holds at most one payload being received, so this bounds each connection's input buffer.
-    public var maxPayloadBytes: Int = 64 << 20
+    package var maxPayloadBytes: Int = 64 << 20
     /// Memory all references together may need at their peak (`ReferenceFootprint`), in bytes; a fit that
     /// would create a reference beyond it is refused, and a stored reference beyond it is not loaded.
-    public var maxReferenceBytes: Int = Configuration.defaultReferenceBudget
+    package var maxReferenceBytes: Int = Configuration.defaultReferenceBudget
     /// Fit traces a reference keeps, at most, for its local terms (a uniform sample; 0: no local terms).
-    public var localSampleSize: Int = 5_000
+    package var localSampleSize: Int = 5_000
     /// The local term is the distance to the K-th nearest sample trace.
-    public var localK: Int = LocalModel.defaultK
+    package var localK: Int = LocalModel.defaultK
     /// Connections served at once; one more is answered `too_many_connections` and closed.
-    public var maxConnections: Int = 256
+    package var maxConnections: Int = 256
     /// How long a write waits for a database lock held by another process before failing, in ms.
-    public var busyTimeoutMilliseconds: Int = 5_000
+    package var busyTimeoutMilliseconds: Int = 5_000
     /// Log level: trace, debug, info, notice, warning, error, critical.
-    public var logLevel: Logger.Level = .info
+    package var logLevel: Logger.Level = .info
     /// Users, besides the daemon's own, whose connections are accepted (checked with SO_PEERCRED).
-    public var allowedUIDs: [UInt32] = []
+    package var allowedUIDs: [UInt32] = []
     /// A group whose members' connections are accepted; the socket is then made 0660 and given to it.
-    public var allowedGroup: String?
+    package var allowedGroup: String?
 
-    public init() {}
+    package init() {}
 
     /// Half of this machine's physical memory: the default `max_reference_bytes`.
-    public static let defaultReferenceBudget: Int = {
+    package static let defaultReferenceBudget: Int = {
         let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
         return pages > 0 && size > 0 ? pages / 2 * size : 4 << 30
     }()
 
     /// Every key of the configuration file, with what it accepts.
-    public static let keys: [(key: String, accepts: String)] = [
+    package static let keys: [(key: String, accepts: String)] = [
         ("socket", "a path"),
         ("database", "a path"),
         ("alpha", "a number strictly between 0 and 1"),
@@ -64,7 +64,7 @@ public struct Configuration: Sendable, Equatable {
     ]
 
     /// Sets `key` from its text form (a flag's value, or a TOML value rendered as text), validating it.
-    public mutating func set(_ key: String, _ value: ConfigValue) throws(ConfigurationError) {
+    package mutating func set(_ key: String, _ value: ConfigValue) throws(ConfigurationError) {
         func invalid() -> ConfigurationError {
             .invalidValue(key: key, value: value.description, accepts: Self.keys.first { $0.key == key }?.accepts ?? "")
         }
@@ -118,7 +118,7 @@ public struct Configuration: Sendable, Equatable {
 }
 
 /// A configuration value as read from TOML or a flag.
-public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
+package enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
     case string(String)
     case integer(Int)
     case double(Double)
@@ -133,7 +133,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .string(let s): "\"\(s)\""
         case .integer(let n): "\(n)"
@@ -145,13 +145,13 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Why a configuration could not be loaded; the message names the key and what it accepts.
-public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+package enum ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
     case unreadable(path: String, reason: String)
     case syntax(path: String, line: Int, column: Int, reason: String)
     case unknownKey(key: String, known: [String])
     case invalidValue(key: String, value: String, accepts: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .unreadable(let path, let reason): "cannot read config '\(path)': \(reason)"
         case .syntax(let path, let line, let column, let reason): "\(path):\(line):\(column): \(reason)"

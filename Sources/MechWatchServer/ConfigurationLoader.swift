@@ -4,14 +4,14 @@ import TOMLKit
 extension Configuration {
     /// The config file used when none is named: `$MECHWATCH_CONFIG`, else `Config/mechwatch.toml` in the
     /// working directory if it exists, else none (built-in defaults, which equal that file's).
-    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    package static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
         if let path = environment["MECHWATCH_CONFIG"], !path.isEmpty { return path }
         let local = "Config/mechwatch.toml"
         return FileManager.default.fileExists(atPath: local) ? local : nil
     }
 
     /// Defaults overlaid with the keys of the TOML file at `path` (if any).
-    public static func load(path: String?) throws(ConfigurationError) -> Configuration {
+    package static func load(path: String?) throws(ConfigurationError) -> Configuration {
         var config = Configuration()
         guard let path else { return config }
         let text: String
@@ -23,7 +23,7 @@ extension Configuration {
     }
 
     /// Overlays the keys of a TOML document.
-    public mutating func apply(toml text: String, path: String) throws(ConfigurationError) {
+    package mutating func apply(toml text: String, path: String) throws(ConfigurationError) {
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
             throw .syntax(path: path, line: error.source.begin.line, column: error.source.begin.column, reason: error.description)

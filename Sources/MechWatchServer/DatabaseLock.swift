@@ -7,12 +7,12 @@ import NIOConcurrencyHelpers
 /// database, locked with `flock` (released by the kernel when the daemon exits, even by SIGKILL) and
 /// holding the owner's pid. A second daemon on the same database, whatever its socket, refuses to start
 /// instead of diverging from the first.
-public final class DatabaseLock: Sendable {
+package final class DatabaseLock: Sendable {
     private let descriptor: NIOLockedValueBox<Int32?>
     /// The lock file's path.
-    public let path: String
+    package let path: String
 
-    public init(database: String) throws(DatabaseLockError) {
+    package init(database: String) throws(DatabaseLockError) {
         path = database + ".lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .cannotOpen(path: path, reason: String(cString: strerror(errno))) }
@@ -32,7 +32,7 @@ public final class DatabaseLock: Sendable {
     }
 
     /// Releases the lock (also done when the lock is deallocated, and by the kernel when the process exits).
-    public func release() {
+    package func release() {
         descriptor.withLockedValue { fd in
             if let open = fd { close(open) }
             fd = nil
@@ -43,11 +43,11 @@ public final class DatabaseLock: Sendable {
 }
 
 /// Why a daemon could not take its database's lock.
-public enum DatabaseLockError: Error, Equatable, CustomStringConvertible {
+package enum DatabaseLockError: Error, Equatable, CustomStringConvertible {
     case held(database: String, pid: String?)
     case cannotOpen(path: String, reason: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .held(let database, let pid):
             "another mechwatch daemon\(pid.map { " (pid \($0))" } ?? "") is using the database '\(database)'; stop it first, or give this one another --database"

@@ -13,7 +13,7 @@ import NIOCore
 /// waits for its commit, acknowledges durable data, and a later request sees what earlier ones did.
 /// Only `finalize` suspends the actor (waiting for the writer to commit what came before it); meanwhile
 /// the reference is `finalizing` and refuses fit and score requests.
-public actor Engine {
+package actor Engine {
     /// A reference as held in memory.
     enum Loaded {
         case collecting(ReferenceRecord, ReferenceFitter)
@@ -49,7 +49,7 @@ public actor Engine {
     /// Locks the database against other daemons, opens the store, loads active references and replays
     /// collecting references' fit traces. A reference that cannot be loaded is logged and kept as
     /// `unavailable`; the others are served.
-    public init(configuration: Configuration, logger: Logger) throws {
+    package init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         lock = try DatabaseLock(database: configuration.database)
@@ -66,12 +66,12 @@ public actor Engine {
     }
 
     /// Releases the database for another daemon (after the server has stopped).
-    public func close() {
+    package func close() {
         lock.release()
     }
 
     /// Answers one decoded message.
-    public func handle(_ message: DecodedMessage) async -> Reply {
+    package func handle(_ message: DecodedMessage) async -> Reply {
         await handle([message])[0]
     }
 
@@ -79,7 +79,7 @@ public actor Engine {
     /// pipeline's stages; each reply waits for the commit of what it acknowledges, and while it waits the
     /// engine serves other connections. Consecutive JSON `score` requests of one reference are scored
     /// together as one batch.
-    public func handle(_ messages: [DecodedMessage]) async -> [Reply] {
+    package func handle(_ messages: [DecodedMessage]) async -> [Reply] {
         requestCount += messages.count
         var steps: [Step] = []
         var k = 0

@@ -3,11 +3,11 @@ import Glibc
 #endif
 
 /// Checks and prepares the path a daemon will listen on.
-public enum SocketPath {
+package enum SocketPath {
     /// Creates the socket's directory if missing (mode 0700, or 0710 owned by `group` so its members can
     /// reach the socket), and refuses a path a live daemon owns. A stale socket file (nobody accepting)
     /// is left for the bind to replace.
-    public static func prepare(_ path: String, group: UInt32? = nil) throws(SocketPathError) {
+    package static func prepare(_ path: String, group: UInt32? = nil) throws(SocketPathError) {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         if !directory.isEmpty, access(directory, F_OK) != 0 {
             try makeDirectories(directory)
@@ -22,7 +22,7 @@ public enum SocketPath {
     }
 
     /// Whether something accepts connections on the Unix socket at `path`.
-    public static func isAccepting(_ path: String) -> Bool {
+    package static func isAccepting(_ path: String) -> Bool {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -81,14 +81,14 @@ public enum SocketPath {
 }
 
 /// Why the daemon cannot listen on its socket path.
-public enum SocketPathError: Error, Equatable, CustomStringConvertible {
+package enum SocketPathError: Error, Equatable, CustomStringConvertible {
     case inUse(path: String)
     case cannotCreateDirectory(path: String, errno: Int32)
     case cannotSetMode(path: String, errno: Int32)
     case insecureDirectory(path: String, reason: String)
     case notASocket(path: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .inUse(let path):
             "another daemon is accepting connections on '\(path)'; stop it first or choose another --socket"

@@ -10,22 +10,22 @@ import ServiceLifecycle
 /// The daemon's listener: a Unix socket speaking protocol v1, one task per connection, replies in
 /// request order. Runs as a `Service`: on graceful shutdown it stops accepting, lets each connection
 /// finish the request in hand, closes, and NIO removes the socket file.
-public struct SocketServer: Service {
-    public let configuration: Configuration
-    public let engine: Engine
-    public let logger: Logger
-    public let access: AccessPolicy
+package struct SocketServer: Service {
+    package let configuration: Configuration
+    package let engine: Engine
+    package let logger: Logger
+    package let access: AccessPolicy
     private let connections = ConnectionCount()
 
     /// Fails if the configuration's access settings are invalid (e.g. an unknown `allowed_group`).
-    public init(configuration: Configuration, engine: Engine, logger: Logger) throws(ConfigurationError) {
+    package init(configuration: Configuration, engine: Engine, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
         self.engine = engine
         self.logger = logger
         access = try AccessPolicy(configuration: configuration)
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let path = configuration.socket
         try SocketPath.prepare(path, group: access.group?.id)
         let limit = configuration.maxMessageBytes, payloadLimit = configuration.maxPayloadBytes

@@ -1,4 +1,4 @@
 /// The version of this build.
-public enum MechWatchVersion {
-    public static let current = "0.2.0"
+package enum MechWatchVersion {
+    package static let current = "0.2.0"
 }

@@ -1,16 +1,16 @@
 /// One numbered schema change, compiled in from `migrations/NNN_name.sql`.
-public struct Migration: Sendable {
-    public let version: Int
-    public let name: String
-    public let sql: String
+package struct Migration: Sendable {
+    package let version: Int
+    package let name: String
+    package let sql: String
 }
 
 extension Migration {
     /// Every migration this build knows, in version order.
-    public static let all: [Migration] = embeddedMigrations.sorted { $0.version < $1.version }
+    package static let all: [Migration] = embeddedMigrations.sorted { $0.version < $1.version }
 
     /// The schema version this build writes.
-    public static var latestVersion: Int { all.last?.version ?? 0 }
+    package static var latestVersion: Int { all.last?.version ?? 0 }
 }
 
 extension SQLiteConnection {

@@ -1,7 +1,7 @@
 import MechWatchCore
 
 /// Whether a reference is still learning or already scoring.
-public enum ReferenceState: String, Sendable, Codable {
+package enum ReferenceState: String, Sendable, Codable {
     /// Accepting fit traces; not yet able to score.
     case collecting
     /// Finalized: estimated, calibrated, scoring.
@@ -9,21 +9,21 @@ public enum ReferenceState: String, Sendable, Codable {
 }
 
 /// A stored reference's description (not its fitted statistics).
-public struct ReferenceRecord: Sendable, Equatable {
-    public var id: Int64
-    public var name: String
-    public var state: ReferenceState
-    public var alpha: Double
-    public var calibrationFraction: Double
-    public var layout: SiteLayout
-    public var createdAt: String
-    public var finalizedAt: String?
-    public var fitCount: Int
-    public var calibrationCount: Int
+package struct ReferenceRecord: Sendable, Equatable {
+    package var id: Int64
+    package var name: String
+    package var state: ReferenceState
+    package var alpha: Double
+    package var calibrationFraction: Double
+    package var layout: SiteLayout
+    package var createdAt: String
+    package var finalizedAt: String?
+    package var fitCount: Int
+    package var calibrationCount: Int
     /// The statistic whose p-value flags.
-    public var scorer: Scorer
+    package var scorer: Scorer
 
-    public init(id: Int64, name: String, state: ReferenceState, alpha: Double, calibrationFraction: Double, layout: SiteLayout,
+    package init(id: Int64, name: String, state: ReferenceState, alpha: Double, calibrationFraction: Double, layout: SiteLayout,
                 createdAt: String, finalizedAt: String? = nil, fitCount: Int = 0, calibrationCount: Int = 0, scorer: Scorer = .mechanism) {
         self.id = id
         self.name = name
@@ -40,52 +40,52 @@ public struct ReferenceRecord: Sendable, Equatable {
 }
 
 /// One stored event as listed by `flags`.
-public struct EventRow: Sendable, Equatable, Codable {
-    public var event: Int64
-    public var reference: String
-    public var id: String
-    public var time: String
-    public var score: Double
-    public var p: Double
-    public var flagged: Bool
-    public var output: Int?
-    public var meta: String?
+package struct EventRow: Sendable, Equatable, Codable {
+    package var event: Int64
+    package var reference: String
+    package var id: String
+    package var time: String
+    package var score: Double
+    package var p: Double
+    package var flagged: Bool
+    package var output: Int?
+    package var meta: String?
 }
 
 /// One event with its per-site terms, as shown by `event`.
-public struct EventDetail: Sendable, Equatable {
+package struct EventDetail: Sendable, Equatable {
     /// The per-site terms of the event, with the site's name and width.
-    public struct Site: Sendable, Equatable {
-        public var name: String
-        public var width: Int
-        public var score: SiteScore
+    package struct Site: Sendable, Equatable {
+        package var name: String
+        package var width: Int
+        package var score: SiteScore
     }
 
     /// One term of the surprise account with its calibrated tail probability.
-    public struct Term: Sendable, Equatable {
-        public var kind: TermLayout.Kind
-        public var subject: String
+    package struct Term: Sendable, Equatable {
+        package var kind: TermLayout.Kind
+        package var subject: String
         /// Nats; nil for an output term that fell back to the unconditional estimate.
-        public var value: Double?
-        public var p: Double
+        package var value: Double?
+        package var p: Double
     }
 
-    public var row: EventRow
-    public var alpha: Double
-    public var calibrationCount: Int
-    public var sites: [Site]
+    package var row: EventRow
+    package var alpha: Double
+    package var calibrationCount: Int
+    package var sites: [Site]
     /// The scorer that decided the flag, and each scorer's p-value (absent for version-1 events).
-    public var scorer: Scorer?
-    public var pValues: [Scorer: Double]
-    public var terms: [Term]
+    package var scorer: Scorer?
+    package var pValues: [Scorer: Double]
+    package var terms: [Term]
 }
 
 /// Event counts of one reference.
-public struct EventCounts: Sendable, Equatable {
-    public var events: Int
-    public var flagged: Int
+package struct EventCounts: Sendable, Equatable {
+    package var events: Int
+    package var flagged: Int
 
-    public init(events: Int, flagged: Int) {
+    package init(events: Int, flagged: Int) {
         self.events = events
         self.flagged = flagged
     }

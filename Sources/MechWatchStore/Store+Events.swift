@@ -4,7 +4,7 @@ extension Store {
     /// Stores scored traces with their per-site and per-term values in one transaction (a savepoint
     /// when already inside one); returns the event numbers in order. `ids[j]`, `outputs[j]` and row `j`
     /// of `scored` describe trace `j`; `meta` (JSON text) is stored with every one.
-    public func insertEvents(referenceID: Int64, ids: [String], outputs: [Int?], scored: ScoredBatch, meta: String?) throws(StoreError) -> [Int64] {
+    package func insertEvents(referenceID: Int64, ids: [String], outputs: [Int?], scored: ScoredBatch, meta: String?) throws(StoreError) -> [Int64] {
         precondition(ids.count == scored.count && outputs.count == scored.count)
         return try transaction { () throws(StoreError) in
             let event = try db.cached("""
@@ -44,7 +44,7 @@ extension Store {
     /// Events newest first: only flagged ones unless `includeUnflagged`, optionally of one reference.
     /// Events of one reference (or all), flagged only unless `includeUnflagged`, newest first or, `byScore`,
     /// most anomalous first (smallest p, then largest statistic).
-    public func events(reference: String? = nil, includeUnflagged: Bool = false, byScore: Bool = false, limit: Int) throws(StoreError) -> [EventRow] {
+    package func events(reference: String? = nil, includeUnflagged: Bool = false, byScore: Bool = false, limit: Int) throws(StoreError) -> [EventRow] {
         var conditions: [String] = []
         if !includeUnflagged { conditions.append("e.flagged = 1") }
         if reference != nil { conditions.append("r.name = ?2") }
@@ -58,7 +58,7 @@ extension Store {
     }
 
     /// One event with its per-site terms, or nil if there is no such event.
-    public func event(_ number: Int64) throws(StoreError) -> EventDetail? {
+    package func event(_ number: Int64) throws(StoreError) -> EventDetail? {
         let stmt = try db.prepare(Self.eventColumns + ", r.alpha, r.calibration_count, r.id, e.scorer, e.p_mahalanobis, e.p_independence, e.p_mechanism"
                                   + Self.eventSource + " WHERE e.id = ?1")
         guard let (row, alpha, calibration, referenceID, scorer, pValues) = try stmt.bind(.integer(number)).firstRow({ s in
@@ -88,7 +88,7 @@ extension Store {
     }
 
     /// Event and flag counts per reference name.
-    public func eventCounts() throws(StoreError) -> [String: EventCounts] {
+    package func eventCounts() throws(StoreError) -> [String: EventCounts] {
         let stmt = try db.prepare("""
             SELECT r.name, count(e.id), coalesce(sum(e.flagged), 0)
             FROM reference_models r LEFT JOIN events e ON e.reference_id = r.id GROUP BY r.name

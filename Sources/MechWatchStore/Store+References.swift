@@ -2,24 +2,24 @@ import MechWatchCore
 
 extension Store {
     /// All references, by name.
-    public func references() throws(StoreError) -> [ReferenceRecord] {
+    package func references() throws(StoreError) -> [ReferenceRecord] {
         try loadReferences(where: "", .null)
     }
 
     /// The reference called `name`, if any.
-    public func reference(named name: String) throws(StoreError) -> ReferenceRecord? {
+    package func reference(named name: String) throws(StoreError) -> ReferenceRecord? {
         try loadReferences(where: "WHERE name = ?1", .text(name)).first
     }
 
     /// The id the next reference created gets: above every id in use or ever deleted, so ids are never reused.
-    public func nextReferenceID() throws(StoreError) -> Int64 {
+    package func nextReferenceID() throws(StoreError) -> Int64 {
         try db.prepare("""
             SELECT 1 + max(coalesce((SELECT max(id) FROM reference_models), 0), coalesce((SELECT max(id) FROM deleted_references), 0))
             """).firstRow { $0.int(0) } ?? 1
     }
 
     /// Creates the collecting reference `id` called `name`, whose site order and widths are `layout`.
-    public func createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) {
+    package func createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) {
         try transaction { () throws(StoreError) in
             try db.prepare("INSERT INTO reference_models (id, name, state, alpha, calibration_fraction) VALUES (?1, ?2, 'collecting', ?3, ?4)")
                 .bind(.integer(id), .text(name), .real(alpha), .real(calibrationFraction)).run()
@@ -31,7 +31,7 @@ extension Store {
     }
 
     /// Creates a collecting reference with the next free id (see `nextReferenceID`).
-    public func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) -> ReferenceRecord {
+    package func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) -> ReferenceRecord {
         try createReference(id: try nextReferenceID(), name: name, layout: layout, alpha: alpha, calibrationFraction: calibrationFraction)
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after creation") }
         return record
@@ -39,7 +39,7 @@ extension Store {
 
     /// Deletes reference `id` with its fit traces and events, and retires its id; false if there was none.
     @discardableResult
-    public func deleteReference(id: Int64) throws(StoreError) -> Bool {
+    package func deleteReference(id: Int64) throws(StoreError) -> Bool {
         try transaction { () throws(StoreError) in
             try db.prepare("INSERT OR IGNORE INTO deleted_references (id, name) SELECT id, name FROM reference_models WHERE id = ?1")
                 .bind(.integer(id)).run()
@@ -49,14 +49,14 @@ extension Store {
     }
 
     /// Deletes the reference called `name` (see `deleteReference(id:)`); false if there was none.
-    public func deleteReference(named name: String) throws(StoreError) -> Bool {
+    package func deleteReference(named name: String) throws(StoreError) -> Bool {
         guard let record = try reference(named: name) else { return false }
         return try deleteReference(id: record.id)
     }
 
     /// Stores trusted traces (float32), trace `j` in the calibration role when `heldOut[j]`, and counts
     /// them, in one transaction.
-    public func addFitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool]) throws(StoreError) {
+    package func addFitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool]) throws(StoreError) {
         precondition(heldOut.count == batch.count)
         try transaction { () throws(StoreError) in
             let insert = try db.cached("INSERT INTO fit_traces (reference_id, client_id, role, output, vector) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -75,7 +75,7 @@ extension Store {
     /// hold one finite float32 trace of the reference's width (written by an older version, or damaged) is
     /// skipped, so one bad row never stops a reference from loading or finalizing; returns how many were.
     @discardableResult
-    public func forEachFitTrace(of reference: ReferenceRecord, heldOut: Bool, _ body: (Trace) throws -> Void) throws -> Int {
+    package func forEachFitTrace(of reference: ReferenceRecord, heldOut: Bool, _ body: (Trace) throws -> Void) throws -> Int {
         let stmt = try db.prepare("SELECT client_id, output, vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
         try stmt.bind(.integer(reference.id), .text(heldOut ? "calibration" : "fit"))
         let width = reference.layout.totalWidth
@@ -99,7 +99,7 @@ extension Store {
 
     /// Streams the stored trusted traces of one role as float32 vectors (sites concatenated in site
     /// order), skipping rows `forEachFitTrace` would skip.
-    public func forEachFitVector(of reference: ReferenceRecord, heldOut: Bool, _ body: ([Float]) throws -> Void) throws {
+    package func forEachFitVector(of reference: ReferenceRecord, heldOut: Bool, _ body: ([Float]) throws -> Void) throws {
         let stmt = try db.prepare("SELECT vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
         try stmt.bind(.integer(reference.id), .text(heldOut ? "calibration" : "fit"))
         let width = reference.layout.totalWidth
@@ -113,7 +113,7 @@ extension Store {
     /// Stores the fitted statistics and calibration, drops the fit-role traces (their moments are now
     /// estimated) and makes the reference active, in one transaction.
     /// `sample`: the fit traces the model's local terms were built from (float32 rows), kept with it.
-    public func activate(_ reference: ReferenceRecord, model: ReferenceModel, sample: [[Float]] = []) throws(StoreError) {
+    package func activate(_ reference: ReferenceRecord, model: ReferenceModel, sample: [[Float]] = []) throws(StoreError) {
         try transaction { () throws(StoreError) in
             let collecting = try db.prepare("SELECT count(*) FROM reference_models WHERE id = ?1 AND state = 'collecting'")
                 .bind(.integer(reference.id)).firstRow { $0.int(0) }
@@ -163,7 +163,7 @@ extension Store {
 
     /// The fitted model of an active reference. A reference finalized by schema version 1 has no
     /// transition statistics; its term calibration is recomputed from its stored calibration traces.
-    public func model(of reference: ReferenceRecord) throws(StoreError) -> ReferenceModel {
+    package func model(of reference: ReferenceRecord) throws(StoreError) -> ReferenceModel {
         guard reference.state == .active else {
             throw StoreError(.notFound, "reference '\(reference.name)' is not active")
         }
@@ -278,7 +278,7 @@ extension Store {
 
 extension Store {
     /// Each site's Ledoit–Wolf shrinkage of an active reference, in site order; nil while collecting.
-    public func shrinkage(of reference: ReferenceRecord) throws(StoreError) -> [Double]? {
+    package func shrinkage(of reference: ReferenceRecord) throws(StoreError) -> [Double]? {
         guard reference.state == .active else { return nil }
         let stmt = try db.prepare("SELECT shrinkage FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
         try stmt.bind(.integer(reference.id))
@@ -290,7 +290,7 @@ extension Store {
 
 extension Store {
     /// The ids of deleted references, ascending (they are never given to a new reference).
-    public func deletedReferenceIDs() throws(StoreError) -> [Int64] {
+    package func deletedReferenceIDs() throws(StoreError) -> [Int64] {
         let stmt = try db.prepare("SELECT id FROM deleted_references ORDER BY id")
         try stmt.bind()
         var ids: [Int64] = []

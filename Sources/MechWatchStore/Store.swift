@@ -8,12 +8,12 @@ import MechWatchCore
 ///
 /// Every write method commits before returning, so a caller may acknowledge once it returns.
 /// Not thread-safe: one owner (the daemon's engine, or a CLI command) uses it at a time.
-public final class Store {
+package final class Store {
     let db: SQLiteConnection
 
     /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
     /// `busyTimeoutMilliseconds` is how long a write waits for another writer's lock before failing.
-    public init(path: String, busyTimeoutMilliseconds: Int = 5_000) throws(StoreError) {
+    package init(path: String, busyTimeoutMilliseconds: Int = 5_000) throws(StoreError) {
         if access(path, F_OK) != 0 {
             let fd = open(path, O_CREAT | O_WRONLY, 0o600)
             guard fd >= 0 else {
@@ -33,7 +33,7 @@ public final class Store {
     }
 
     /// Opens an existing database for the CLI's queries, without migrating it.
-    public static func openExisting(path: String) throws(StoreError) -> Store {
+    package static func openExisting(path: String) throws(StoreError) -> Store {
         guard access(path, F_OK) == 0 else {
             throw StoreError(.cannotOpen, "no database at '\(path)' (start the daemon first, or pass --database)")
         }
@@ -41,12 +41,12 @@ public final class Store {
     }
 
     /// Runs `body` in one transaction.
-    public func transaction<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+    package func transaction<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
         try db.transaction(body)
     }
 
     /// `PRAGMA integrity_check`'s answer: `["ok"]` for a sound database.
-    public func integrityCheck() throws(StoreError) -> [String] {
+    package func integrityCheck() throws(StoreError) -> [String] {
         let stmt = try db.prepare("PRAGMA integrity_check")
         var lines: [String] = []
         while try stmt.step() { lines.append(stmt.text(0)) }

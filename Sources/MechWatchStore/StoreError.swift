@@ -1,9 +1,9 @@
 import CSQLite
 
 /// A failure of the store, with a stable code and a message naming what went wrong.
-public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+package struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// What kind of failure, for callers that react differently (e.g. retry when busy).
-    public enum Code: String, Sendable {
+    package enum Code: String, Sendable {
         case cannotOpen = "store_cannot_open"
         case newerSchema = "store_newer_schema"
         case busy = "store_busy"
@@ -15,10 +15,10 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case sqlite = "store_error"
     }
 
-    public let code: Code
-    public let message: String
+    package let code: Code
+    package let message: String
 
-    public init(_ code: Code, _ message: String) {
+    package init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
@@ -36,5 +36,5 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         self.init(code, "SQLite error \(rc): \(message)")
     }
 
-    public var description: String { message }
+    package var description: String { message }
 }

@@ -1,11 +1,11 @@
 import MechWatchCore
 
 /// The element types a binary payload may carry, little-endian.
-public enum DType: String, Sendable, CaseIterable {
+package enum DType: String, Sendable, CaseIterable {
     case f16, f32, f64
 
     /// Bytes per value.
-    public var size: Int {
+    package var size: Int {
         switch self {
         case .f16: 2
         case .f32: 4

@@ -6,16 +6,16 @@ import Glibc
 ///
 /// Two leniencies, so that clients that write them get a precise error from validation instead of
 /// "malformed JSON": the tokens `NaN`, `Infinity` and `-Infinity` parse as non-finite numbers.
-public struct JSONParser {
+package struct JSONParser {
     private let bytes: [UInt8]
     private var position = 0
     private var depth = 0
 
     /// Deepest nesting accepted, so a hostile message cannot exhaust the stack.
-    public static let maximumDepth = 64
+    package static let maximumDepth = 64
 
     /// Parses exactly one JSON value (surrounded by optional whitespace) from `bytes`.
-    public static func parse(_ bytes: [UInt8]) throws(ProtocolError) -> JSONValue {
+    package static func parse(_ bytes: [UInt8]) throws(ProtocolError) -> JSONValue {
         var parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue()

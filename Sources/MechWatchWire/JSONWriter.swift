@@ -1,14 +1,14 @@
 extension JSONValue {
     /// Compact JSON text (no whitespace). Non-finite numbers, which JSON cannot hold, are written as null.
-    public var jsonText: String { text(nonFinite: .null) }
+    package var jsonText: String { text(nonFinite: .null) }
 
     /// The value as JSON text for error messages: like `jsonText`, but a number too large for a 64-bit
     /// float (which the parser reads as infinite) shows as `inf`/`-inf` instead of `null`.
-    public var displayText: String { text(nonFinite: .display) }
+    package var displayText: String { text(nonFinite: .display) }
 
     /// The value as a request line relayed to the daemon: non-finite numbers as the tokens `NaN`,
     /// `Infinity`, `-Infinity`, which the daemon's parser reads only to answer `non_finite_value`.
-    public var requestText: String { text(nonFinite: .tokens) }
+    package var requestText: String { text(nonFinite: .tokens) }
 
     /// How non-finite numbers, which JSON cannot hold, are written.
     enum NonFinite { case null, display, tokens }

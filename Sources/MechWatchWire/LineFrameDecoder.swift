@@ -4,7 +4,7 @@ import Glibc
 import NIOCore
 
 /// One framed inbound message.
-public enum Frame: Sendable, Equatable {
+package enum Frame: Sendable, Equatable {
     /// A complete line, without its `\n` (and without a `\r` before it).
     case line([UInt8])
     /// A header line with `"payload_bytes": N` and the N raw bytes that followed it.
@@ -22,31 +22,31 @@ public enum Frame: Sendable, Equatable {
 /// daemon buffer without bound; a line whose JSON has `"payload_bytes": N` is followed by N raw bytes,
 /// at most `maximumPayloadLength`. Emits every complete frame of one read together, so that pipelined
 /// requests can be handled (and committed) as a group.
-public struct LineFrameDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = [Frame]
+package struct LineFrameDecoder: ByteToMessageDecoder {
+    package typealias InboundOut = [Frame]
 
-    public let maximumLineLength: Int
-    public let maximumPayloadLength: Int
+    package let maximumLineLength: Int
+    package let maximumPayloadLength: Int
     private var discarding = false
     /// A header read whose payload has not fully arrived, and the payload's length.
     private var pending: (header: [UInt8], length: Int)?
     /// After an unframeable header nothing more is read.
     private var failed = false
 
-    public init(maximumLineLength: Int, maximumPayloadLength: Int = 1 << 30) {
+    package init(maximumLineLength: Int, maximumPayloadLength: Int = 1 << 30) {
         precondition(maximumLineLength > 0 && maximumPayloadLength >= 0)
         self.maximumLineLength = maximumLineLength
         self.maximumPayloadLength = maximumPayloadLength
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    package mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         var frames: [Frame] = []
         while let frame = next(&buffer) { frames.append(frame) }
         if !frames.isEmpty { context.fireChannelRead(wrapInboundOut(frames)) }
         return .needMoreData
     }
 
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+    package mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         var frames: [Frame] = []
         while let frame = next(&buffer) { frames.append(frame) }
         if buffer.readableBytes > 0 || pending != nil {

@@ -1,7 +1,7 @@
 /// An error reply: a stable machine-readable code and a message naming the field and what was expected.
-public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+package struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The stable error codes of protocol version 1 (documented in the README).
-    public enum Code: String, Sendable, CaseIterable {
+    package enum Code: String, Sendable, CaseIterable {
         case malformedJSON = "malformed_json"
         case invalidUTF8 = "invalid_utf8"
         case lineTooLong = "line_too_long"
@@ -29,15 +29,15 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
         case internalError = "internal_error"
     }
 
-    public let code: Code
-    public let message: String
+    package let code: Code
+    package let message: String
 
-    public init(_ code: Code, _ message: String) {
+    package init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
-    public var description: String { "\(code.rawValue): \(message)" }
+    package var description: String { "\(code.rawValue): \(message)" }
 
     /// A value that is finite but beyond float32's range, the precision traces are stored and scored in.
     static func outOfRange(_ field: String, _ value: Double) -> ProtocolError {

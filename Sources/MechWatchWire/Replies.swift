@@ -3,12 +3,12 @@ import MechWatchCore
 /// The success replies of protocol version 1, built in one place so their shapes stay documented ones.
 extension Reply {
     /// `hello`: who answers and which protocol it speaks.
-    public static func hello(id: String?, version: String) -> Reply {
+    package static func hello(id: String?, version: String) -> Reply {
         .success(id: id, ["server": "mechwatch", "version": .string(version), "protocol": .int(Request.protocolVersion)])
     }
 
     /// `fit` (one trace, `batch == false`) or `fit_batch`: each trace's role, `fit` or `calibration`.
-    public static func fitted(id: String?, reference: String, ids: [String], roles: [Bool], batch: Bool) -> Reply {
+    package static func fitted(id: String?, reference: String, ids: [String], roles: [Bool], batch: Bool) -> Reply {
         let role = { (heldOut: Bool) -> JSONValue in heldOut ? "calibration" : "fit" }
         guard batch else { return .success(id: id, ["reference": .string(reference), "role": role(roles[0])]) }
         let results = zip(ids, roles).map { JSONValue.object([.init("id", .string($0)), .init("role", role($1))]) }
@@ -18,7 +18,7 @@ extension Reply {
 
     /// `score` of trace `row` of a scored batch (echoing its id), or `score_batch` (`row == nil`) with every
     /// trace's event number, score, p-value and flag.
-    public static func scored(id: String?, reference: String, ids: [String], events: [Int64], scored: ScoredBatch, row: Int?) -> Reply {
+    package static func scored(id: String?, reference: String, ids: [String], events: [Int64], scored: ScoredBatch, row: Int?) -> Reply {
         func fields(_ j: Int) -> [JSONValue.Member] {
             [.init("event", .int(Int(events[j]))), .init("score", .number(scored.score(j))), .init("p", .number(scored.p(j))),
              .init("flagged", .bool(scored.flagged(j)))]
@@ -32,7 +32,7 @@ extension Reply {
     }
 
     /// `finalize`: the now active reference's counts, level, scorer and each site's shrinkage.
-    public static func finalized(id: String?, reference: String, fitTraces: Int, calibrationTraces: Int, model: ReferenceModel) -> Reply {
+    package static func finalized(id: String?, reference: String, fitTraces: Int, calibrationTraces: Int, model: ReferenceModel) -> Reply {
         let shrinkage = JSONValue.object(model.sites.map { JSONValue.Member($0.name, .number($0.shrinkage)) })
         return .success(id: id, [
             "reference": .string(reference), "state": "active", "fit_traces": .int(fitTraces),
@@ -42,7 +42,7 @@ extension Reply {
     }
 
     /// `delete`: the reference is gone, with its traces and events.
-    public static func deleted(id: String?, reference: String) -> Reply {
+    package static func deleted(id: String?, reference: String) -> Reply {
         .success(id: id, ["reference": .string(reference), "deleted": true])
     }
 }

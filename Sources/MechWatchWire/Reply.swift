@@ -1,11 +1,11 @@
 /// A reply line of protocol version 1: `{"ok":true,…}` or `{"ok":false,"id":…,"error":{"code":…,"message":…}}`.
-public struct Reply: Sendable, Equatable {
-    public var value: JSONValue
+package struct Reply: Sendable, Equatable {
+    package var value: JSONValue
 
-    public init(value: JSONValue) { self.value = value }
+    package init(value: JSONValue) { self.value = value }
 
     /// A success reply with `fields` after `"ok":true` (and `"id"` first when given).
-    public static func success(id: String? = nil, _ fields: KeyValuePairs<String, JSONValue>) -> Reply {
+    package static func success(id: String? = nil, _ fields: KeyValuePairs<String, JSONValue>) -> Reply {
         var members: [JSONValue.Member] = [.init("ok", true)]
         if let id { members.append(.init("id", .string(id))) }
         members += fields.map { JSONValue.Member($0.key, $0.value) }
@@ -13,7 +13,7 @@ public struct Reply: Sendable, Equatable {
     }
 
     /// An error reply echoing the client's `id` when it was readable.
-    public static func failure(id: String?, _ error: ProtocolError) -> Reply {
+    package static func failure(id: String?, _ error: ProtocolError) -> Reply {
         Reply(value: [
             "ok": false,
             "id": id.map { .string($0) } ?? .null,
@@ -22,5 +22,5 @@ public struct Reply: Sendable, Equatable {
     }
 
     /// The reply as one line of JSON text, ending in `\n`.
-    public var line: String { value.jsonText + "\n" }
+    package var line: String { value.jsonText + "\n" }
 }

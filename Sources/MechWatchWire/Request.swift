@@ -2,7 +2,7 @@ import MechWatchCore
 
 /// A request of protocol version 1, decoded and validated (except against a reference's layout,
 /// which only the server knows).
-public enum Request: Sendable, Equatable {
+package enum Request: Sendable, Equatable {
     /// `{"op":"hello","protocol":1}`: version handshake.
     case hello(protocolVersion: Int)
     /// `{"op":"fit",…}`: add a trusted trace to a collecting reference (creating it on first use).
@@ -21,31 +21,31 @@ public enum Request: Sendable, Equatable {
     case status
 
     /// The protocol version this build speaks.
-    public static let protocolVersion = 1
+    package static let protocolVersion = 1
 
     /// The value of `op` for each request kind, as documented.
-    public static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "status"]
+    package static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "status"]
 }
 
 /// A trace as sent on the wire: sites in the client's order, before matching a reference's layout.
-public struct TraceMessage: Sendable, Equatable {
+package struct TraceMessage: Sendable, Equatable {
     /// One named site vector.
-    public struct Site: Sendable, Equatable {
-        public var name: String
-        public var values: [Double]
-        public init(name: String, values: [Double]) {
+    package struct Site: Sendable, Equatable {
+        package var name: String
+        package var values: [Double]
+        package init(name: String, values: [Double]) {
             self.name = name
             self.values = values
         }
     }
 
-    public var id: String
-    public var output: Int?
-    public var sites: [Site]
+    package var id: String
+    package var output: Int?
+    package var sites: [Site]
     /// The client's `meta` object, if any.
-    public var meta: JSONValue?
+    package var meta: JSONValue?
 
-    public init(id: String, output: Int? = nil, sites: [Site], meta: JSONValue? = nil) {
+    package init(id: String, output: Int? = nil, sites: [Site], meta: JSONValue? = nil) {
         self.id = id
         self.output = output
         self.sites = sites
@@ -53,11 +53,11 @@ public struct TraceMessage: Sendable, Equatable {
     }
 
     /// The layout this message's sites describe, in the order sent.
-    public var layout: SiteLayout { SiteLayout(sites.map { .init(name: $0.name, width: $0.values.count) }) }
+    package var layout: SiteLayout { SiteLayout(sites.map { .init(name: $0.name, width: $0.values.count) }) }
 
     /// The trace with its sites in `layout` order; every site of the layout must be present with its width,
     /// and no other site may be.
-    public func trace(in layout: SiteLayout, reference: String) throws(ProtocolError) -> Trace {
+    package func trace(in layout: SiteLayout, reference: String) throws(ProtocolError) -> Trace {
         var ordered = [[Double]?](repeating: nil, count: layout.sites.count)
         for site in sites {
             guard let index = layout.index(of: site.name) else {
@@ -78,15 +78,15 @@ public struct TraceMessage: Sendable, Equatable {
 
 /// Traces sent as one binary batch: the client's layout, one id (and optional output) per trace, and the
 /// values, `count × layout.totalWidth`, row-major in the client's site order.
-public struct BatchMessage: Sendable, Equatable {
-    public var layout: SiteLayout
-    public var ids: [String]
-    public var outputs: [Int?]
-    public var values: [Double]
+package struct BatchMessage: Sendable, Equatable {
+    package var layout: SiteLayout
+    package var ids: [String]
+    package var outputs: [Int?]
+    package var values: [Double]
     /// The client's `meta` object, stored with every trace of the batch.
-    public var meta: JSONValue?
+    package var meta: JSONValue?
 
-    public init(layout: SiteLayout, ids: [String], outputs: [Int?], values: [Double], meta: JSONValue? = nil) {
+    package init(layout: SiteLayout, ids: [String], outputs: [Int?], values: [Double], meta: JSONValue? = nil) {
         self.layout = layout
         self.ids = ids
         self.outputs = outputs
@@ -96,7 +96,7 @@ public struct BatchMessage: Sendable, Equatable {
 
     /// The batch with its sites in `layout` order (reordered if the client sent another order); every
     /// site of the layout must be present with its width, and no other.
-    public func batch(in layout: SiteLayout, reference: String) throws(ProtocolError) -> TraceBatch {
+    package func batch(in layout: SiteLayout, reference: String) throws(ProtocolError) -> TraceBatch {
         if layout == self.layout { return TraceBatch(layout: layout, ids: ids, outputs: outputs, values: values) }
         let source = self.layout.offsets
         var placement: [(from: Int, to: Int, width: Int)] = []

@@ -2,11 +2,11 @@ import MechWatchCore
 
 /// A decoded line: the request, or the error to reply with, and the client's `id` when one was readable
 /// (so an error reply can echo it).
-public struct DecodedMessage: Sendable {
-    public var id: String?
-    public var request: Result<Request, ProtocolError>
+package struct DecodedMessage: Sendable {
+    package var id: String?
+    package var request: Result<Request, ProtocolError>
 
-    public init(id: String?, request: Result<Request, ProtocolError>) {
+    package init(id: String?, request: Result<Request, ProtocolError>) {
         self.id = id
         self.request = request
     }
@@ -14,14 +14,14 @@ public struct DecodedMessage: Sendable {
 
 extension Request {
     /// Longest accepted reference name, site name or trace id.
-    public static let maximumNameLength = 256
+    package static let maximumNameLength = 256
 
     /// Longest accepted batch, in traces.
-    public static let maximumBatchCount = 65_536
+    package static let maximumBatchCount = 65_536
 
     /// Decodes and validates one message: a line without its `\n`, and the binary payload that followed
     /// it when its header had `payload_bytes`.
-    public static func decode(_ line: [UInt8], payload: [UInt8]? = nil) -> DecodedMessage {
+    package static func decode(_ line: [UInt8], payload: [UInt8]? = nil) -> DecodedMessage {
         guard String(validating: line, as: UTF8.self) != nil else {
             return DecodedMessage(id: nil, request: .failure(ProtocolError(.invalidUTF8, "message is not valid UTF-8")))
         }

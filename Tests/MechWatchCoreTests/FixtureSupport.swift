@@ -62,3 +62,17 @@ func close(_ a: [Double], _ b: [Double], rtol: Double = 1e-9, atol: Double = 1e-
 func close(_ a: Double, _ b: Double, rtol: Double = 1e-9, atol: Double = 1e-12) -> Bool {
     close([a], [b], rtol: rtol, atol: atol)
 }
+
+/// Seeded standard normal draws (SplitMix64 + Box–Muller), for tests that need many.
+enum SeededNormal {
+    static func next(_ s: inout UInt64) -> Double {
+        func u() -> Double {
+            s &+= 0x9e37_79b9_7f4a_7c15
+            var z = s
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return (Double((z ^ (z >> 31)) >> 11) + 0.5) / Double(1 << 53)
+        }
+        return (-2 * log(u())).squareRoot() * cos(2 * .pi * u())
+    }
+}

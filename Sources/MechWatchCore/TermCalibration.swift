@@ -2,48 +2,8 @@
 import Glibc
 #endif
 
-/// The named terms of a reference's surprise account, in a fixed order derived from its sites.
-///
-/// Per site: `independence` (mean-field surprise), `joint` (shrunk-covariance surprise), `interaction`
-/// (independence − joint: nats the within-site correlations explain; anomalous when low). Per consecutive
-/// pair: `transition` (surprise of the later site given the earlier), `dependence` (joint of the later site
-/// − transition: nats the earlier site explains; anomalous when low). Per site, when the reference saw
-/// outputs: `output` (surprise under the output-conditioned estimate). Per site, when the reference keeps
-/// a sample of fit traces: `local` (distance to the K-th nearest of them, `LocalModel`), and one more `local`
-/// term over all sites together (subject `*`).
-public struct TermLayout: Sendable, Equatable {
-    /// What a term measures.
-    public enum Kind: String, Sendable, Codable {
-        case independence, joint, interaction, transition, dependence, output, local
-        /// Whether small values are the anomalous ones (explained nats).
-        public var lowerTail: Bool { self == .interaction || self == .dependence }
-    }
-
-    /// One term: its kind and the site (or `from→to` transition) it belongs to.
-    public struct Term: Sendable, Equatable {
-        public var kind: Kind
-        public var site: String
-        public var name: String { "\(site) \(kind.rawValue)" }
-    }
-
-    public let terms: [Term]
-
-    public init(sites: [String], transitions: Bool = true, outputs: Bool, local: Bool = false) {
-        var terms: [Term] = []
-        for s in sites {
-            terms += [Term(kind: .independence, site: s), Term(kind: .joint, site: s), Term(kind: .interaction, site: s)]
-        }
-        for (a, b) in zip(sites, sites.dropFirst()) where transitions {
-            terms += [Term(kind: .transition, site: "\(a)→\(b)"), Term(kind: .dependence, site: "\(a)→\(b)")]
-        }
-        if outputs { terms += sites.map { Term(kind: .output, site: $0) } }
-        if local { terms += (sites + ["*"]).map { Term(kind: .local, site: $0) } }
-        self.terms = terms
-    }
-}
-
 /// How the mechanism scorer combines the terms' tail probabilities into one statistic.
-public enum Combination: String, Sendable, CaseIterable, Codable {
+package enum Combination: String, Sendable, CaseIterable, Codable {
     /// Fisher's method over every term (references finalized before version 0.2).
     case fisher
     /// Fisher's method within each family — the Gaussian site terms (independence, joint, interaction,
@@ -65,9 +25,9 @@ public enum Combination: String, Sendable, CaseIterable, Codable {
 /// calibrated the same way against the calibration traces' own statistics, which use leave-one-out
 /// probabilities at every level, so a calibration trace is ranked among the others as a new trace is:
 /// below the extrapolated tail the final p-value is the conformal rank and keeps its guarantee.
-public struct TermCalibration: Sendable, Equatable {
-    public let layout: TermLayout
-    public let combination: Combination
+package struct TermCalibration: Sendable, Equatable {
+    package let layout: TermLayout
+    package let combination: Combination
     /// Per term, the calibration values ascending.
     let sorted: [[Double]]
     /// Per term, the exponential tail scale on the anomalous side.
@@ -75,10 +35,10 @@ public struct TermCalibration: Sendable, Equatable {
     /// `families`: each family's term positions and the calibration of its Fisher statistic.
     let families: [(terms: [Int], calibration: TailCalibration)]
     /// The mechanism statistic of the calibration traces.
-    public let mechanism: TailCalibration
+    package let mechanism: TailCalibration
 
     /// `values[i][j]`: term `j` of calibration trace `i` (NaN: no evidence, e.g. an output fallback).
-    public init(layout: TermLayout, values: [[Double]], combination: Combination = .fisher) {
+    package init(layout: TermLayout, values: [[Double]], combination: Combination = .fisher) {
         self.layout = layout
         self.combination = combination
         let columns = layout.terms.indices.map { j in values.map { $0[j] }.filter { !$0.isNaN }.sorted() }
@@ -111,7 +71,7 @@ public struct TermCalibration: Sendable, Equatable {
         }
     }
 
-    public static func == (a: TermCalibration, b: TermCalibration) -> Bool {
+    package static func == (a: TermCalibration, b: TermCalibration) -> Bool {
         a.layout == b.layout && a.combination == b.combination && a.sorted == b.sorted && a.scales == b.scales && a.mechanism == b.mechanism
     }
 
@@ -123,12 +83,12 @@ public struct TermCalibration: Sendable, Equatable {
     }
 
     /// Per-term tail probabilities of a new trace's term values (for NaN see `undefined`).
-    public func tailProbabilities(_ values: [Double]) -> [Double] {
+    package func tailProbabilities(_ values: [Double]) -> [Double] {
         values.enumerated().map { j, v in tailProbability(v, term: j) }
     }
 
     /// The tail probability of value `v` of term `j` (for NaN see `undefined`).
-    public func tailProbability(_ v: Double, term j: Int) -> Double {
+    package func tailProbability(_ v: Double, term j: Int) -> Double {
         v.isNaN ? Self.undefined(layout.terms[j].kind)
             : Self.probability(v, ascending: sorted[j], scale: scales[j], lowerTail: layout.terms[j].kind.lowerTail, excludingSelf: false)
     }
@@ -141,7 +101,7 @@ public struct TermCalibration: Sendable, Equatable {
     }
 
     /// The mechanism statistic of a new trace from its terms' tail probabilities, and its p-value.
-    public func mechanism(termP p: UnsafeBufferPointer<Double>) -> (statistic: Double, p: Double) {
+    package func mechanism(termP p: UnsafeBufferPointer<Double>) -> (statistic: Double, p: Double) {
         var statistic = 0.0
         switch combination {
         case .fisher:
@@ -157,7 +117,7 @@ public struct TermCalibration: Sendable, Equatable {
     }
 
     /// Fisher's combination of tail probabilities.
-    public static func fisher(_ p: [Double]) -> Double { p.reduce(0) { $0 - 2 * log($1) } }
+    package static func fisher(_ p: [Double]) -> Double { p.reduce(0) { $0 - 2 * log($1) } }
 
     /// The tail probability of `v` against `ascending` (which holds `v` itself when `excludingSelf`).
     static func probability(_ v: Double, ascending: [Double], scale: Double, lowerTail: Bool, excludingSelf: Bool) -> Double {
@@ -203,25 +163,5 @@ public struct TermCalibration: Sendable, Equatable {
         }
         while lo < hi { let m = (lo + hi) / 2; if ascending[m] < v { lo = m + 1 } else { hi = m } }
         return ascending.count - lo
-    }
-}
-
-/// A statistic's calibration: the calibration traces' values, and the conformal tail probability of a value
-/// with the exponential tail beyond the largest (larger is more anomalous), as for each term.
-public struct TailCalibration: Sendable, Equatable {
-    /// The calibration values, ascending.
-    public let sortedValues: [Double]
-    let scale: Double
-
-    public init(values: [Double]) {
-        sortedValues = values.sorted()
-        scale = TermCalibration.tailScale(sortedValues, lowerTail: false)
-    }
-
-    public var count: Int { sortedValues.count }
-
-    /// The tail probability of `v`; `excludingSelf` when `v` is one of the calibration values (leave-one-out).
-    public func p(_ v: Double, excludingSelf: Bool = false) -> Double {
-        TermCalibration.probability(v, ascending: sortedValues, scale: scale, lowerTail: false, excludingSelf: excludingSelf)
     }
 }
