@@ -31,31 +31,27 @@ package struct SocketServer: Service {
         let limit = configuration.maxMessageBytes, payloadLimit = configuration.maxPayloadBytes
         // The socket is created with the umask's mode: make that private from the start (no window in
         // which it is 0755 before the chmod below). The umask is process-wide, so this only tightens
-        // whatever else is created meanwhile.
-        let previousMask = umask(access.group == nil ? 0o177 : 0o117)
+        // whatever else is created meanwhile (`UmaskGate` keeps two binds in one process apart).
         let server: NIOAsyncChannel<NIOAsyncChannel<[Frame], ByteBuffer>, Never>
         do {
-            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .serverChannelOption(.backlog, value: 256)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit, maximumPayloadLength: payloadLimit)))
-                        // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
-                        // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
-                        // Half-closure lets a refusal be sent, then the write side shut, before the input is drained.
-                        return try NIOAsyncChannel<[Frame], ByteBuffer>(
-                            synchronouslyWrapping: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+            server = try await UmaskGate.shared.with(access.group == nil ? 0o177 : 0o117) {
+                try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .serverChannelOption(.backlog, value: 256)
+                    .childChannelOption(.allowRemoteHalfClosure, value: true)
+                    .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit, maximumPayloadLength: payloadLimit)))
+                            // `synchronouslyWrapping` closes a connection whose wrapper is dropped unserved (one accepted
+                            // while the listener closes at shutdown); `wrappingChannelSynchronously` traps instead.
+                            // Half-closure lets a refusal be sent, then the write side shut, before the input is drained.
+                            return try NIOAsyncChannel<[Frame], ByteBuffer>(
+                                synchronouslyWrapping: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        }
                     }
-                }
+            }
         } catch is UnixDomainSocketPathWrongType {
-            umask(previousMask)
             throw SocketPathError.notASocket(path: path)
-        } catch {
-            umask(previousMask)
-            throw error
         }
-        umask(previousMask)
         if let group = access.group?.id {
             guard chown(path, UInt32.max, group) == 0, chmod(path, 0o660) == 0 else {
                 throw SocketPathError.cannotSetMode(path: path, errno: errno)

@@ -48,7 +48,7 @@ STYLE = {
     "figure.facecolor": "white", "savefig.facecolor": "white",
 }
 #: Bin widths the time axes choose from: the smallest that gives few enough bins.
-BIN_WIDTHS = ["1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
+BIN_WIDTHS = ["100ms", "200ms", "500ms", "1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
               "1h", "2h", "3h", "6h", "12h", "1D", "2D", "7D", "14D", "30D"]
 TOP_EVENTS = 15
 MAX_SITE_PANELS = 24
@@ -102,6 +102,10 @@ def _fmt_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
+def _short(text: str, size: int) -> str:
+    return text if len(text) <= size else text[:size - 1] + "…"
+
+
 def _fmt_time(t) -> str:
     if t is None or pd.isna(t):
         return "–"
@@ -111,6 +115,8 @@ def _fmt_time(t) -> str:
 def _width_label(width: str) -> str:
     td = pd.Timedelta(width)
     seconds = int(td.total_seconds())
+    if td < pd.Timedelta("1s"):
+        return f"{td.total_seconds() * 1000:.0f} ms"
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds % size == 0:
             k = seconds // size
@@ -227,7 +233,7 @@ def figure_flag_rate(events: "pd.DataFrame", width: str, alpha: float) -> str:
         _time_axis(cx)
         handles, labels = ax.get_legend_handles_labels()
         more, more_labels = cx.get_legend_handles_labels()
-        fig.legend(handles + more, labels + more_labels, loc="outside upper center", ncol=3, fontsize=8.5)
+        fig.legend(handles + more, labels + more_labels, loc="outside lower center", ncol=3, fontsize=8.5)
         fig.suptitle(f"Flag rate per {_width_label(width)} (UTC)", x=0.01, ha="left", fontweight="bold", fontsize=11.5)
         return _png(fig, "flag rate over time with alpha and its binomial band")
 
@@ -308,7 +314,7 @@ def figure_site_surprise(sites: "pd.DataFrame", width: str, calibration: Optiona
                    Patch(color=BLUE, alpha=0.18, label="traffic interquartile range"),
                    Line2D([], [], color=GREY, ls="--", label="calibration median"),
                    Patch(color=GREY, alpha=0.18, label="calibration 5–95%")]
-        fig.legend(handles=handles, loc="outside upper center", ncol=4, fontsize=8.5)
+        fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5)
         fig.suptitle(f"Per-site joint surprise per {_width_label(width)} (UTC)", x=0.01, ha="left",
                      fontweight="bold", fontsize=11.5)
         return _png(fig, "per-site joint surprise over time")
@@ -424,7 +430,7 @@ def _events_table(top: "pd.DataFrame", strongest: dict) -> str:
         meta = "" if e.meta is None else html.escape(json.dumps(e.meta, ensure_ascii=False)[:120])
         output = "–" if pd.isna(e.output) else str(int(e.output))
         rows.append(f"<tr><td class='num'>{e.event}</td><td class='mono time'>{html.escape(_fmt_time(e.time)[:19])}</td>"
-                    f"<td class='mono'>{html.escape(str(e.id))[:40]}</td><td class='num'>{output}</td>"
+                    f"<td class='mono time' title='{html.escape(str(e.id))}'>{html.escape(_short(str(e.id), 26))}</td><td class='num'>{output}</td>"
                     f"<td class='num'><b>{_fmt_p(e.p)}</b></td><td class='num'>{e.score:.4g}</td>"
                     f"<td>{strongest.get(e.event, '<i>no stored terms</i>')}</td><td class='mono'>{meta}</td></tr>")
     return ("<table><tr><th>event</th><th>time (UTC)</th><th>client id</th><th>output</th><th>p</th><th>score</th>"
