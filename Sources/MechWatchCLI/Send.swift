@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MechWatchCore
 import MechWatchServer
 import MechWatchWire
 
@@ -89,7 +90,7 @@ final class Progress: @unchecked Sendable {
     func update(sent: Int, bytes: Int, of size: Int?) {
         guard enabled, ContinuousClock.now - last >= .milliseconds(500) else { return }
         last = ContinuousClock.now
-        let elapsed = Double((last - start).components.seconds) + Double((last - start).components.attoseconds) / 1e18
+        let elapsed = (last - start).seconds
         var text = "\rsent \(sent) traces, \(Int(Double(sent) / max(elapsed, 1e-3))) traces/s"
         if let size, size > 0 {
             let share = Double(bytes) / Double(size)

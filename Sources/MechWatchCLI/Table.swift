@@ -25,7 +25,7 @@ enum CSV {
 
     static func field(_ s: String) -> String {
         guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
-        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        return "\"" + s.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\""
     }
 }
 
@@ -34,10 +34,6 @@ extension String {
         var s = self
         while s.last == " " { s.removeLast() }
         return s
-    }
-
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
     }
 }
 
@@ -64,6 +60,8 @@ enum Format {
         var exponent = 0
         var mantissa = value
         while mantissa < 1 { mantissa *= 10; exponent -= 1 }
+        // Rounding to two decimals can carry to 10.00 (0.00099999): renormalise.
+        if (mantissa * 100).rounded() >= 1000 { mantissa /= 10; exponent += 1 }
         return fixed(mantissa, 2) + "e" + String(exponent)
     }
 }

@@ -20,16 +20,18 @@ package struct AccessPolicy: Sendable, Equatable {
         ownerUID = geteuid()
         allowedUIDs = Set(configuration.allowedUIDs)
         if let name = configuration.allowedGroup {
-            guard let entry = getgrnam(name) else {
+            var entry = Glibc.group(), result: UnsafeMutablePointer<Glibc.group>?
+            var buffer = [CChar](repeating: 0, count: 1 << 16)
+            guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else {
                 throw .invalidValue(key: "allowed_group", value: "\"\(name)\"", accepts: "the name of an existing group (no group '\(name)')")
             }
             var members = Set<String>()
-            var p = entry.pointee.gr_mem
+            var p = entry.gr_mem
             while let member = p?.pointee {
                 members.insert(String(cString: member))
                 p = p?.advanced(by: 1)
             }
-            group = (entry.pointee.gr_gid, members)
+            self.group = (entry.gr_gid, members)
         } else {
             group = nil
         }
@@ -40,8 +42,11 @@ package struct AccessPolicy: Sendable, Equatable {
         if uid == ownerUID || allowedUIDs.contains(uid) { return true }
         guard let group else { return false }
         if gid == group.id { return true }
-        guard let user = getpwuid(uid) else { return false }
-        return group.members.contains(String(cString: user.pointee.pw_name))
+        // getpwuid_r: connections are checked concurrently, and getpwuid's static buffer is not reentrant.
+        var entry = passwd(), result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil, let name = entry.pw_name else { return false }
+        return group.members.contains(String(cString: name))
     }
 
     /// The peer's credentials on a Unix-socket channel.

@@ -234,10 +234,7 @@ package actor Engine {
     }
 
     /// Seconds since the engine started.
-    var uptime: Double {
-        let elapsed = ContinuousClock.now - started
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
+    var uptime: Double { (ContinuousClock.now - started).seconds }
 
     /// Requests answered or in hand since start.
     var requests: Int { requestCount }

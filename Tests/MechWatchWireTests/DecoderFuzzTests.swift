@@ -19,7 +19,7 @@ import Testing
         }
         let alphabet = Array(#"{}[]",:0123456789.eE+-"\ntruefalsnNaI"#.utf8) + [0x00, 0xFF, 0xC3, 0x80]
         var accepted = 0, rejected = 0
-        let iterations = 20_000
+        let iterations = 20_000  // every iteration ends in exactly one of the two counts
         for i in 0..<iterations {
             var bytes = Array(Self.seeds[i % Self.seeds.count].utf8)
             for _ in 0...next(4) {
@@ -37,7 +37,8 @@ import Testing
                 #expect(!e.message.isEmpty)
             }
         }
-        #expect(accepted + rejected == iterations)
-        #expect(rejected > iterations / 2)  // most mutations break the message
+        // Both outcomes occur: the mutations reach the validators, and most break the message.
+        #expect(accepted > 0 && accepted < iterations / 2)
+        #expect(rejected > iterations / 2)
     }
 }

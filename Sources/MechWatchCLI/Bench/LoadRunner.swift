@@ -1,3 +1,4 @@
+import MechWatchCore
 import Foundation
 
 /// Runs one closure per client on its own thread and gathers what they measured.
@@ -44,9 +45,9 @@ final class LoadRunner: @unchecked Sendable {
     }
 }
 
-/// Seconds on the monotonic clock.
+/// Seconds on the monotonic clock since the first call.
 func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    (ContinuousClock.now - benchEpoch).seconds
 }
+
+private let benchEpoch = ContinuousClock.now

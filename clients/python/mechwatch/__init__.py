@@ -16,3 +16,11 @@ __all__ = [
     "MechWatchError", "MechWatchConnectionError", "MechWatchProtocolError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `Store` needs pandas (the `report` extra): imported on first use, so the client works without it.
+    if name == "Store":
+        from .store import Store
+        return Store
+    raise AttributeError(f"module 'mechwatch' has no attribute {name!r}")

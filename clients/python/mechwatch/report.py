@@ -65,9 +65,11 @@ def binomial_band(n: np.ndarray, alpha: float, level: float = 0.95):
         if m <= 0:
             continue
         if m <= 20000:
-            k = np.arange(m + 1)
-            logpmf = (np.array([math.lgamma(m + 1)]) - np.vectorize(math.lgamma)(k + 1) - np.vectorize(math.lgamma)(m - k + 1)
-                      + k * math.log(alpha) + (m - k) * math.log1p(-alpha))
+            k = np.arange(m)
+            # log C(m, j) by the ratio C(m, j+1) / C(m, j) = (m - j) / (j + 1), all in numpy.
+            log_choose = np.concatenate([[0.0], np.cumsum(np.log((m - k) / (k + 1)))])
+            j = np.arange(m + 1)
+            logpmf = log_choose + j * math.log(alpha) + (m - j) * math.log1p(-alpha)
             cdf = np.cumsum(np.exp(logpmf - logpmf.max()))
             cdf /= cdf[-1]
             lower[i] = np.searchsorted(cdf, lo_q) / m
@@ -131,6 +133,9 @@ def _png(fig: Figure, alt: str) -> str:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+_percent = ticker.FuncFormatter(lambda x, _: f"{100 * x:.4g}%")
 
 
 def _time_axis(ax, maxticks=9):
@@ -224,7 +229,8 @@ def figure_flag_rate(events: "pd.DataFrame", width: str, alpha: float) -> str:
             ax.scatter(np.array(centre)[outside], rate[outside], s=34, color=RED, zorder=4, label="above the band")
         top = np.nanmax(np.concatenate([rate[np.isfinite(rate)], upper[np.isfinite(upper)], [alpha * 2]]))
         ax.set_ylim(0, min(1.02, top * 1.12 + 1e-9))
-        ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0 if top * 1.12 >= 0.05 else 1))
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(6, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_formatter(_percent)
         ax.set_ylabel("flagged share")
         cx.bar(left, n - k, width=step * 0.9, align="edge", color=BLUE, alpha=0.55, label="events not flagged")
         cx.bar(left, k, width=step * 0.9, align="edge", bottom=n - k, color=RED, label="events flagged")
@@ -256,7 +262,7 @@ def figure_drivers(shares: "pd.DataFrame", alpha: float, flagged_count: int) -> 
         ax.barh(y - 0.17, top["unflagged_share"], 0.34, color="#cfcfcf", label="unflagged events")
         ax.set_yticks(y, [f"{s}  {k}" for s, k in zip(top["subject"], top["kind"])])
         ax.set_xlim(0, min(1.0, math.ceil(max(top["flagged_share"].max(), top["unflagged_share"].max(), alpha) * 11) / 10))
-        ax.xaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+        ax.xaxis.set_major_formatter(_percent)
         ax.axvline(alpha, color=AMBER, lw=1.2)
         ax.set_xlabel(f"share of events whose term p ≤ alpha ({alpha:g})")
         ax.set_title(f"Terms behind the {flagged_count} flags")
@@ -266,8 +272,7 @@ def figure_drivers(shares: "pd.DataFrame", alpha: float, flagged_count: int) -> 
         ax.grid(axis="y", visible=False)
 
         masked = np.ma.masked_invalid(grid)
-        cmap = matplotlib.colormaps["Reds"].copy()
-        cmap.set_bad("#f3f3f3")
+        cmap = matplotlib.colormaps["Reds"].with_extremes(bad="#f3f3f3")
         image = hx.imshow(masked, cmap=cmap, vmin=0, vmax=1, aspect="auto")
         hx.set_xticks(range(len(kinds)), kinds, rotation=35, ha="right")
         hx.set_yticks(range(len(subjects)), subjects)
@@ -292,6 +297,7 @@ def figure_site_surprise(sites: "pd.DataFrame", width: str, calibration: Optiona
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(10.5, 2.4 * nrows + 0.9), layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
+        calibrated = False
         for ax, name in zip(axes, names):
             values = sites[sites["site"] == name].groupby("bin")["joint_surprise"]
             q = values.quantile([0.25, 0.5, 0.75]).unstack()
@@ -299,6 +305,7 @@ def figure_site_surprise(sites: "pd.DataFrame", width: str, calibration: Optiona
             if calibration is not None and ("joint", name) in calibration.columns:
                 c = calibration[("joint", name)].dropna().to_numpy()
                 if c.size:
+                    calibrated = True
                     lo, med, hi = np.quantile(c, [0.05, 0.5, 0.95])
                     ax.axhspan(lo, hi, color=GREY, alpha=0.18, lw=0)
                     ax.axhline(med, color=GREY, lw=1.3, ls="--")
@@ -311,9 +318,10 @@ def figure_site_surprise(sites: "pd.DataFrame", width: str, calibration: Optiona
         for ax in axes[::ncols]:
             ax.set_ylabel("joint surprise (nats)")
         handles = [Line2D([], [], color=BLUE, lw=1.6, marker="o", ms=3, label="traffic median per bin"),
-                   Patch(color=BLUE, alpha=0.18, label="traffic interquartile range"),
-                   Line2D([], [], color=GREY, ls="--", label="calibration median"),
-                   Patch(color=GREY, alpha=0.18, label="calibration 5–95%")]
+                   Patch(color=BLUE, alpha=0.18, label="traffic interquartile range")]
+        if calibrated:
+            handles += [Line2D([], [], color=GREY, ls="--", label="calibration median"),
+                        Patch(color=GREY, alpha=0.18, label="calibration 5–95%")]
         fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5)
         fig.suptitle(f"Per-site joint surprise per {_width_label(width)} (UTC)", x=0.01, ha="left",
                      fontweight="bold", fontsize=11.5)
@@ -528,8 +536,9 @@ def reference_section(store: Store, ref, since) -> str:
     parts += ["<h3>Per-site surprise over time</h3>",
               f"<p class='caption'>Each site's joint surprise (negative log-likelihood under the site's shrunk "
               f"Gaussian, nats) per {_width_label(width)} bin: the median of the traffic and its interquartile range, "
-              "against the calibration traces' median and 5–95% range. A site drifting above its grey band is where "
-              "the traffic changed.</p>"]
+              + ("against the calibration traces' median and 5–95% range. A site drifting above its grey band is where "
+                 "the traffic changed.</p>" if len(calibration_terms) else
+                 "(this reference stores no calibration term values to compare with).</p>")]
     if sites.empty:
         parts.append("<p class='note'>No per-site values stored for these events.</p>")
     else:

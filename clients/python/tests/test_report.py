@@ -27,13 +27,12 @@ FIGURE = re.compile(r'<img class="figure" alt="[^"]*" src="data:image/png;base64
 
 
 def mlp(rng, n, shift=0.0):
-    """Three sites of a small tanh network and its predicted class; `shift` moves the input."""
+    """Three sites of a small tanh network and its predicted class; `shift` moves the first site."""
     w1 = np.linspace(-1, 1, 60).reshape(6, 10) * 0.7
     w2 = np.cos(np.arange(40)).reshape(10, 4)
     w3 = np.sin(np.arange(12)).reshape(4, 3)
-    x = rng.normal(size=(n, 6))
-    x[:, :2] += shift
-    h1 = np.tanh(x @ w1)
+    h1 = np.tanh(rng.normal(size=(n, 6)) @ w1)
+    h1[:, :3] += shift
     h2 = np.tanh(h1 @ w2)
     logits = h2 @ w3 + 0.3 * rng.normal(size=(n, 3))
     return {"embed": h1, "mlp": h2, "head": logits}, logits.argmax(1)
@@ -50,7 +49,7 @@ def populated(daemon):
         final = client.finalize("net", alpha=0.05)
         sites, outputs = mlp(rng, 300)
         normal = client.score_arrays("net", sites, outputs=outputs, meta={"kind": "normal"})
-        sites, outputs = mlp(rng, 30, shift=4.0)
+        sites, outputs = mlp(rng, 30, shift=1.5)
         traces = [Trace(sites={k: v[i] for k, v in sites.items()}, output=int(outputs[i]), id=f"shifted-{i}",
                         meta={"kind": "shifted"}) for i in range(30)]
         shifted = client.score("net", traces)
