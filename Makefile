@@ -11,13 +11,15 @@ build: install
 	$(SWIFT) build
 
 test: install
+	@scripts/install-deps.sh --test
 	$(SWIFT) build
 	$(SWIFT) test
-	@python3 -c "import numpy, pytest, scipy, sklearn" 2>/dev/null || python3 -m pip install --quiet numpy pytest scipy scikit-learn
+	@python3 -c "import numpy, pytest, scipy, sklearn, pandas, matplotlib" 2>/dev/null || python3 -m pip install --quiet numpy pytest scipy scikit-learn pandas matplotlib
 	python3 scripts/kill_test.py $(BIN)
 	python3 scripts/flood_test.py $(BIN)
 	python3 scripts/sequence_fuzz.py $(BIN) --seconds 60
-	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests
+	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests --ignore=clients/python/tests/test_recorder.py
+	MECHWATCH_BIN=$(BIN) MECHWATCH_REQUIRE_TORCH=1 PYTHONPATH=clients/python /usr/bin/python3 -m pytest -q -rs clients/python/tests/test_recorder.py
 
 # 8 clients flooding 12x768 traces; the daemon's peak RSS must stay bounded (also run by `test`).
 flood-test: build
@@ -41,7 +43,7 @@ detection: build
 	python3 scripts/detection_eval.py $(BIN) --seed $(or $(SEED),7) --check
 
 demo: build
-	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	@python3 -c "import numpy, pandas, matplotlib" 2>/dev/null || python3 -m pip install --quiet numpy pandas matplotlib
 	@scripts/demo.sh $(BIN)
 
 # Throughput benchmark (release build): the daemon end to end and in-process, then numpy doing the same

@@ -29,7 +29,13 @@ let package = Package(
             "MechWatchCore",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        // The daemon: config, engine, Unix-socket server, lifecycle; and a protocol client.
+        // A protocol-v1 client over the daemon's socket (the CLI's and the tests').
+        .target(name: "MechWatchClient", dependencies: [
+            "MechWatchWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        // The daemon: config, engine, Unix-socket server, lifecycle.
         .target(name: "MechWatchServer", dependencies: [
             "MechWatchCore", "MechWatchStore", "MechWatchWire", "CMalloc",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -41,7 +47,7 @@ let package = Package(
         ]),
         // Command-line interface: every subcommand of `mechwatch`.
         .target(name: "MechWatchCLI", dependencies: [
-            "MechWatchCore", "MechWatchStore", "MechWatchWire", "MechWatchServer", "COpenBLAS",
+            "MechWatchCore", "MechWatchStore", "MechWatchWire", "MechWatchServer", "MechWatchClient", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -54,7 +60,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "MechWatchServerTests", dependencies: [
-            "MechWatchServer", "MechWatchCLI", "MechWatchStore", "MechWatchWire", "MechWatchCore", "CSQLite",
+            "MechWatchServer", "MechWatchClient", "MechWatchCLI", "MechWatchStore", "MechWatchWire", "MechWatchCore", "CSQLite",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

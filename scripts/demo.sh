@@ -49,3 +49,7 @@ sqlite3 -header -column "$DB" "
   FROM events e JOIN reference_models r ON r.id = e.reference_id
   WHERE r.name = '$REF' GROUP BY kind ORDER BY kind;"
 echo "(normal traces are flagged at about alpha = $(sed -n 's/^alpha *= *//p' Config/mechwatch.toml); see README for the schema)"
+
+echo "== 8. a report to look at: python -m mechwatch.report"
+PYTHONPATH=clients/python python3 -m mechwatch.report --database "$DB" --reference "$REF" -o "$OUT/report.html"
+echo "report written to $(pwd)/$OUT/report.html (open it in a browser)"

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages MechWatch builds against, if any are missing.
+# Installs the Debian packages MechWatch builds against, if any are missing; with --test also what the
+# tests use: Debian's CPU PyTorch for the system python3 (the recorder tests run on a real torch) and
+# headless chromium (the report's screenshot test).
 # As root it runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
 packages=(libsqlite3-dev libopenblas-dev liblapacke-dev pkg-config sqlite3)
+if [ "${1:-}" = "--test" ]; then
+    packages+=(python3-torch python3-numpy python3-pytest chromium)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,5 @@
 import ArgumentParser
-import MechWatchServer
+import MechWatchClient
 import MechWatchWire
 
 /// What a failed command exits with (README, "Exit status"), sysexits(3)-style so scripts can tell a

@@ -1,4 +1,5 @@
 import ArgumentParser
+import MechWatchClient
 import MechWatchServer
 import MechWatchWire
 

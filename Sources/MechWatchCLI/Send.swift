@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
+import MechWatchClient
 import MechWatchCore
-import MechWatchServer
 import MechWatchWire
 
 /// `mechwatch send`: stream a JSONL file of traces to the daemon, pipelined.

@@ -32,12 +32,26 @@ package final class Store {
         try db.migrate()
     }
 
-    /// Opens an existing database for the CLI's queries, without migrating it.
+    /// Opens an existing database read-only, for the CLI's queries: it never migrates, changes the journal
+    /// mode or writes. A database of another schema version is refused (older: the daemon migrates it
+    /// when it starts; newer: this mechwatch is too old).
     package static func openExisting(path: String) throws(StoreError) -> Store {
         guard access(path, F_OK) == 0 else {
             throw StoreError(.cannotOpen, "no database at '\(path)' (start the daemon first, or pass --database)")
         }
-        return try Store(path: path)
+        let store = try Store(connection: try SQLiteConnection(path: path, readOnly: true))
+        let version = try store.db.prepare("SELECT coalesce(max(version), 0) FROM schema_migrations").firstRow { Int($0.int(0)) } ?? 0
+        guard version == Migration.latestVersion else {
+            throw StoreError(version > Migration.latestVersion ? .newerSchema : .cannotOpen,
+                             version > Migration.latestVersion
+                                 ? "database '\(path)' has schema version \(version), newer than this mechwatch knows (\(Migration.latestVersion)); upgrade mechwatch"
+                                 : "database '\(path)' has schema version \(version); start `mechwatch serve` on it once to migrate it to version \(Migration.latestVersion)")
+        }
+        return store
+    }
+
+    private init(connection: SQLiteConnection) {
+        db = connection
     }
 
     /// Runs `body` in one transaction.

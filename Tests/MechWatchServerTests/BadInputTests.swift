@@ -1,4 +1,5 @@
 import Foundation
+import MechWatchClient
 import MechWatchServer
 import MechWatchWire
 import NIOCore

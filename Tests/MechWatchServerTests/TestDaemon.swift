@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MechWatchClient
 import MechWatchServer
 import MechWatchWire
 import NIOCore

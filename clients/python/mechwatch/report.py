@@ -470,7 +470,7 @@ def reference_section(store: Store, ref, since) -> str:
     alert = rate > upper[0]
     head.append("<div class='cards'>" + "".join([
         _card("events", f"{n:,}"), _card("flagged", f"{k:,}", alert),
-        _card("flag rate", f"{rate:.2%}", alert), _card(f"alpha / 95% band", f"{ref.alpha:.1%} / {lower[0]:.1%}–{upper[0]:.1%}"),
+        _card("flag rate", f"{rate:.2%}", alert), _card("alpha / 95% band", f"{ref.alpha:.1%} / {lower[0]:.1%}–{upper[0]:.1%}"),
         _card("time range (UTC)", f"{_fmt_time(events['time'].min())[:16]} → {_fmt_time(events['time'].max())[11:16]}"
               if events["time"].min().date() == events["time"].max().date() else
               f"{_fmt_time(events['time'].min())[:16]} → {_fmt_time(events['time'].max())[:16]}", small=True),
@@ -522,7 +522,7 @@ def reference_section(store: Store, ref, since) -> str:
                   figure_drivers(shares, ref.alpha, k)]
 
     # 4. Top flagged events.
-    parts.append(f"<h3>Most anomalous flagged events</h3>")
+    parts.append("<h3>Most anomalous flagged events</h3>")
     flagged = events[events["flagged"]].sort_values(["p", "score", "event"], ascending=[True, False, False]).head(TOP_EVENTS)
     if flagged.empty:
         parts.append("<p class='note'>No flagged events in this window.</p>")

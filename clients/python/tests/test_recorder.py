@@ -77,14 +77,16 @@ def test_recorded_traces_stream_to_the_daemon(daemon):
     rng = np.random.default_rng(6)
     with Client(daemon.socket) as client, TraceRecorder(model, sites=["1", "3"]) as rec:
         out = model(rng.normal(size=(300, 5)))
-        client.fit("np-mlp", rec.traces(outputs=out.argmax(-1)))
+        # Fixed ids: the daemon holds out calibration traces by a hash of the id, and the client's default ids
+        # carry the pid, which made this split (and the far count, 4 to 9 of 10) vary from run to run.
+        client.fit("np-mlp", rec.traces(outputs=out.argmax(-1)), ids=[f"np-fit-{i}" for i in range(300)])
         client.finalize("np-mlp", alpha=0.05)
         model(rng.normal(size=(50, 5)))
         normal = client.score("np-mlp", rec.traces())
         model(rng.normal(size=(10, 5)) + 4.0)
         far = client.score("np-mlp", rec.traces())
     assert len(normal) == 50
-    assert sum(r.flagged for r in far) >= 8
+    assert sum(r.flagged for r in far) >= 8, [r.flagged for r in far]
 
 
 # ---- real torch.nn models -------------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def encoder(d=16, heads=4, ff=32, layers=2, **kw):
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
 
 
-class TinyTransformer(nn.Module):
+class TinyTransformer(nn.Module if torch is not None else object):
     """Token embedding, one encoder layer, and a classifier head on the mean token: `(B, T, D)` and `(B, C)` sites."""
 
     def __init__(self, d_in=5, d=16, classes=3):
@@ -308,7 +310,7 @@ def test_torch_traces_stream_to_the_daemon(daemon):
     with Client(daemon.socket) as client, TraceRecorder(model, sites=["embed", "block", "head"]) as rec, \
             torch.no_grad():  # the sites are outside the block's fused path
         out = model(torch.randn(300, 6, 5))
-        fitted = client.fit("torch-block", rec.traces(outputs=out.argmax(-1)))
+        fitted = client.fit("torch-block", rec.traces(outputs=out.argmax(-1)), ids=[f"t-fit-{i}" for i in range(300)])
         client.finalize("torch-block", alpha=0.05)
         model(torch.randn(50, 6, 5))
         normal = client.score("torch-block", rec.traces())
@@ -316,4 +318,4 @@ def test_torch_traces_stream_to_the_daemon(daemon):
         far = client.score("torch-block", rec.traces())
     assert len(fitted) == 300 and len(normal) == 50
     assert sum(r.flagged for r in normal) <= 12
-    assert sum(r.flagged for r in far) >= 8
+    assert sum(r.flagged for r in far) >= 8, [r.flagged for r in far]
