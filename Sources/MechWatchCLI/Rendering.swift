@@ -56,7 +56,7 @@ enum EventRendering {
                 members.append(.init("sites", .array(ranked.map { s in
                     [
                         "site": .string(s.name), "width": .int(s.width), "mahalanobis": .number(s.score.mahalanobis),
-                        "share": .number(total > 0 ? s.score.mahalanobis / total : 0),
+                        "share": .number(total > 0 && total.isFinite ? s.score.mahalanobis / total : 0),
                         "joint_surprise": .number(s.score.jointSurprise), "independence_surprise": .number(s.score.independenceSurprise),
                         "explained_interaction": .number(s.score.explainedInteraction),
                     ]
@@ -67,7 +67,7 @@ enum EventRendering {
         case .csv:
             return CSV.render(header: ["site", "width", "mahalanobis", "share", "joint_surprise", "independence_surprise", "explained_interaction"],
                               rows: ranked.map { s in
-                                  [s.name, String(s.width), "\(s.score.mahalanobis)", "\(total > 0 ? s.score.mahalanobis / total : 0)",
+                                  [s.name, String(s.width), "\(s.score.mahalanobis)", "\(total > 0 && total.isFinite ? s.score.mahalanobis / total : 0)",
                                    "\(s.score.jointSurprise)", "\(s.score.independenceSurprise)", "\(s.score.explainedInteraction)"]
                               })
         case .table:
@@ -86,7 +86,7 @@ enum EventRendering {
             var table = Table(header: ["SITE", "WIDTH", "MAHALANOBIS", "EXCESS", "SHARE", "JOINT", "INDEPENDENT", "EXPLAINED"], numeric: [1, 2, 3, 4, 5, 6, 7])
             table.rows = ranked.map { s in
                 [s.name, String(s.width), Format.fixed(s.score.mahalanobis, 2), Format.fixed(s.score.mahalanobis - Double(s.width), 2),
-                 total > 0 ? Format.fixed(100 * s.score.mahalanobis / total, 1) + "%" : "-",
+                 total > 0 && total.isFinite ? Format.fixed(100 * s.score.mahalanobis / total, 1) + "%" : "-",
                  Format.fixed(s.score.jointSurprise, 2), Format.fixed(s.score.independenceSurprise, 2), Format.fixed(s.score.explainedInteraction, 2)]
             }
             lines.append(table.render())

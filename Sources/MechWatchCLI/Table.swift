@@ -41,7 +41,8 @@ extension String {
 enum Format {
     /// `value` with `digits` decimals.
     static func fixed(_ value: Double, _ digits: Int) -> String {
-        guard value.isFinite else { return "\(value)" }
+        // Beyond 1e15 the digits after the point say nothing (and Int64 would overflow): scientific.
+        guard value.isFinite, abs(value) < 1e15 else { return "\(value)" }
         var scale = 1.0
         for _ in 0..<digits { scale *= 10 }
         let rounded = (abs(value) * scale).rounded()

@@ -186,9 +186,12 @@ package actor Engine {
         return steps.map { $0! }
     }
 
-    /// Queues a batch for the scoring stage and its events for the writer (in request order); one step per
+    /// Queues a batch (rounded to float32) for the scoring stage and its events for the writer (in request order); one step per
     /// entry of `rows`: the reply for that trace (`score`), or for the whole batch (nil: `score_batch`).
     private func score(_ record: ReferenceRecord, _ model: ReferenceModel, _ batch: TraceBatch, meta: String?, rows: [Int?], requestID: String?) -> [Step] {
+        // Scored in the precision the reference was fitted in: a value float32 cannot hold exactly (0.1) would
+        // otherwise differ from its own fitted copy by ~1e-9, which a dead unit's zero variance magnifies.
+        let batch = batch.roundedToFloat32()
         let scored = scoring.submit(batch, reference: record, model: model)
         let events = writer.submit(.events(scored.map {
             EventBatch(referenceID: record.id, ids: batch.ids, outputs: batch.outputs, scored: $0, meta: meta)

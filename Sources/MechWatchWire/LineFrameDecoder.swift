@@ -9,7 +9,8 @@ package enum Frame: Sendable, Equatable {
     case line([UInt8])
     /// A header line with `"payload_bytes": N` and the N raw bytes that followed it.
     case binary(header: [UInt8], payload: [UInt8])
-    /// A line longer than the limit; its bytes up to the next `\n` are discarded.
+    /// A line longer than the limit; its bytes up to the next `\n` were discarded. (An oversized line that
+    /// mentions `payload_bytes` is `unframeable` instead: its payload cannot be located.)
     case oversized(limit: Int)
     /// The peer closed its side with an unterminated line (or an incomplete payload) of this many bytes pending.
     case truncated(byteCount: Int)
@@ -27,7 +28,9 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
 
     package let maximumLineLength: Int
     package let maximumPayloadLength: Int
-    private var discarding = false
+    /// The oversized line being skipped: whether it mentioned `"payload_bytes"` so far, and its last bytes
+    /// (a key may straddle two reads). It is answered once its newline (or the end of input) arrives.
+    private var discarding: (mentionsPayload: Bool, tail: [UInt8])?
     /// A header read whose payload has not fully arrived, and the payload's length.
     private var pending: (header: [UInt8], length: Int)?
     /// After an unframeable header nothing more is read.
@@ -49,8 +52,12 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
     package mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         var frames: [Frame] = []
         while let frame = next(&buffer) { frames.append(frame) }
-        if buffer.readableBytes > 0 || pending != nil {
-            if !discarding && !failed { frames.append(.truncated(byteCount: buffer.readableBytes + (pending?.header.count ?? 0))) }
+        if let skipped = discarding {
+            frames.append(skipped.mentionsPayload ? Self.unframeableOversized(maximumLineLength) : .oversized(limit: maximumLineLength))
+            discarding = nil
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+        } else if buffer.readableBytes > 0 || pending != nil {
+            if !failed { frames.append(.truncated(byteCount: buffer.readableBytes + (pending?.header.count ?? 0))) }
             buffer.moveReaderIndex(to: buffer.writerIndex)
             pending = nil
         }
@@ -70,31 +77,47 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
             return .binary(header: header, payload: buffer.readBytes(length: length)!)
         }
         let view = buffer.readableBytesView
-        if discarding {
+        if let skipped = discarding {
             // Skip the rest of an oversized line: up to and including its newline, and nothing after it.
-            guard let newline = view.firstIndex(of: UInt8(ascii: "\n")) else {
+            let newline = view.firstIndex(of: UInt8(ascii: "\n"))
+            let chunk = skipped.tail + view[view.startIndex..<(newline ?? view.endIndex)]
+            let mentions = skipped.mentionsPayload || Self.mentionsKey(chunk)
+            guard let newline else {
+                discarding = (mentions, Array(chunk.suffix(Self.key.count - 1)))
                 buffer.moveReaderIndex(to: buffer.writerIndex)
                 return nil
             }
             buffer.moveReaderIndex(to: newline + 1)
-            discarding = false
-            return next(&buffer)
+            discarding = nil
+            guard !mentions else {
+                failed = true
+                buffer.moveReaderIndex(to: buffer.writerIndex)
+                return Self.unframeableOversized(maximumLineLength)
+            }
+            return .oversized(limit: maximumLineLength)
         }
         let searchEnd = view.startIndex + min(view.count, maximumLineLength + 2)
         guard let newline = view[view.startIndex..<searchEnd].firstIndex(of: UInt8(ascii: "\n")) else {
             if view.count > maximumLineLength + 1 {
-                // Too long already: report it now and skip what was searched; the rest of the line (and only
-                // that) is skipped as it is read, so requests pipelined after it are still answered.
-                discarding = true
+                // Too long already: skip what was searched, and the rest of the line as it is read; it is
+                // answered when its end arrives, so requests pipelined after it are still answered.
+                let searched = Array(view[view.startIndex..<searchEnd])
+                discarding = (Self.mentionsKey(searched), Array(searched.suffix(Self.key.count - 1)))
                 buffer.moveReaderIndex(to: searchEnd)
-                return .oversized(limit: maximumLineLength)
+                return next(&buffer)
             }
             return nil
         }
         var end = newline
         if end > view.startIndex, view[end - 1] == UInt8(ascii: "\r") { end -= 1 }
         guard end - view.startIndex <= maximumLineLength else {
+            let mentions = Self.mentionsKey(Array(view[view.startIndex..<end]))
             buffer.moveReaderIndex(to: newline + 1)
+            guard !mentions else {
+                failed = true
+                buffer.moveReaderIndex(to: buffer.writerIndex)
+                return Self.unframeableOversized(maximumLineLength)
+            }
             return .oversized(limit: maximumLineLength)
         }
         let line = Array(view[view.startIndex..<end])
@@ -113,6 +136,11 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
     }
 
     private static let key = Array(#""payload_bytes""#.utf8)
+
+    /// A header over the line limit: its payload's length was never read, so the stream cannot be followed.
+    private static func unframeableOversized(_ limit: Int) -> Frame {
+        .unframeable(reason: "message: a header longer than max_message_bytes (\(limit) bytes) announces a payload that cannot be located; the connection is closed")
+    }
 
     /// Whether `"payload_bytes"` occurs in `line` (jumping from quote to quote with `memchr`).
     private static func mentionsKey(_ line: [UInt8]) -> Bool {

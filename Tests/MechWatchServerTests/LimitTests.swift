@@ -121,6 +121,26 @@ import Glibc
         #expect(replies[6]["flagged"] == true)
     }
 
+    @Test func aDeadSiteAtAValueFloat32CannotHoldIsNotAnAnomaly() async throws {
+        // Found by a hostile test: every fit trace has dead = 0.1, stored (and fitted) as float32 0.1f; a
+        // score of the same 0.1 in float64 differed by 1e-9 over a zero variance, and every trace was flagged.
+        var state: UInt64 = 11
+        @Sendable func request(_ op: String, _ id: String, _ state: inout UInt64) -> JSONValue {
+            let a = (0..<3).map { _ in JSONValue.number(SyntheticModel.gaussian(&state)) }
+            return ["op": .string(op), "reference": "k", "id": .string(id), "sites": ["a": .array(a), "dead": [0.1]]]
+        }
+        let fit = (0..<500).map { request("fit", "t\($0)", &state) }
+        let probes = (0..<100).map { request("score", "s\($0)", &state) }
+        let daemon = TestDaemon()
+        let replies = try await daemon.run {
+            _ = try await daemon.pipeline(fit + [["op": "finalize", "reference": "k"]])
+            return try await daemon.pipeline(probes)
+        }
+        let flagged = replies.filter { $0["flagged"] == true }.count
+        #expect(replies.count == 100 && replies.allSatisfy { $0["ok"] == true })
+        #expect(flagged <= 15, "\(flagged)/100 ordinary traces flagged at alpha 0.05")
+    }
+
     @Test func connectionsBeyondTheLimitAreRefusedClearly() async throws {
         var daemon = TestDaemon()
         daemon.configuration.maxConnections = 2

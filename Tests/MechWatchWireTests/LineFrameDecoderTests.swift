@@ -32,6 +32,20 @@ import Testing
         #expect(try frames([long, "\nA\n"]) == [.oversized(limit: 16), .line([UInt8(ascii: "A")])])
     }
 
+    @Test func anOversizedHeaderIsUnframeableWhereverItsKeyFalls() throws {
+        // Its payload's length was never read, so what follows cannot be framed: one reply, then nothing.
+        let header = #"{"op":"fit","pad":""# + String(repeating: "x", count: 40) + #"","payload_bytes":4}"#
+        let stream = header + "\nabcd{\"op\":\"status\"}\n"
+        for cut in stride(from: 1, to: stream.utf8.count, by: 3) {
+            let bytes = Array(stream.utf8)
+            let out = try frames([String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self)])
+            guard out.count == 1, case .unframeable(let reason) = out[0] else { Issue.record("cut \(cut): \(out)"); continue }
+            #expect(reason.hasPrefix("message: a header longer than max_message_bytes"))
+        }
+        // A long line without the key is still only skipped.
+        #expect(try frames([String(repeating: "y", count: 60) + "\nok\n"]) == [.oversized(limit: 16), .line(Array("ok".utf8))])
+    }
+
     @Test func aHeaderWithTwoPayloadLengthsIsUnframeable() throws {
         let header = #"{"op":"score_batch","payload_bytes":2,"payload_bytes":0}"#
         let out = try frames([header + "\nab{}\n"], limit: 1024)
