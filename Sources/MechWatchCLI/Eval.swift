@@ -40,7 +40,7 @@ struct Eval: ParsableCommand {
             if !members.contains(where: { $0.key == "id" }) { members.append(.init("id", .string("line-\(reader.lineNumber)"))) }
             let request = JSONValue.object([.init("op", "score"), .init("reference", .string(reference))] + members)
             let trace: Trace
-            switch Request.decode(Array(request.jsonText.utf8)).request {
+            switch Request.decode(request).request {
             case .success(.score(_, let message)):
                 do { trace = try message.trace(in: model.layout, reference: reference) } catch {
                     throw CommandFailure("line \(reader.lineNumber): \(error.code.rawValue): \(error.message)", status: .rejected)

@@ -7,8 +7,8 @@ import NIOCore
 package enum Frame: Sendable, Equatable {
     /// A complete line, without its `\n` (and without a `\r` before it).
     case line([UInt8])
-    /// A header line with `"payload_bytes": N` and the N raw bytes that followed it.
-    case binary(header: [UInt8], payload: [UInt8])
+    /// A header line with `"payload_bytes": N` (parsed once, here) and the N raw bytes that followed it.
+    case binary(header: BinaryHeader, payload: [UInt8])
     /// A line longer than the limit; its bytes up to the next `\n` were discarded. (An oversized line that
     /// mentions `payload_bytes` is `unframeable` instead: its payload cannot be located.)
     case oversized(limit: Int)
@@ -32,7 +32,7 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
     /// (a key may straddle two reads). It is answered once its newline (or the end of input) arrives.
     private var discarding: (mentionsPayload: Bool, tail: [UInt8])?
     /// A header read whose payload has not fully arrived, and the payload's length.
-    private var pending: (header: [UInt8], length: Int)?
+    private var pending: (header: BinaryHeader, length: Int)?
     /// After an unframeable header nothing more is read.
     private var failed = false
 
@@ -57,7 +57,7 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
             discarding = nil
             buffer.moveReaderIndex(to: buffer.writerIndex)
         } else if buffer.readableBytes > 0 || pending != nil {
-            if !failed { frames.append(.truncated(byteCount: buffer.readableBytes + (pending?.header.count ?? 0))) }
+            if !failed { frames.append(.truncated(byteCount: buffer.readableBytes + (pending?.header.byteCount ?? 0))) }
             buffer.moveReaderIndex(to: buffer.writerIndex)
             pending = nil
         }
@@ -129,8 +129,8 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
             failed = true
             buffer.moveReaderIndex(to: buffer.writerIndex)
             return .unframeable(reason: header.reason)
-        case .success(let length)?:
-            pending = (line, length)
+        case .success(let header)?:
+            pending = (header, header.payloadBytes)
             return next(&buffer)
         }
     }
@@ -162,8 +162,8 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
         }
     }
 
-    /// Nil for a line without `payload_bytes`; otherwise the payload length, or why it is unusable.
-    private func payloadLength(of line: [UInt8]) -> Result<Int, UnframeableHeader>? {
+    /// Nil for a line without `payload_bytes`; otherwise the parsed header, or why it is unusable.
+    private func payloadLength(of line: [UInt8]) -> Result<BinaryHeader, UnframeableHeader>? {
         guard Self.mentionsKey(line) else { return nil }
         guard let header = try? JSONParser.parse(line), case .object = header else {
             return .failure(UnframeableHeader("message: a header with payload_bytes must be a valid JSON object; the payload that follows cannot be located, so the connection is closed"))
@@ -175,8 +175,28 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
         guard case .number(let d) = value, d == d.rounded(), d >= 0, d <= Double(maximumPayloadLength) else {
             return .failure(UnframeableHeader("payload_bytes: expected an integer from 0 to \(maximumPayloadLength) (max_payload_bytes), got \(value.displayText); the connection is closed"))
         }
-        return .success(Int(d))
+        return .success(BinaryHeader(value: header, payloadBytes: Int(d), byteCount: line.count,
+                                     validUTF8: String(validating: line, as: UTF8.self) != nil))
     }
+}
+
+/// A binary frame's header line, parsed by the frame decoder (which needed its `payload_bytes`) and
+/// handed on, so the request decoder does not parse it again.
+package struct BinaryHeader: Sendable, Equatable {
+    package init(value: JSONValue, payloadBytes: Int, byteCount: Int, validUTF8: Bool) {
+        self.value = value
+        self.payloadBytes = payloadBytes
+        self.byteCount = byteCount
+        self.validUTF8 = validUTF8
+    }
+
+    /// The header's JSON object.
+    package let value: JSONValue
+    package let payloadBytes: Int
+    /// The header line's length in bytes.
+    package let byteCount: Int
+    /// Whether the line was valid UTF-8 (the parser reads it either way; the request decoder refuses it).
+    package let validUTF8: Bool
 }
 
 /// Why a binary header cannot be framed.

@@ -29,6 +29,19 @@ extension Request {
         do { value = try JSONParser.parse(line) } catch {
             return DecodedMessage(id: nil, request: .failure(error))
         }
+        return decode(value, payload: payload)
+    }
+
+    /// Decodes a binary frame whose header the frame decoder already parsed.
+    package static func decode(_ header: BinaryHeader, payload: [UInt8]) -> DecodedMessage {
+        guard header.validUTF8 else {
+            return DecodedMessage(id: nil, request: .failure(ProtocolError(.invalidUTF8, "message is not valid UTF-8")))
+        }
+        return decode(header.value, payload: payload)
+    }
+
+    /// Decodes a message already parsed (a JSON request assembled in-process, e.g. by `mechwatch eval`).
+    package static func decode(_ value: JSONValue, payload: [UInt8]? = nil) -> DecodedMessage {
         guard case .object = value else {
             return DecodedMessage(id: nil, request: .failure(ProtocolError(.invalidField, "message: expected a JSON object, got \(value.typeName)")))
         }
