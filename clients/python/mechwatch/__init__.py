@@ -15,7 +15,7 @@ __all__ = [
     "Client", "default_socket", "TraceRecorder", "Trace", "FitResult", "ScoreResult", "FinalizeResult",
     "MechWatchError", "MechWatchConnectionError", "MechWatchProtocolError",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):
