@@ -15,6 +15,8 @@ enum ExitStatus: Int32 {
     case notFound = 66
     /// The daemon cannot be reached on its socket.
     case unavailable = 69
+    /// The configuration file is missing, unreadable or invalid.
+    case config = 78
 }
 
 /// A failure whose message is already user-facing, with the status the process exits with.

@@ -4,7 +4,7 @@ import MechWatchStore
 import MechWatchWire
 
 /// `mechwatch eval`: compare scorers on labelled traces, without storing events.
-struct Eval: ParsableCommand {
+struct Eval: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Score labelled traces with every scorer and report AUROC, TPR and FPR (nothing is stored).",
         discussion: """
@@ -19,8 +19,8 @@ struct Eval: ParsableCommand {
     @Option(help: "table, json or csv.") var format = OutputFormat.table
     @OptionGroup var store: StoreOptions
 
-    func run() throws {
-        let model = try withStore(store) { s -> ReferenceModel in
+    func run() async throws {
+        let model = try await withStore(store) { s -> ReferenceModel in
             guard let record = try s.reference(named: reference), record.state == .active else {
                 throw CommandFailure("no active reference named '\(reference)'", status: .notFound)
             }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import MechWatchClient
 import MechWatchServer
@@ -28,7 +31,7 @@ struct ConfigOption: ParsableArguments {
 
     func load() throws -> Configuration {
         do { return try Configuration.load(path: config ?? Configuration.defaultPath()) } catch {
-            throw ValidationError(error.description)
+            throw CommandFailure(error.description, status: .config)
         }
     }
 }
@@ -47,10 +50,19 @@ struct ClientOptions: ParsableArguments {
 struct StoreOptions: ParsableArguments {
     @OptionGroup var config: ConfigOption
 
-    @Option(help: "Database file. Default: the config's `database`.")
+    @Option(help: "Database file. Default: the config's `database`, or, if there is none there, the database of the daemon on the config's socket.")
     var database: String?
 
-    func databasePath() throws -> String { try database ?? config.load().database }
+    /// `--database`, else the config's database if it exists, else the one the daemon on the config's socket
+    /// uses (it may run elsewhere, with --database), else the config's (and the error names it).
+    func databasePath() async throws -> String {
+        if let database { return database }
+        let configuration = try config.load()
+        guard access(configuration.database, F_OK) != 0 else { return configuration.database }
+        let reply = try? await Client.withConnection(socketPath: configuration.socket) { try await $0.call(["op": "status"]) }
+        if case .string(let path)? = reply?["database"] { return path }
+        return configuration.database
+    }
 }
 
 /// Sends one request and returns the reply, or fails with the daemon's error code and message.

@@ -6,16 +6,17 @@ extension OutputFormat: ExpressibleByArgument {}
 extension Scorer: ExpressibleByArgument {}
 
 /// Opens the store for a query command, turning store errors into user-facing failures.
-func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) throws -> T {
+func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) async throws -> T {
     let store: Store
-    do { store = try Store.openExisting(path: try options.databasePath()) } catch let error as StoreError {
+    let path = try await options.databasePath()
+    do { store = try Store.openExisting(path: path) } catch let error as StoreError {
         throw CommandFailure(error.message, status: error.code == .cannotOpen ? .notFound : .failure)
     }
     return try body(store)
 }
 
 /// `mechwatch flags`: flagged events, newest first.
-struct Flags: ParsableCommand {
+struct Flags: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List flagged events, newest first or most anomalous first (read from the database).")
 
@@ -35,8 +36,8 @@ struct Flags: ParsableCommand {
         guard limit > 0 else { throw ValidationError("--limit must be a positive integer") }
     }
 
-    func run() throws {
-        let rows = try withStore(store) { s in
+    func run() async throws {
+        let rows = try await withStore(store) { s in
             if let reference, try s.reference(named: reference) == nil {
                 let known = try s.references().map(\.name)
                 throw CommandFailure("no reference named '\(reference)'" + (known.isEmpty ? " (the database has none)" : "; known: \(known.joined(separator: ", "))"), status: .notFound)
@@ -48,7 +49,7 @@ struct Flags: ParsableCommand {
 }
 
 /// `mechwatch event ID`: one event and why it was (or was not) flagged.
-struct EventCommand: ParsableCommand {
+struct EventCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "event",
         abstract: "Show one event: its score, p-value, and what each site contributed.")
@@ -57,8 +58,8 @@ struct EventCommand: ParsableCommand {
     @Option(help: "table, json or csv (csv: the per-site rows).") var format = OutputFormat.table
     @OptionGroup var store: StoreOptions
 
-    func run() throws {
-        guard let detail = try withStore(store, { try $0.event(event) }) else {
+    func run() async throws {
+        guard let detail = try await withStore(store, { try $0.event(event) }) else {
             throw CommandFailure("no event \(event) in the database", status: .notFound)
         }
         print(EventRendering.render(detail, as: format))

@@ -40,13 +40,13 @@ struct ReferenceCommand: AsyncParsableCommand {
         }
     }
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List references: state, sizes, alpha, events.")
         @Option(help: "table, json or csv.") var format = OutputFormat.table
         @OptionGroup var store: StoreOptions
 
-        func run() throws {
-            let (records, counts, shrinkage) = try withStore(store) { s in
+        func run() async throws {
+            let (records, counts, shrinkage) = try await withStore(store) { s in
                 let records = try s.references()
                 return (records, try s.eventCounts(), try Dictionary(uniqueKeysWithValues: records.map { ($0.name, try s.shrinkage(of: $0)) }))
             }
@@ -54,14 +54,14 @@ struct ReferenceCommand: AsyncParsableCommand {
         }
     }
 
-    struct Show: ParsableCommand {
+    struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one reference: sites and widths, alpha, calibration size.")
         @Argument(help: "Reference name.") var name: String
         @Option(help: "table, json or csv.") var format = OutputFormat.table
         @OptionGroup var store: StoreOptions
 
-        func run() throws {
-            let text = try withStore(store) { s -> String in
+        func run() async throws {
+            let text = try await withStore(store) { s -> String in
                 guard let record = try s.reference(named: name) else {
                     throw CommandFailure("no reference named '\(name)'; `mechwatch reference list` shows the known ones", status: .notFound)
                 }

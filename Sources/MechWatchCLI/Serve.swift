@@ -49,7 +49,7 @@ struct Serve: AsyncParsableCommand {
             }
             if let allowedGroup { try c.set("allowed_group", .string(allowedGroup)) }
         } catch {
-            throw ValidationError(error.description.split(separator: "config key '", omittingEmptySubsequences: false).joined(separator: "option '"))
+            throw CommandFailure(error.description.split(separator: "config key '", omittingEmptySubsequences: false).joined(separator: "option '"), status: .usage)
         }
         return c
     }

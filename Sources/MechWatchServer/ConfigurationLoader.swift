@@ -15,6 +15,7 @@ extension Configuration {
         var config = Configuration()
         guard let path else { return config }
         let text: String
+        guard FileManager.default.fileExists(atPath: path) else { throw .unreadable(path: path, reason: "no such file") }
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw .unreadable(path: path, reason: error.localizedDescription)
         }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import MechWatchCore
 import MechWatchStore
 import MechWatchWire
@@ -26,9 +29,18 @@ extension Engine {
         return .success(id: id, [
             "server": "mechwatch", "version": .string(MechWatchVersion.current), "protocol": .int(Request.protocolVersion),
             "uptime_s": .number((uptime * 1000).rounded() / 1000), "requests": .int(requests), "events": .int(events), "flagged": .int(flagged),
-            "memory_bytes": .number(footprint.rounded()), "max_reference_bytes": .int(configuration.maxReferenceBytes),
+            "database": .string(databasePath), "memory_bytes": .number(footprint.rounded()), "max_reference_bytes": .int(configuration.maxReferenceBytes),
             "references": .array(refs),
         ])
+    }
+}
+
+extension Engine {
+    /// The database's absolute path (clients that read the store directly find it here).
+    var databasePath: String {
+        guard !configuration.database.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return configuration.database }
+        defer { free(cwd) }
+        return String(cString: cwd) + "/" + configuration.database
     }
 }
 

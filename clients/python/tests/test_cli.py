@@ -71,3 +71,18 @@ def test_eval_csv_and_reference_list_json(daemon, tmp_path):
     assert lines[0] == "scorer,auroc,tpr,fpr,fpr_ci_lower,fpr_ci_upper,normal,anomalous,alpha" and len(lines) == 4
     listed = json.loads(cli("reference", "list", "--format", "json", "--database", daemon.database).stdout)
     assert all(site["shrinkage"] is not None for site in listed[0]["sites"])
+
+
+def test_query_commands_find_the_daemons_database(daemon, tmp_path):
+    # No --database and no database where the config says: the daemon on the socket says where its is.
+    import os
+    fit = tmp_path / "fit.jsonl"
+    traces(fit, 300, 5)
+    assert cli("send", str(fit), "--fit", "--reference", "r", "--socket", daemon.socket).returncode == 0
+    env = dict(os.environ, MECHWATCH_SOCKET=daemon.socket)
+    env.pop("MECHWATCH_CONFIG", None)
+    listed = cli("reference", "list", "--format", "json", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["r"]
+    bad = cli("flags", "--config", str(tmp_path / "missing.toml"))
+    assert bad.returncode == 78 and "no such file" in bad.stderr and "Usage" not in bad.stderr
