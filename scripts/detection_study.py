@@ -53,23 +53,18 @@ import numpy as np
 from scipy.stats import chi2, rankdata, skew
 from sklearn.covariance import ledoit_wolf
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import trace_files  # noqa: E402
+
 ALPHA = 0.01
 CAL_FRACTION = 0.2
 KMAX = 20  # largest K the kNN terms may use
-M64 = (1 << 64) - 1
 
 
 # ---------------------------------------------------------------------------------------------- data
 
 def holds_out(trace_id, fraction=CAL_FRACTION):
-    """The daemon's calibration split: FNV-1a over the id's UTF-8 bytes, SplitMix64 finaliser."""
-    h = 0xCBF29CE484222325
-    for b in trace_id.encode():
-        h = ((h ^ b) * 0x100000001B3) & M64
-    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & M64
-    h ^= h >> 31
-    return (h >> 11) / float(1 << 53) < fraction
+    return trace_files.holds_out(trace_id, fraction)
 
 
 class Traces:

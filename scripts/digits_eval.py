@@ -28,11 +28,12 @@ held-out images of true class other than 0 predicted 0). Seeded and deterministi
 Usage: python3 scripts/digits_eval.py OUT_DIR [--sets unseen,blend,patch,rotated,noise] [--seed 7]
 """
 import argparse
-import json
 import pathlib
 
 import numpy as np
 from sklearn.datasets import load_digits
+
+from trace_files import write_traces
 
 SETS = ("unseen", "blend", "patch", "rotated", "noise")
 WIDTHS = (64, 48, 32)
@@ -91,14 +92,7 @@ def forward(params, x):
 
 
 def write(path, params, x, labels=None, prefix="t"):
-    hs, out = forward(params, x)
-    with open(path, "w") as f:
-        for i in range(len(x)):
-            t = {"id": f"{prefix}-{i}", "output": int(out[i]),
-                 "sites": {f"h{k + 1}": np.round(h[i], 6).tolist() for k, h in enumerate(hs)}}
-            if labels is not None:
-                t["label"] = labels[i]
-            f.write(json.dumps(t) + "\n")
+    write_traces(path, *forward(params, x), labels=labels, prefix=prefix)
 
 
 def emit(out_dir, name, params, fit_x, normal_x, anomalous_x):

@@ -12,10 +12,11 @@ Each set is a directory with fit.jsonl (trusted traces) and test.jsonl (held-out
 Seeded; about 10 s on 2 cores. Usage: python3 scripts/eval_sets.py OUT_DIR [--fit N] [--test N]
 """
 import argparse
-import json
 import pathlib
 
 import numpy as np
+
+from trace_files import write_traces
 
 parser = argparse.ArgumentParser()
 parser.add_argument("out", type=pathlib.Path)
@@ -59,14 +60,7 @@ def forward(net, x):
 
 
 def write(path, net, x, labels=None, prefix="t"):
-    hs, out = forward(net, x)
-    with open(path, "w") as f:
-        for i in range(len(x)):
-            t = {"id": f"{prefix}-{i}", "output": int(out[i]),
-                 "sites": {f"h{k + 1}": np.round(h[i], 6).tolist() for k, h in enumerate(hs)}}
-            if labels is not None:
-                t["label"] = labels[i]
-            f.write(json.dumps(t) + "\n")
+    write_traces(path, *forward(net, x), labels=labels, prefix=prefix)
 
 
 rng = np.random.default_rng(11)

@@ -68,6 +68,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import trace_files  # noqa: E402
+
 REFS = ["r0", "r1", "r2"]
 SITES = ["h0", "h1", "h2"]
 FRACTION = 0.3            # --calibration-fraction of the daemon (constant over the run: refs keep theirs)
@@ -90,15 +93,7 @@ BIN_BAD = {"f64": [1e39, -1e39, 1e300, math.inf, math.nan], "f32": [math.inf, -m
 
 
 def holds_out(trace_id, fraction=FRACTION):
-    """The daemon's calibration split (CalibrationSplit.holdsOut): FNV-1a, SplitMix64 finaliser."""
-    m = (1 << 64) - 1
-    h = 0xcbf29ce484222325
-    for b in trace_id.encode():
-        h = ((h ^ b) * 0x100000001b3) & m
-    h = ((h ^ (h >> 30)) * 0xbf58476d1ce4e5b9) & m
-    h = ((h ^ (h >> 27)) * 0x94d049bb133111eb) & m
-    h ^= h >> 31
-    return (h >> 11) / float(1 << 53) < fraction
+    return trace_files.holds_out(trace_id, fraction)
 
 
 def finalizable(fit, cal, alpha):
