@@ -41,7 +41,7 @@ TOP=$("$BIN" flags --reference "$REF" --sort score --limit 1 --format csv | tail
 echo "== 6. mechwatch event $TOP (the most anomalous)"
 "$BIN" event "$TOP"
 
-DB=$(sed -n 's/^database *= *"\(.*\)"/\1/p' Config/mechwatch.toml)
+DB=$("$BIN" status --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["database"])')
 echo "== 7. the store, queried directly: sqlite3 $DB"
 sqlite3 -header -column "$DB" "
   SELECT json_extract(e.meta, '\$.kind') AS kind, count(*) AS events, sum(e.flagged) AS flagged,

@@ -9,7 +9,7 @@ extension Scorer: ExpressibleByArgument {}
 func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) async throws -> T {
     let store: Store
     let path = try await options.databasePath()
-    do { store = try Store.openExisting(path: path) } catch let error as StoreError {
+    do { store = try Store.openExisting(path: path) } catch {
         throw CommandFailure(error.message, status: error.code == .cannotOpen ? .notFound : .failure)
     }
     return try body(store)

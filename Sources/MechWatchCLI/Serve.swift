@@ -22,6 +22,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The local term's neighbour: distance to the K-th nearest sample trace (config: local_k).") var localK: Int?
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
+    @Option(help: "Seconds between summaries of what was scored and flagged, 0 for none (config: log_summary_interval_s).") var logSummaryIntervalS: Int?
     @Option(help: "Comma-separated user ids allowed to connect besides the daemon's own (config: allowed_uids).") var allowedUids: String?
     @Option(help: "Group whose members may connect; the socket becomes 0660 (config: allowed_group).") var allowedGroup: String?
 
@@ -40,6 +41,7 @@ struct Serve: AsyncParsableCommand {
             if let localK { try c.set("local_k", .integer(localK)) }
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
+            if let logSummaryIntervalS { try c.set("log_summary_interval_s", .integer(logSummaryIntervalS)) }
             if let allowedUids {
                 let ids = allowedUids.split(separator: ",").map { Int($0.filter { $0 != " " }) }
                 guard ids.allSatisfy({ $0 != nil }) else {
@@ -75,8 +77,12 @@ struct Serve: AsyncParsableCommand {
         do { server = try SocketServer(configuration: configuration, engine: engine, logger: logger) } catch {
             throw CommandFailure("\(error)")
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if configuration.logSummaryIntervalSeconds > 0 {
+            services.append(.init(service: ActivityLog(engine: engine, interval: .seconds(configuration.logSummaryIntervalSeconds), logger: logger)))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do { try await group.run() } catch {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Logging
 import MechWatchCore
 
@@ -8,8 +9,8 @@ import MechWatchCore
 package struct Configuration: Sendable, Equatable {
     /// Path of the Unix socket clients connect to (default: `DefaultPaths.socket()`).
     package var socket: String = DefaultPaths.socket()
-    /// Path of the SQLite database (created if missing).
-    package var database: String = "mechwatch.db"
+    /// Path of the SQLite database, created (with missing directories, 0700) if missing (default: `DefaultPaths.database()`).
+    package var database: String = DefaultPaths.database()
     /// Default flagging level for new references: traces with `p ≤ alpha` are flagged.
     package var alpha: Double = 0.01
     /// Fraction of fit traces held out (by a hash of their id) to calibrate p-values.
@@ -26,10 +27,14 @@ package struct Configuration: Sendable, Equatable {
     package var localSampleSize: Int = 5_000
     /// The local term is the distance to the K-th nearest sample trace.
     package var localK: Int = LocalModel.defaultK
+    /// systemd's notification socket (`$NOTIFY_SOCKET`, set for a `Type=notify` unit; not a config key).
+    package var notifySocket: String? = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"]
     /// Connections served at once; one more is answered `too_many_connections` and closed.
     package var maxConnections: Int = 256
     /// How long a write waits for a database lock held by another process before failing, in ms.
     package var busyTimeoutMilliseconds: Int = 5_000
+    /// Seconds between the info-level summaries of what was scored and flagged (0: none).
+    package var logSummaryIntervalSeconds: Int = 60
     /// Log level: trace, debug, info, notice, warning, error, critical.
     package var logLevel: Logger.Level = .info
     /// Users, besides the daemon's own, whose connections are accepted (checked with SO_PEERCRED).
@@ -59,6 +64,7 @@ package struct Configuration: Sendable, Equatable {
         ("local_k", "an integer from 1 to 100"),
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
+        ("log_summary_interval_s", "an integer from 0 (no summaries) to 86400"),
         ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
         ("allowed_group", "the name of an existing group"),
     ]
@@ -102,6 +108,9 @@ package struct Configuration: Sendable, Equatable {
         case "busy_timeout_ms":
             guard case .integer(let n) = value, (0...600_000).contains(n) else { throw invalid() }
             busyTimeoutMilliseconds = n
+        case "log_summary_interval_s":
+            guard case .integer(let n) = value, (0...86_400).contains(n) else { throw invalid() }
+            logSummaryIntervalSeconds = n
         case "log_level":
             guard case .string(let s) = value, let level = Logger.Level(rawValue: s) else { throw invalid() }
             logLevel = level

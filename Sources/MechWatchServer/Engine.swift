@@ -52,6 +52,7 @@ package actor Engine {
     package init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        try DefaultPaths.makeParentDirectories(of: configuration.database)
         lock = try DatabaseLock(database: configuration.database)
         BLASThreads.set(1)  // the sites run in parallel instead
         store = try Store(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
@@ -63,6 +64,11 @@ package actor Engine {
             references[record.name] = Self.load(record, from: store, budget: Double(configuration.maxReferenceBytes),
                                                 sampleSize: configuration.localSampleSize, used: &used, logger: logger)
         }
+    }
+
+    /// Events scored and flagged per reference since the last call.
+    package nonisolated func takeActivity() -> [String: Activity] {
+        scoring.takeActivity()
     }
 
     /// Releases the database for another daemon (after the server has stopped).

@@ -24,6 +24,8 @@ final class ScoringStage: @unchecked Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Events scored and flagged per reference since `takeActivity()` was last called.
+    private let activity = NIOLockedValueBox([String: Activity]())
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let logger: Logger
     private let eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
@@ -64,11 +66,33 @@ final class ScoringStage: @unchecked Sendable {
             for job in group {
                 let part = scored.rows(start..<start + job.batch.count)
                 start += job.batch.count
+                var flagged = 0
                 for j in 0..<part.count where part.flagged(j) {
-                    logger.info("flagged", metadata: ["reference": "\(job.reference.name)", "id": "\(job.batch.ids[j])", "p": "\(part.p(j))"])
+                    flagged += 1
+                    logger.debug("flagged", metadata: ["reference": "\(job.reference.name)", "id": "\(job.batch.ids[j])", "p": "\(part.p(j))"])
                 }
+                activity.withLockedValue { $0[job.reference.name, default: Activity()].add(events: part.count, flagged: flagged) }
                 job.promise.succeed(part)
             }
         }
+    }
+
+    /// Events scored and flagged per reference since the last call (a summary log line's contents).
+    func takeActivity() -> [String: Activity] {
+        activity.withLockedValue { current in
+            defer { current = [:] }
+            return current
+        }
+    }
+}
+
+/// Scored and flagged counts over an interval.
+package struct Activity: Sendable, Equatable {
+    package var events = 0
+    package var flagged = 0
+
+    mutating func add(events: Int, flagged: Int) {
+        self.events += events
+        self.flagged += flagged
     }
 }

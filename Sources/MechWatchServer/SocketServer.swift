@@ -60,6 +60,8 @@ package struct SocketServer: Service {
             guard chmod(path, 0o600) == 0 else { throw SocketPathError.cannotSetMode(path: path, errno: errno) }
         }
         logger.notice("listening", metadata: ["socket": "\(path)", "database": "\(configuration.database)"])
+        let systemd = SystemdNotifier(path: configuration.notifySocket)
+        systemd.notify("READY=1\nSTATUS=accepting connections on \(path)\nMAINPID=\(getpid())")
         // On graceful shutdown, close the listener rather than abandoning the accept loop: connections
         // already accepted still come out of the stream and are each closed in an orderly way.
         try await withGracefulShutdownHandler {
@@ -71,6 +73,7 @@ package struct SocketServer: Service {
                 }
             }
         } onGracefulShutdown: {
+            systemd.notify("STOPPING=1\nSTATUS=finishing the requests in hand")
             server.channel.close(promise: nil)
         }
         logger.notice("stopped", metadata: ["socket": "\(path)"])

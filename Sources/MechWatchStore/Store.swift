@@ -39,7 +39,7 @@ package final class Store {
         guard access(path, F_OK) == 0 else {
             throw StoreError(.cannotOpen, "no database at '\(path)' (start the daemon first, or pass --database)")
         }
-        let store = try Store(connection: try SQLiteConnection(path: path, readOnly: true))
+        let store = Store(connection: try SQLiteConnection(path: path, readOnly: true))
         sqlite3_busy_timeout(store.db.handle, 5_000)  // a commit or checkpoint of the daemon's may be in progress
         let version = try store.db.prepare("SELECT coalesce(max(version), 0) FROM schema_migrations").firstRow { Int($0.int(0)) } ?? 0
         guard version == Migration.latestVersion else {
