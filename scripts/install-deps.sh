@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages MechWatch builds against, if any are missing; with --test also what the
-# tests use: Debian's CPU PyTorch for the system python3 (the recorder tests run on a real torch) and
-# headless chromium (the report's screenshot test).
+# tests use: Debian's CPU PyTorch for the system python3 (the recorder tests run on a real torch),
+# headless chromium (the report's screenshot test) and prometheus (for promtool, which checks the metrics).
 # As root it runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
 packages=(libsqlite3-dev libopenblas-dev liblapacke-dev pkg-config sqlite3)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(python3-torch python3-numpy python3-pytest chromium)
+    packages+=(python3-torch python3-numpy python3-pytest chromium prometheus)
 fi
 missing=()
 for p in "${packages[@]}"; do
