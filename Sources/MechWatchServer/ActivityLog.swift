@@ -2,7 +2,9 @@ import Logging
 import ServiceLifecycle
 
 /// One info-level line per interval saying what was scored and flagged, per reference, instead of a line
-/// per flagged trace (those are at debug level). Quiet when nothing was scored.
+/// per flagged trace (those are at debug level); quiet when nothing was scored. And a warning when a
+/// reference's flag count over its newest `alarmWindow` events is significantly above what exchangeable
+/// traffic gives (`DriftTests.flagCountTail` below 0.001), at most once per `alarmWindow` events scored.
 package struct ActivityLog: Service {
     let engine: Engine
     let interval: Duration
@@ -14,8 +16,13 @@ package struct ActivityLog: Service {
         self.logger = logger
     }
 
+    /// Events per flag-rate test, and how often a reference may raise one.
+    package static let alarmWindow = 1000
+    static let alarmLevel = 0.001
+
     package func run() async throws {
         await cancelWhenGracefulShutdown {
+            var sinceAlarm: [String: Int] = [:]  // events scored since each reference's last alarm
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
                 let activity = engine.takeActivity()
@@ -24,6 +31,15 @@ package struct ActivityLog: Service {
                 let perReference = activity.keys.sorted().map { "\($0): \(activity[$0]!.flagged)/\(activity[$0]!.events)" }.joined(separator: ", ")
                 logger.info("scored", metadata: ["events": "\(events)", "flagged": "\(flagged)", "per_reference": "\(perReference)",
                                                  "interval_s": "\(interval.components.seconds)"])
+                for (name, a) in activity { sinceAlarm[name, default: Self.alarmWindow] += a.events }
+                let due = activity.keys.filter { sinceAlarm[$0, default: 0] >= Self.alarmWindow }.sorted()
+                for alarm in await engine.flagRateAlarms(due, window: Self.alarmWindow, level: Self.alarmLevel) {
+                    sinceAlarm[alarm.reference] = 0
+                    logger.warning("flag rate above alpha", metadata: [
+                        "reference": "\(alarm.reference)", "flagged": "\(alarm.flagged)", "events": "\(alarm.events)", "alpha": "\(alarm.alpha)",
+                        "p": "\(alarm.p)", "see": "mechwatch drift \(alarm.reference)",
+                    ])
+                }
             }
         }
     }

@@ -36,6 +36,27 @@ extension Engine {
 }
 
 extension Engine {
+    /// A reference whose recent flag rate is significantly above its alpha.
+    package struct FlagRateAlarm: Sendable {
+        package var reference: String
+        package var events: Int, flagged: Int
+        package var alpha: Double
+        /// The probability of at least `flagged` flags on exchangeable traffic (`DriftTests.flagCountTail`).
+        package var p: Double
+    }
+
+    /// Tests of the flag count over the newest `window` events of each of `names` (the active ones) against
+    /// exchangeable traffic (`DriftTests.flagCountTail`); those below `level`.
+    package func flagRateAlarms(_ names: [String], window: Int, level: Double) -> [FlagRateAlarm] {
+        names.compactMap { name in
+            guard case .active(let record, _)? = references[name],
+                  let events = try? store.recentEvents(of: record, limit: window) else { return nil }
+            let flagged = events.flags.filter { $0 }.count
+            let p = DriftTests.flagCountTail(flagged: flagged, events: events.flags.count, alpha: record.alpha, calibration: record.calibrationCount)
+            return p < level ? FlagRateAlarm(reference: name, events: events.flags.count, flagged: flagged, alpha: record.alpha, p: p) : nil
+        }
+    }
+
     /// The database's absolute path (clients that read the store directly find it here).
     var databasePath: String {
         guard !configuration.database.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return configuration.database }

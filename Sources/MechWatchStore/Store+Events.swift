@@ -106,3 +106,40 @@ extension Store {
                  p: s.double(5), flagged: s.int(6) != 0, output: s.optionalInt(7).map { Int($0) }, meta: s.optionalText(8))
     }
 }
+
+extension Store {
+    /// A window of a reference's most recent events: each one's flag and its terms' tail probabilities.
+    package struct EventWindow: Sendable {
+        package var flags: [Bool] = []
+        /// `termP[i][j]`: term `j`'s tail probability in event `i` (terms in the reference's order).
+        package var termP: [[Double]] = []
+        /// Each term's kind and subject.
+        package var terms: [(kind: String, subject: String)] = []
+    }
+
+    /// The at most `limit` newest events of `reference`, received at or after `since` (ISO-8601 UTC) if given.
+    package func recentEvents(of reference: ReferenceRecord, limit: Int, since: String? = nil) throws(StoreError) -> EventWindow {
+        let stmt = try db.prepare("""
+            SELECT e.id, e.flagged, t.term, t.kind, t.subject, t.p
+            FROM (SELECT id, flagged FROM events WHERE reference_id = ?1 AND received_at >= ?2 ORDER BY id DESC LIMIT ?3) e
+            LEFT JOIN event_terms t ON t.event_id = e.id
+            ORDER BY e.id, t.term
+            """)
+        try stmt.bind(.integer(reference.id), .text(since ?? ""), .integer(Int64(limit)))
+        var window = EventWindow()
+        var current: Int64?
+        while try stmt.step() {
+            let id = stmt.int(0)
+            if id != current {
+                current = id
+                window.flags.append(stmt.int(1) == 1)
+                window.termP.append([])
+            }
+            guard !stmt.isNull(2) else { continue }
+            let term = Int(stmt.int(2))
+            if window.flags.count == 1 { window.terms.append((stmt.text(3), stmt.text(4))) }
+            if term == window.termP[window.termP.count - 1].count { window.termP[window.termP.count - 1].append(stmt.double(5)) }
+        }
+        return window
+    }
+}

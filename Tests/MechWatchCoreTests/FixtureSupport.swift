@@ -33,6 +33,11 @@ struct CoreFixture: Decodable {
     struct Families: Decodable {
         let calibration: [[Double?]], queries: [[Double]], expected: [[Double]]
     }
+    struct Drift: Decodable {
+        let binomial: [[Double]], samples: [[Double]], uniformity: [[Double]]
+        let beta_binomial: [[Double]], conformal_p: [Double], calibration_count: Int, two_sample: [Double]
+    }
+    let drift: Drift
     let sites: [SiteLayout.Site]
     let transition: Transition
     let local: Local
