@@ -23,6 +23,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Seconds between summaries of what was scored and flagged, 0 for none (config: log_summary_interval_s).") var logSummaryIntervalS: Int?
+    @Option(help: "Keep unflagged events this many days, 0 for good (config: retention_days).") var retentionDays: Int?
+    @Option(help: "Keep flagged events this many days, 0 for good (config: retention_flagged_days).") var retentionFlaggedDays: Int?
+    @Option(help: "At most this many events per reference, oldest deleted first; 0 for no cap (config: max_events).") var maxEvents: Int?
     @Option(help: "Comma-separated user ids allowed to connect besides the daemon's own (config: allowed_uids).") var allowedUids: String?
     @Option(help: "Group whose members may connect; the socket becomes 0660 (config: allowed_group).") var allowedGroup: String?
 
@@ -42,6 +45,9 @@ struct Serve: AsyncParsableCommand {
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let logSummaryIntervalS { try c.set("log_summary_interval_s", .integer(logSummaryIntervalS)) }
+            if let retentionDays { try c.set("retention_days", .integer(retentionDays)) }
+            if let retentionFlaggedDays { try c.set("retention_flagged_days", .integer(retentionFlaggedDays)) }
+            if let maxEvents { try c.set("max_events", .integer(maxEvents)) }
             if let allowedUids {
                 let ids = allowedUids.split(separator: ",").map { Int($0.filter { $0 != " " }) }
                 guard ids.allSatisfy({ $0 != nil }) else {
@@ -78,8 +84,11 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure("\(error)")
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
-        if configuration.logSummaryIntervalSeconds > 0 {
-            services.append(.init(service: ActivityLog(engine: engine, interval: .seconds(configuration.logSummaryIntervalSeconds), logger: logger)))
+        if configuration.logSummaryIntervalSeconds > 0 || configuration.retention.isActive {
+            // Retention runs on the summaries' interval, every minute when those are off.
+            let interval = configuration.logSummaryIntervalSeconds > 0 ? configuration.logSummaryIntervalSeconds : 60
+            services.append(.init(service: Housekeeping(engine: engine, interval: .seconds(interval), logSummaries: configuration.logSummaryIntervalSeconds > 0,
+                                                        retention: configuration.retention, logger: logger)))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,

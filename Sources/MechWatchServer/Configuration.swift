@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Logging
 import MechWatchCore
+import MechWatchStore
 
 /// The daemon's settings: `Config/mechwatch.toml` keys, each overridable by a flag of `mechwatch serve`.
 package struct Configuration: Sendable, Equatable {
@@ -33,6 +34,14 @@ package struct Configuration: Sendable, Equatable {
     package var maxConnections: Int = 256
     /// How long a write waits for a database lock held by another process before failing, in ms.
     package var busyTimeoutMilliseconds: Int = 5_000
+    /// Retention: unflagged events are kept this many days (0: for good).
+    package var retentionDays: Int = 0
+    /// Flagged events are kept this many days (0: for good).
+    package var retentionFlaggedDays: Int = 0
+    /// At most this many events per reference; the oldest go first (0: no cap).
+    package var maxEvents: Int = 0
+    /// The retention settings as a policy.
+    package var retention: RetentionPolicy { RetentionPolicy(days: retentionDays, flaggedDays: retentionFlaggedDays, maximumEvents: maxEvents) }
     /// Seconds between the info-level summaries of what was scored and flagged (0: none).
     package var logSummaryIntervalSeconds: Int = 60
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -65,6 +74,9 @@ package struct Configuration: Sendable, Equatable {
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("log_summary_interval_s", "an integer from 0 (no summaries) to 86400"),
+        ("retention_days", "an integer from 0 (keep for good) to 36500"),
+        ("retention_flagged_days", "an integer from 0 (keep for good) to 36500"),
+        ("max_events", "an integer from 0 (no cap) up"),
         ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
         ("allowed_group", "the name of an existing group"),
     ]
@@ -108,6 +120,12 @@ package struct Configuration: Sendable, Equatable {
         case "busy_timeout_ms":
             guard case .integer(let n) = value, (0...600_000).contains(n) else { throw invalid() }
             busyTimeoutMilliseconds = n
+        case "retention_days", "retention_flagged_days":
+            guard case .integer(let n) = value, (0...36_500).contains(n) else { throw invalid() }
+            if key == "retention_days" { retentionDays = n } else { retentionFlaggedDays = n }
+        case "max_events":
+            guard case .integer(let n) = value, n >= 0 else { throw invalid() }
+            maxEvents = n
         case "log_summary_interval_s":
             guard case .integer(let n) = value, (0...86_400).contains(n) else { throw invalid() }
             logSummaryIntervalSeconds = n

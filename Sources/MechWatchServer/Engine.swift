@@ -71,6 +71,15 @@ package actor Engine {
         scoring.takeActivity()
     }
 
+    /// Deletes at most `limit` events `policy` no longer keeps, through the writer; how many, or nil if the
+    /// store failed (logged).
+    package func prune(_ policy: RetentionPolicy, limit: Int) async -> Int? {
+        do { return Int(try await writer.submit(.prune(policy, limit: limit)).get().first ?? 0) } catch {
+            logger.error("pruning failed", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
     /// Releases the database for another daemon (after the server has stopped).
     package func close() {
         lock.release()

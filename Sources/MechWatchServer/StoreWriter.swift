@@ -14,6 +14,8 @@ enum WriteJob: Sendable {
     case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double)
     case deleteReference(id: Int64)
     case activate(ReferenceRecord, ReferenceModel, sample: [[Float]])
+    /// Deletes at most `limit` events the retention policy no longer keeps; its result holds the count.
+    case prune(RetentionPolicy, limit: Int)
     /// Nothing: its future completes once everything submitted before it is committed.
     case barrier
 }
@@ -80,6 +82,8 @@ final class StoreWriter: @unchecked Sendable {
             try store.deleteReference(id: id)
         case .activate(let record, let model, let sample):
             try store.activate(record, model: model, sample: sample)
+        case .prune(let policy, let limit):
+            return [Int64(try store.prune(policy, limit: limit))]
         case .barrier:
             break
         }
@@ -104,6 +108,10 @@ final class StoreWriter: @unchecked Sendable {
             }
             committed = .success(())
         } catch { committed = .failure(error) }
+        // Pages freed by pruning go back to the file system (outside the transaction, as SQLite requires).
+        if case .success = committed, items.contains(where: { if case .prune = $0.0 { true } else { false } }) {
+            try? store.releaseFreePages(4096)
+        }
         for (k, (_, promise)) in items.enumerated() {
             switch committed {
             case .failure(let error): promise.fail(error)

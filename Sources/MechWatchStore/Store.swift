@@ -23,6 +23,9 @@ package final class Store {
         }
         db = try SQLiteConnection(path: path)
         sqlite3_busy_timeout(db.handle, Int32(busyTimeoutMilliseconds))
+        // A new, empty database frees the pages that retention deletes (incremental_vacuum); this only
+        // takes effect before the first table is created.
+        try db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         try db.execute("PRAGMA foreign_keys = ON")
         guard try db.prepare("PRAGMA journal_mode = WAL").firstRow({ $0.text(0) }) == "wal" else {
             throw StoreError(.cannotOpen, "database '\(path)' cannot use WAL journaling (is it on a network file system?)")

@@ -1,20 +1,32 @@
 import Logging
+import MechWatchStore
 import ServiceLifecycle
 
-/// One info-level line per interval saying what was scored and flagged, per reference, instead of a line
-/// per flagged trace (those are at debug level); quiet when nothing was scored. And a warning when a
-/// reference's flag count over its newest `alarmWindow` events is significantly above what exchangeable
-/// traffic gives (`DriftTests.flagCountTail` below 0.001), at most once per `alarmWindow` events scored.
-package struct ActivityLog: Service {
+/// What the daemon does every `interval` besides answering requests:
+/// - one info-level line saying what was scored and flagged, per reference, instead of a line per flagged
+///   trace (those are at debug level); quiet when nothing was scored;
+/// - a warning when a reference's flag count over its newest `alarmWindow` events is significantly above
+///   what exchangeable traffic gives (`DriftTests.flagCountTail` below 0.001), at most once per
+///   `alarmWindow` events scored;
+/// - retention: events the policy no longer keeps are deleted through the writer, `pruneBatch` at a time
+///   (between other writes, so scoring is never held up for long), and their pages freed.
+package struct Housekeeping: Service {
     let engine: Engine
     let interval: Duration
+    let logSummaries: Bool
+    let retention: RetentionPolicy
     let logger: Logger
 
-    package init(engine: Engine, interval: Duration, logger: Logger) {
+    package init(engine: Engine, interval: Duration, logSummaries: Bool, retention: RetentionPolicy, logger: Logger) {
         self.engine = engine
         self.interval = interval
+        self.logSummaries = logSummaries
+        self.retention = retention
         self.logger = logger
     }
+
+    /// Events deleted per write job.
+    static let pruneBatch = 2000
 
     /// Events per flag-rate test, and how often a reference may raise one.
     package static let alarmWindow = 1000
@@ -25,8 +37,9 @@ package struct ActivityLog: Service {
             var sinceAlarm: [String: Int] = [:]  // events scored since each reference's last alarm
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
+                if retention.isActive { await prune() }
                 let activity = engine.takeActivity()
-                guard !activity.isEmpty else { continue }
+                guard logSummaries, !activity.isEmpty else { continue }
                 let events = activity.values.reduce(0) { $0 + $1.events }, flagged = activity.values.reduce(0) { $0 + $1.flagged }
                 let perReference = activity.keys.sorted().map { "\($0): \(activity[$0]!.flagged)/\(activity[$0]!.events)" }.joined(separator: ", ")
                 logger.info("scored", metadata: ["events": "\(events)", "flagged": "\(flagged)", "per_reference": "\(perReference)",
@@ -42,5 +55,15 @@ package struct ActivityLog: Service {
                 }
             }
         }
+    }
+
+    private func prune() async {
+        var total = 0
+        while !Task.isCancelled {
+            guard let deleted = await engine.prune(retention, limit: Self.pruneBatch) else { return }
+            total += deleted
+            if deleted < Self.pruneBatch { break }
+        }
+        if total > 0 { logger.info("pruned events", metadata: ["events": "\(total)"]) }
     }
 }

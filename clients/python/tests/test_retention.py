@@ -1,0 +1,46 @@
+"""Retention in a running daemon: old events go (flagged ones kept longer), new ones stay."""
+import sqlite3
+import time
+
+import numpy as np
+
+from conftest import Daemon
+from mechwatch import Client
+
+
+def test_the_daemon_prunes_old_events(tmp_path):
+    daemon = Daemon(tmp_path).start()
+    rng = np.random.default_rng(1)
+    client = Client(daemon.socket)
+    client.fit_arrays("r", {"h": rng.normal(size=(400, 4))}, ids=[f"f{j}" for j in range(400)])
+    client.finalize("r")
+    client.score_arrays("r", {"h": rng.normal(size=(200, 4)) + np.where(np.arange(200)[:, None] < 20, 6.0, 0.0)},
+                        ids=[f"old{j}" for j in range(200)])
+    client.close()
+    daemon.stop()
+    # The first 200 events are now three weeks old.
+    with sqlite3.connect(daemon.database) as db:
+        db.execute("UPDATE events SET received_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-21 days')")
+        old_flagged = db.execute("SELECT count(*) FROM events WHERE flagged = 1").fetchone()[0]
+    assert old_flagged >= 20
+    daemon.start("--retention-days", "7", "--retention-flagged-days", "30", "--log-summary-interval-s", "1")
+    try:
+        client = Client(daemon.socket)
+        client.score_arrays("r", {"h": rng.normal(size=(50, 4))}, ids=[f"new{j}" for j in range(50)])
+        client.close()
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            with sqlite3.connect(f"file:{daemon.database}?mode=ro", uri=True) as db:
+                old = db.execute("SELECT count(*) FROM events WHERE client_id LIKE 'old%'").fetchone()[0]
+            if old == old_flagged:
+                break
+            time.sleep(0.3)
+        with sqlite3.connect(f"file:{daemon.database}?mode=ro", uri=True) as db:
+            kept = dict(db.execute("SELECT substr(client_id, 1, 3), count(*) FROM events GROUP BY 1").fetchall())
+            flagged_old = db.execute("SELECT count(*) FROM events WHERE client_id LIKE 'old%' AND flagged = 1").fetchone()[0]
+            orphans = db.execute("SELECT count(*) FROM event_terms WHERE event_id NOT IN (SELECT id FROM events)").fetchone()[0]
+        assert kept["old"] == flagged_old == old_flagged, kept  # unflagged old events went, flagged ones stay (30 days)
+        assert kept["new"] == 50 and orphans == 0
+        assert "pruned events" in daemon.log.read_text()
+    finally:
+        daemon.stop()
