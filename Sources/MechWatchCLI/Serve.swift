@@ -23,6 +23,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Seconds between summaries of what was scored and flagged, 0 for none (config: log_summary_interval_s).") var logSummaryIntervalS: Int?
+    @Option(help: "Rewrite this file with the metrics, for node_exporter's textfile collector (config: metrics_textfile).") var metricsTextfile: String?
+    @Option(help: "Seconds between rewrites of the metrics file (config: metrics_interval_s).") var metricsIntervalS: Int?
     @Option(help: "Keep unflagged events this many days, 0 for good (config: retention_days).") var retentionDays: Int?
     @Option(help: "Keep flagged events this many days, 0 for good (config: retention_flagged_days).") var retentionFlaggedDays: Int?
     @Option(help: "At most this many events per reference, oldest deleted first; 0 for no cap (config: max_events).") var maxEvents: Int?
@@ -45,6 +47,8 @@ struct Serve: AsyncParsableCommand {
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let logSummaryIntervalS { try c.set("log_summary_interval_s", .integer(logSummaryIntervalS)) }
+            if let metricsTextfile { try c.set("metrics_textfile", .string(metricsTextfile)) }
+            if let metricsIntervalS { try c.set("metrics_interval_s", .integer(metricsIntervalS)) }
             if let retentionDays { try c.set("retention_days", .integer(retentionDays)) }
             if let retentionFlaggedDays { try c.set("retention_flagged_days", .integer(retentionFlaggedDays)) }
             if let maxEvents { try c.set("max_events", .integer(maxEvents)) }
@@ -89,6 +93,9 @@ struct Serve: AsyncParsableCommand {
             let interval = configuration.logSummaryIntervalSeconds > 0 ? configuration.logSummaryIntervalSeconds : 60
             services.append(.init(service: Housekeeping(engine: engine, interval: .seconds(interval), logSummaries: configuration.logSummaryIntervalSeconds > 0,
                                                         retention: configuration.retention, logger: logger)))
+        }
+        if let path = configuration.metricsTextfile {
+            services.append(.init(service: MetricsFile(engine: engine, path: path, interval: .seconds(configuration.metricsIntervalSeconds), logger: logger)))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,

@@ -7,9 +7,8 @@ struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask the daemon for uptime, counts, memory and references.",
         discussion: """
-            --format prometheus prints the Prometheus text exposition format (counters of events and flagged \
-            events per reference, references by state, memory against the budget, uptime, requests), for a \
-            scraper or node_exporter's textfile collector.
+            --format prometheus prints the daemon's metrics in the Prometheus text exposition format (README, \
+            "Running as a service"), for a scraper or node_exporter's textfile collector.
             """)
 
     /// What `status` prints.
@@ -19,12 +18,13 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        let reply = try await call(client, ["op": "status"])
-        switch format {
-        case .json: print(reply.jsonText)
-        case .table: print(StatusRendering.table(reply))
-        case .prometheus: print(StatusRendering.prometheus(reply), terminator: "")
+        if format == .prometheus {
+            let reply = try await call(client, ["op": "metrics"])
+            if case .string(let text)? = reply["text"] { print(text, terminator: "") }
+            return
         }
+        let reply = try await call(client, ["op": "status"])
+        print(format == .json ? reply.jsonText : StatusRendering.table(reply))
     }
 }
 
@@ -68,37 +68,6 @@ enum StatusRendering {
         if s >= 3600 { return "\(s / 3600)h \(String(format2: (s % 3600) / 60))m" }
         if s >= 60 { return "\(s / 60)m \(String(format2: s % 60))s" }
         return "\(s)s"
-    }
-
-    /// The Prometheus text exposition format (version 0.0.4).
-    static func prometheus(_ r: JSONValue) -> String {
-        func number(_ v: JSONValue?) -> Double { if case .number(let d)? = v { d } else { 0 } }
-        func label(_ v: JSONValue?) -> String {
-            guard case .string(let s)? = v else { return "" }
-            return s.unicodeScalars.map { $0 == "\\" ? "\\\\" : $0 == "\"" ? "\\\"" : $0 == "\n" ? "\\n" : String($0) }.joined()
-        }
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: Double)]) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-            for s in samples { out += "\(name)\(s.labels.isEmpty ? "" : "{\(s.labels)}") \(s.value == s.value.rounded() && abs(s.value) < 1e15 ? String(Int64(s.value)) : "\(s.value)")\n" }
-        }
-        let refs: [JSONValue] = if case .array(let a)? = r["references"] { a } else { [] }
-        metric("mechwatch_uptime_seconds", "gauge", "Seconds since the daemon started.", [("", number(r["uptime_s"]))])
-        metric("mechwatch_requests_total", "counter", "Requests received since the daemon started.", [("", number(r["requests"]))])
-        metric("mechwatch_events_total", "counter", "Scored traces stored, per reference.",
-               refs.map { ("reference=\"\(label($0["name"]))\"", number($0["events"])) })
-        metric("mechwatch_flagged_total", "counter", "Stored events flagged (p <= alpha), per reference.",
-               refs.map { ("reference=\"\(label($0["name"]))\"", number($0["flagged"])) })
-        metric("mechwatch_fit_traces", "gauge", "Trusted traces a reference was fitted (or is being fitted) from.",
-               refs.map { ("reference=\"\(label($0["name"]))\"", number($0["fit_traces"]) + number($0["calibration_traces"])) })
-        metric("mechwatch_alpha", "gauge", "The flagging level of each reference.", refs.map { ("reference=\"\(label($0["name"]))\"", number($0["alpha"])) })
-        let states = ["collecting", "finalizing", "active", "unavailable"]
-        metric("mechwatch_references", "gauge", "References by state.", states.map { state in
-            ("state=\"\(state)\"", Double(refs.filter { $0["state"] == .string(state) }.count))
-        })
-        metric("mechwatch_reference_memory_bytes", "gauge", "Estimated peak memory the loaded references need.", [("", number(r["memory_bytes"]))])
-        metric("mechwatch_reference_memory_budget_bytes", "gauge", "max_reference_bytes.", [("", number(r["max_reference_bytes"]))])
-        return out
     }
 }
 

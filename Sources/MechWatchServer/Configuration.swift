@@ -34,6 +34,10 @@ package struct Configuration: Sendable, Equatable {
     package var maxConnections: Int = 256
     /// How long a write waits for a database lock held by another process before failing, in ms.
     package var busyTimeoutMilliseconds: Int = 5_000
+    /// A file the daemon rewrites with its metrics (Prometheus text format) every `metricsIntervalSeconds`.
+    package var metricsTextfile: String?
+    /// Seconds between rewrites of `metricsTextfile`.
+    package var metricsIntervalSeconds: Int = 15
     /// Retention: unflagged events are kept this many days (0: for good).
     package var retentionDays: Int = 0
     /// Flagged events are kept this many days (0: for good).
@@ -74,6 +78,8 @@ package struct Configuration: Sendable, Equatable {
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("log_summary_interval_s", "an integer from 0 (no summaries) to 86400"),
+        ("metrics_textfile", "a path"),
+        ("metrics_interval_s", "an integer from 1 to 3600"),
         ("retention_days", "an integer from 0 (keep for good) to 36500"),
         ("retention_flagged_days", "an integer from 0 (keep for good) to 36500"),
         ("max_events", "an integer from 0 (no cap) up"),
@@ -120,6 +126,12 @@ package struct Configuration: Sendable, Equatable {
         case "busy_timeout_ms":
             guard case .integer(let n) = value, (0...600_000).contains(n) else { throw invalid() }
             busyTimeoutMilliseconds = n
+        case "metrics_textfile":
+            guard case .string(let s) = value, !s.isEmpty else { throw invalid() }
+            metricsTextfile = s
+        case "metrics_interval_s":
+            guard case .integer(let n) = value, (1...3600).contains(n) else { throw invalid() }
+            metricsIntervalSeconds = n
         case "retention_days", "retention_flagged_days":
             guard case .integer(let n) = value, (0...36_500).contains(n) else { throw invalid() }
             if key == "retention_days" { retentionDays = n } else { retentionFlaggedDays = n }

@@ -1,7 +1,7 @@
 import NIOConcurrencyHelpers
 
 /// How many connections the server is serving, to enforce `max_connections`.
-final class ConnectionCount: Sendable {
+package final class ConnectionCount: Sendable {
     private let count = NIOLockedValueBox(0)
 
     /// Admits one more connection unless `limit` are open already.
@@ -17,4 +17,7 @@ final class ConnectionCount: Sendable {
     func close() {
         count.withLockedValue { $0 -= 1 }
     }
+
+    /// Connections admitted and not yet closed.
+    var current: Int { count.withLockedValue { $0 } }
 }

@@ -36,6 +36,21 @@ extension Engine {
 }
 
 extension Engine {
+    /// Every metric in the Prometheus text format: the status counts per reference, the daemon's
+    /// histograms and error counts, and gauges read now (connections, queues, memory, database size).
+    package func metricsText() throws(ProtocolError) -> String {
+        let status = try status(id: nil).value
+        let gauges: [(name: String, help: String, value: Double)] = [
+            ("mechwatch_connections", "Connections being served.", Double(connections.current)),
+            ("mechwatch_scoring_queue_batches", "Batches waiting for the scoring stage.", Double(scoring.queued)),
+            ("mechwatch_writer_queue_jobs", "Jobs waiting for the writer's next commit.", Double(writer.queued)),
+            ("mechwatch_resident_bytes", "The daemon's resident set size.", Metrics.residentBytes()),
+            ("mechwatch_database_bytes", "The database file with its write-ahead log.",
+             Metrics.fileBytes(configuration.database) + Metrics.fileBytes(configuration.database + "-wal")),
+        ]
+        return Metrics.statusMetrics(status) + metrics.render(gauges: gauges)
+    }
+
     /// A reference whose recent flag rate is significantly above its alpha.
     package struct FlagRateAlarm: Sendable {
         package var reference: String

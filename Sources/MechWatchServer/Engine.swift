@@ -34,6 +34,10 @@ package actor Engine {
     let store: Store
     let writer: StoreWriter
     let scoring: ScoringStage
+    /// The daemon's measurements (`metrics` requests, `metrics_textfile`).
+    package let metrics = Metrics()
+    /// Connections being served, for `max_connections`.
+    package let connections = ConnectionCount()
     let configuration: Configuration
     let logger: Logger
     private let lock: DatabaseLock
@@ -56,8 +60,8 @@ package actor Engine {
         lock = try DatabaseLock(database: configuration.database)
         BLASThreads.set(1)  // the sites run in parallel instead
         store = try Store(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
-        writer = try StoreWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
-        scoring = ScoringStage(logger: logger)
+        writer = try StoreWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds, metrics: metrics)
+        scoring = ScoringStage(logger: logger, metrics: metrics)
         nextReferenceID = try store.nextReferenceID()
         var used = 0.0
         for record in try store.references() {
@@ -126,6 +130,7 @@ package actor Engine {
                     replies.append(.failure(id: requestID, storeFailure(error)))
                 }
             }
+            if case .string(let code)? = replies[replies.count - 1].value["error"]?["code"] { metrics.error(code) }
         }
         return replies
     }
@@ -165,6 +170,8 @@ package actor Engine {
                 return .done(.hello(id: message.id, version: MechWatchVersion.current))
             case .success(.status):
                 return .done(try status(id: message.id))
+            case .success(.metrics):
+                return .done(.success(id: message.id, ["format": "prometheus", "text": .string(try metricsText())]))
             case .success(.score), .success(.finalize):
                 throw ProtocolError(.internalError, "score and finalize requests are handled by handle(_:)")
             }

@@ -28,10 +28,12 @@ final class ScoringStage: @unchecked Sendable {
     private let activity = NIOLockedValueBox([String: Activity]())
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let logger: Logger
+    private let metrics: Metrics
     private let eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()
 
-    init(logger: Logger) {
+    init(logger: Logger, metrics: Metrics) {
         self.logger = logger
+        self.metrics = metrics
         thread.start()
     }
 
@@ -61,7 +63,9 @@ final class ScoringStage: @unchecked Sendable {
             let combined = group.count == 1 ? group[0].batch : TraceBatch(
                 layout: group[0].batch.layout, ids: group.flatMap(\.batch.ids), outputs: group.flatMap(\.batch.outputs),
                 values: group.flatMap(\.batch.values))
+            let started = ContinuousClock.now
             let scored = model.evaluate(combined)
+            metrics.scoringPass(traces: combined.count, seconds: (ContinuousClock.now - started).seconds)
             var start = 0
             for job in group {
                 let part = scored.rows(start..<start + job.batch.count)
@@ -76,6 +80,9 @@ final class ScoringStage: @unchecked Sendable {
             }
         }
     }
+
+    /// Batches waiting for the next pass.
+    var queued: Int { state.withLockedValue { $0.pending.count } }
 
     /// Events scored and flagged per reference since the last call (a summary log line's contents).
     func takeActivity() -> [String: Activity] {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import MechWatchCore
 import MechWatchWire
 import NIOCore
 import NIOPosix
@@ -15,7 +16,6 @@ package struct SocketServer: Service {
     package let engine: Engine
     package let logger: Logger
     package let access: AccessPolicy
-    private let connections = ConnectionCount()
 
     /// Fails if the configuration's access settings are invalid (e.g. an unknown `allowed_group`).
     package init(configuration: Configuration, engine: Engine, logger: Logger) throws(ConfigurationError) {
@@ -82,9 +82,9 @@ package struct SocketServer: Service {
     private func serve(_ connection: NIOAsyncChannel<[Frame], ByteBuffer>) async {
         let peer = await AccessPolicy.peer(of: connection.channel)
         let allowed = peer.map { access.allows(uid: $0.uid, gid: $0.gid) } ?? false
-        let admitted = allowed && connections.open(limit: configuration.maxConnections)
+        let admitted = allowed && engine.connections.open(limit: configuration.maxConnections)
         defer {
-            if admitted { connections.close() }
+            if admitted { engine.connections.close() }
             FreedMemory.returnSoon()  // a connection may have buffered up to max_payload_bytes
         }
         do {
@@ -100,11 +100,16 @@ package struct SocketServer: Service {
                         logger.log(level: peer == nil ? .debug : .warning, "refused connection", metadata: ["peer": "\(who)"])
                         refusal = ProtocolError(.permissionDenied, "connection refused: \(who) is not allowed by the daemon's access list (its own user, allowed_uids, allowed_group)")
                     }
+                    engine.metrics.error(refusal.code.rawValue)
                     try await Self.refuse(inbound, outbound, with: refusal)
                     return
                 }
                 for try await frames in inbound.cancelOnGracefulShutdown() {
-                    let replies = await engine.handle(frames.map(Self.decode))
+                    let started = ContinuousClock.now
+                    let messages = frames.map(Self.decode)
+                    let replies = await engine.handle(messages)
+                    let seconds = (ContinuousClock.now - started).seconds
+                    for message in messages { engine.metrics.request((try? message.request.get())?.op ?? "invalid", seconds: seconds) }
                     var out = ByteBuffer()
                     for reply in replies { out.writeString(reply.line) }
                     try await outbound.write(out)

@@ -44,9 +44,11 @@ final class StoreWriter: @unchecked Sendable {
     private let state = NIOLockedValueBox(State())
     private let thread: NIOThreadPool
     private let eventLoop: any EventLoop
+    private let metrics: Metrics
 
     /// Opens its own connection to the database at `path`.
-    init(path: String, busyTimeoutMilliseconds: Int) throws(StoreError) {
+    init(path: String, busyTimeoutMilliseconds: Int, metrics: Metrics) throws(StoreError) {
+        self.metrics = metrics
         store = try Store(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
@@ -54,6 +56,9 @@ final class StoreWriter: @unchecked Sendable {
     }
 
     deinit { try? thread.syncShutdownGracefully() }
+
+    /// Jobs waiting for the next commit.
+    var queued: Int { state.withLockedValue { $0.pending.count } }
 
     /// Queues `job` for the next commit; the future holds its event numbers (none for fit traces) once committed.
     func submit(_ job: WriteJob) -> EventLoopFuture<[Int64]> {
@@ -98,6 +103,8 @@ final class StoreWriter: @unchecked Sendable {
         guard !items.isEmpty else { return }
         var outcomes: [Result<[Int64], StoreError>] = []
         let committed: Result<Void, StoreError>
+        let started = ContinuousClock.now
+        defer { metrics.commit(seconds: (ContinuousClock.now - started).seconds) }
         do throws(StoreError) {
             try store.transaction { () throws(StoreError) in
                 for (job, _) in items {

@@ -19,12 +19,29 @@ package enum Request: Sendable, Equatable {
     case delete(reference: String)
     /// `{"op":"status"}`: uptime, counts and references.
     case status
+    /// `{"op":"metrics"}`: the daemon's metrics in the Prometheus text format.
+    case metrics
 
     /// The protocol version this build speaks.
     package static let protocolVersion = 1
 
     /// The value of `op` for each request kind, as documented.
-    package static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "status"]
+    package static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "status", "metrics"]
+
+    /// The request's `op`, as documented.
+    package var op: String {
+        switch self {
+        case .hello: "hello"
+        case .fit: "fit"
+        case .score: "score"
+        case .fitBatch: "fit_batch"
+        case .scoreBatch: "score_batch"
+        case .finalize: "finalize"
+        case .delete: "delete"
+        case .status: "status"
+        case .metrics: "metrics"
+        }
+    }
 }
 
 /// A trace as sent on the wire: sites in the client's order, before matching a reference's layout.

@@ -94,6 +94,9 @@ extension Request {
         case "status":
             try f.allow(["op", "id"])
             return .status
+        case "metrics":
+            try f.allow(["op", "id"])
+            return .metrics
         default:
             throw ProtocolError(.unknownOp, "op: unknown operation '\(op)'; expected one of \(ops.joined(separator: ", "))")
         }

@@ -82,5 +82,32 @@ def test_prometheus_metrics_parse_and_count(daemon, tmp_path):
     assert samples['mechwatch_events_total{reference="m"}'] == 40
     assert 0 < samples['mechwatch_flagged_total{reference="m"}'] <= 40
     assert samples['mechwatch_references{state="active"}'] == 1
+    assert samples['mechwatch_request_seconds_count{op="score_batch"}'] >= 1
+    assert samples['mechwatch_scoring_pass_traces_count'] >= 1 and samples['mechwatch_commit_seconds_count'] >= 1
+    assert samples["mechwatch_resident_bytes"] > 1e6 and samples["mechwatch_database_bytes"] > 0
+    assert samples["mechwatch_connections"] >= 1  # the status request's own
     table = subprocess.run([str(BINARY), "status", "--socket", daemon.socket], capture_output=True, text=True, check=True).stdout
     assert "FLAG RATE" in table and "database " in table
+
+
+def test_the_daemon_rewrites_its_metrics_file(tmp_path):
+    prom = tmp_path / "mechwatch.prom"
+    daemon = Daemon(tmp_path).start("--metrics-textfile", str(prom), "--metrics-interval-s", "1")
+    try:
+        deadline = time.time() + 10
+        while not prom.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        first = prom.read_text()
+        assert "mechwatch_uptime_seconds" in first and "# TYPE mechwatch_request_seconds histogram" in first
+        subprocess.run([str(BINARY), "status", "--socket", daemon.socket], check=True, capture_output=True)
+        deadline = time.time() + 10
+        while 'op="status"' not in prom.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        assert 'mechwatch_request_seconds_count{op="status"}' in prom.read_text()
+        assert not (tmp_path / "mechwatch.prom.tmp").exists()
+        promtool = shutil.which("promtool")
+        if promtool:
+            check = subprocess.run([promtool, "check", "metrics"], input=prom.read_text(), capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        daemon.stop()
