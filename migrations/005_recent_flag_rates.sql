@@ -12,3 +12,6 @@ FROM reference_models r
 LEFT JOIN events e ON e.reference_id = r.id AND e.received_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')
 WHERE r.state = 'active'
 GROUP BY r.id;
+
+-- A reference's events in arrival order (recent windows, and retention's max_events cut).
+CREATE INDEX events_by_reference_and_id ON events (reference_id, id);

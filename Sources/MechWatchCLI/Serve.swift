@@ -23,6 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Seconds between summaries of what was scored and flagged, 0 for none (config: log_summary_interval_s).") var logSummaryIntervalS: Int?
+    @Option(help: "text or json: one JSON object per log line, for journald or Loki (config: log_format).") var logFormat: String?
     @Option(help: "Rewrite this file with the metrics, for node_exporter's textfile collector (config: metrics_textfile).") var metricsTextfile: String?
     @Option(help: "Seconds between rewrites of the metrics file (config: metrics_interval_s).") var metricsIntervalS: Int?
     @Option(help: "Keep unflagged events this many days, 0 for good (config: retention_days).") var retentionDays: Int?
@@ -47,6 +48,7 @@ struct Serve: AsyncParsableCommand {
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let logSummaryIntervalS { try c.set("log_summary_interval_s", .integer(logSummaryIntervalS)) }
+            if let logFormat { try c.set("log_format", .string(logFormat)) }
             if let metricsTextfile { try c.set("metrics_textfile", .string(metricsTextfile)) }
             if let metricsIntervalS { try c.set("metrics_interval_s", .integer(metricsIntervalS)) }
             if let retentionDays { try c.set("retention_days", .integer(retentionDays)) }
@@ -69,7 +71,9 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let configuration = try resolvedConfiguration()
         let level = configuration.logLevel
+        let json = configuration.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -58,6 +58,10 @@ enum StatusRendering {
         }
         lines.append(t.render())
         for ref in refs { if case .string(let reason)? = ref["reason"] { lines.append("\(text(ref["name"])) is unavailable: \(reason)") } }
+        for ref in refs where ref["drift"] == .bool(true) {
+            lines.append("\(text(ref["name"])): \(text(ref["recent_flagged"])) of its last \(text(ref["recent_events"])) events flagged, "
+                         + "more than exchangeable traffic gives at alpha \(number(ref["alpha"])) (p \(Format.p(number(ref["recent_flag_p"])))): see `mechwatch drift \(text(ref["name"]))`")
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -46,6 +46,8 @@ package struct Configuration: Sendable, Equatable {
     package var maxEvents: Int = 0
     /// The retention settings as a policy.
     package var retention: RetentionPolicy { RetentionPolicy(days: retentionDays, flaggedDays: retentionFlaggedDays, maximumEvents: maxEvents) }
+    /// Log lines as text (swift-log's standard format) or JSON objects (`JSONLogHandler`).
+    package var logFormat: String = "text"
     /// Seconds between the info-level summaries of what was scored and flagged (0: none).
     package var logSummaryIntervalSeconds: Int = 60
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -78,6 +80,7 @@ package struct Configuration: Sendable, Equatable {
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("log_summary_interval_s", "an integer from 0 (no summaries) to 86400"),
+        ("log_format", "text or json"),
         ("metrics_textfile", "a path"),
         ("metrics_interval_s", "an integer from 1 to 3600"),
         ("retention_days", "an integer from 0 (keep for good) to 36500"),
@@ -138,6 +141,9 @@ package struct Configuration: Sendable, Equatable {
         case "max_events":
             guard case .integer(let n) = value, n >= 0 else { throw invalid() }
             maxEvents = n
+        case "log_format":
+            guard case .string(let s) = value, s == "text" || s == "json" else { throw invalid() }
+            logFormat = s
         case "log_summary_interval_s":
             guard case .integer(let n) = value, (0...86_400).contains(n) else { throw invalid() }
             logSummaryIntervalSeconds = n

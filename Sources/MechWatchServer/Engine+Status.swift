@@ -22,6 +22,13 @@ extension Engine {
                 .init("memory_bytes", .number(ReferenceFootprint(layout: r.layout, sampleSize: configuration.localSampleSize).bytes.rounded())),
             ]
             if case .unavailable(_, let reason) = loaded { entry.append(.init("reason", .string(reason))) }
+            if case .active = loaded, let window = try? store.recentEvents(of: r, limit: Housekeeping.alarmWindow), !window.flags.isEmpty {
+                // The flag count over the newest events against exchangeable traffic (`mechwatch drift`).
+                let flagged = window.flags.filter { $0 }.count
+                let p = DriftTests.flagCountTail(flagged: flagged, events: window.flags.count, alpha: r.alpha, calibration: r.calibrationCount)
+                entry += [.init("recent_events", .int(window.flags.count)), .init("recent_flagged", .int(flagged)),
+                          .init("recent_flag_p", .number(p)), .init("drift", .bool(p < Housekeeping.alarmLevel))]
+            }
             refs.append(.object(entry))
         }
         let events = counts.values.reduce(0) { $0 + $1.events }

@@ -30,7 +30,7 @@ package struct Housekeeping: Service {
 
     /// Events per flag-rate test, and how often a reference may raise one.
     package static let alarmWindow = 1000
-    static let alarmLevel = 0.001
+    package static let alarmLevel = 0.001
 
     package func run() async throws {
         await cancelWhenGracefulShutdown {

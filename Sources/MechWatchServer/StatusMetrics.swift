@@ -22,6 +22,11 @@ extension Metrics {
                refs.map { ("reference=\"\(label($0["name"]))\"", number($0["flagged"])) })
         metric("mechwatch_fit_traces", "gauge", "Trusted traces a reference was fitted (or is being fitted) from.",
                refs.map { ("reference=\"\(label($0["name"]))\"", number($0["fit_traces"]) + number($0["calibration_traces"])) })
+        let recent = refs.filter { $0["recent_flag_p"] != nil }
+        metric("mechwatch_recent_flag_rate", "gauge", "Flag rate over each active reference's newest 1,000 events (compare with mechwatch_alpha).",
+               recent.map { ("reference=\"\(label($0["name"]))\"", number($0["recent_flagged"]) / max(number($0["recent_events"]), 1)) })
+        metric("mechwatch_drift", "gauge", "1 when that flag count is significantly above what exchangeable traffic gives (p < 0.001; mechwatch drift REF).",
+               recent.map { ("reference=\"\(label($0["name"]))\"", $0["drift"] == .bool(true) ? 1 : 0) })
         metric("mechwatch_alpha", "gauge", "The flagging level of each reference.", refs.map { ("reference=\"\(label($0["name"]))\"", number($0["alpha"])) })
         let states = ["collecting", "finalizing", "active", "unavailable"]
         metric("mechwatch_references", "gauge", "References by state.", states.map { state in

@@ -24,30 +24,35 @@ extension Store {
     @discardableResult
     package func prune(_ policy: RetentionPolicy, limit: Int, now: String? = nil) throws(StoreError) -> Int {
         guard policy.isActive, limit > 0 else { return 0 }
-        var conditions: [String] = []
-        if policy.days > 0 {
-            conditions.append("(flagged = 0 AND received_at < strftime('%Y-%m-%dT%H:%M:%fZ', coalesce(?2, 'now'), '-\(policy.days) days'))")
-        }
-        if policy.flaggedDays > 0 {
-            conditions.append("(flagged = 1 AND received_at < strftime('%Y-%m-%dT%H:%M:%fZ', coalesce(?2, 'now'), '-\(policy.flaggedDays) days'))")
-        }
-        if policy.maximumEvents > 0 {
-            // Events beyond the newest `maximumEvents` of their reference.
-            conditions.append("""
-                id < coalesce((SELECT n.id FROM events n WHERE n.reference_id = events.reference_id
-                               ORDER BY n.id DESC LIMIT 1 OFFSET \(policy.maximumEvents - 1)), 0)
-                """)
-        }
         return try transaction { () throws(StoreError) in
-            let delete = try db.prepare("""
-                DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \(conditions.joined(separator: " OR ")) ORDER BY id LIMIT ?1)
-                """)
-            if policy.days > 0 || policy.flaggedDays > 0 {
-                try delete.bind(.integer(Int64(limit)), now.map { .text($0) } ?? .null).run()
-            } else {
-                try delete.bind(.integer(Int64(limit))).run()
+            var deleted = 0
+            var conditions: [String] = []
+            if policy.days > 0 {
+                conditions.append("(flagged = 0 AND received_at < strftime('%Y-%m-%dT%H:%M:%fZ', coalesce(?2, 'now'), '-\(policy.days) days'))")
             }
-            return db.changes
+            if policy.flaggedDays > 0 {
+                conditions.append("(flagged = 1 AND received_at < strftime('%Y-%m-%dT%H:%M:%fZ', coalesce(?2, 'now'), '-\(policy.flaggedDays) days'))")
+            }
+            if !conditions.isEmpty {
+                try db.prepare("""
+                    DELETE FROM events WHERE id IN (SELECT id FROM events WHERE \(conditions.joined(separator: " OR ")) ORDER BY id LIMIT ?1)
+                    """).bind(.integer(Int64(limit)), now.map { .text($0) } ?? .null).run()
+                deleted += db.changes
+            }
+            guard policy.maximumEvents > 0 else { return deleted }
+            // Per reference: the id of its `maximumEvents`-th newest event; everything older goes.
+            let references = try db.prepare("SELECT id FROM reference_models ORDER BY id")
+            try references.bind()
+            var ids: [Int64] = []
+            while try references.step() { ids.append(references.int(0)) }
+            let cutoff = try db.prepare("SELECT id FROM events WHERE reference_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2")
+            let delete = try db.prepare("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE reference_id = ?1 AND id < ?2 ORDER BY id LIMIT ?3)")
+            for reference in ids where deleted < limit {
+                guard let oldestKept = try cutoff.bind(.integer(reference), .integer(Int64(policy.maximumEvents - 1))).firstRow({ $0.int(0) }) else { continue }
+                try delete.bind(.integer(reference), .integer(oldestKept), .integer(Int64(limit - deleted))).run()
+                deleted += db.changes
+            }
+            return deleted
         }
     }
 

@@ -47,5 +47,11 @@ def test_drift_is_found_where_it_is_and_not_where_it_is_not(tmp_path):
             time.sleep(0.2)
         assert "flag rate above alpha" in daemon.log.read_text()
         assert "mechwatch drift r" in daemon.log.read_text()
+        status = json.loads(subprocess.run([str(BINARY), "status", "--format", "json", "--socket", daemon.socket],
+                                           capture_output=True, text=True, check=True).stdout)
+        assert status["references"][0]["drift"] is True and status["references"][0]["recent_events"] == 1000
+        metrics = subprocess.run([str(BINARY), "status", "--format", "prometheus", "--socket", daemon.socket],
+                                 capture_output=True, text=True, check=True).stdout
+        assert 'mechwatch_drift{reference="r"} 1' in metrics
     finally:
         daemon.stop()

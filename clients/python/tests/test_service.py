@@ -111,3 +111,16 @@ def test_the_daemon_rewrites_its_metrics_file(tmp_path):
             assert check.returncode == 0, check.stdout + check.stderr
     finally:
         daemon.stop()
+
+
+def test_json_log_lines(tmp_path):
+    daemon = Daemon(tmp_path).start("--log-format", "json")
+    try:
+        subprocess.run([str(BINARY), "status", "--socket", daemon.socket], check=True, capture_output=True)
+    finally:
+        daemon.stop()
+    import json
+    lines = [json.loads(line) for line in daemon.log.read_text().splitlines() if line.strip()]
+    listening = [l for l in lines if l["message"] == "listening"]
+    assert listening and listening[0]["level"] == "notice" and listening[0]["socket"] == daemon.socket
+    assert all({"time", "level", "label", "message"} <= set(l) for l in lines)
