@@ -92,12 +92,10 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure("\(error)")
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
-        if configuration.logSummaryIntervalSeconds > 0 || configuration.retention.isActive {
-            // Retention runs on the summaries' interval, every minute when those are off.
-            let interval = configuration.logSummaryIntervalSeconds > 0 ? configuration.logSummaryIntervalSeconds : 60
-            services.append(.init(service: Housekeeping(engine: engine, interval: .seconds(interval), logSummaries: configuration.logSummaryIntervalSeconds > 0,
-                                                        retention: configuration.retention, logger: logger)))
-        }
+        // Housekeeping (summaries, flag-rate alarms, retention) runs on the summaries' interval, every minute when those are off.
+        let interval = configuration.logSummaryIntervalSeconds > 0 ? configuration.logSummaryIntervalSeconds : 60
+        services.append(.init(service: Housekeeping(engine: engine, interval: .seconds(interval), logSummaries: configuration.logSummaryIntervalSeconds > 0,
+                                                    retention: configuration.retention, logger: logger)))
         if let path = configuration.metricsTextfile {
             services.append(.init(service: MetricsFile(engine: engine, path: path, interval: .seconds(configuration.metricsIntervalSeconds), logger: logger)))
         }

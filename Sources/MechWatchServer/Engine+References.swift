@@ -145,7 +145,7 @@ extension Engine {
 
     /// Estimates and calibrates `name` from every trace acknowledged before this request, stores the model
     /// and makes the reference active.
-    func finalize(_ name: String, alpha: Double?, scorer: Scorer, id: String?) async -> Reply {
+    func finalize(_ name: String, alpha: Double?, scorer: Scorer, retention: RetentionPolicy.Overrides, id: String?) async -> Reply {
         guard case .collecting(let record, let fitter)? = references[name] else {
             let error = switch references[name] {
             case nil: unknown(name)
@@ -158,7 +158,7 @@ extension Engine {
         references[name] = .finalizing(record)
         defer { FreedMemory.returnNow() }
         do {
-            let (active, model, fitCount, calibrationCount) = try await finalizing(record, fitter, alpha: alpha ?? record.alpha, scorer: scorer)
+            let (active, model, fitCount, calibrationCount) = try await finalizing(record, fitter, alpha: alpha ?? record.alpha, scorer: scorer, retention: retention)
             if case .finalizing(let current)? = references[name], current.id == record.id {
                 references[name] = .active(active, model)
             }
@@ -172,7 +172,8 @@ extension Engine {
         }
     }
 
-    private func finalizing(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double, scorer: Scorer) async throws(ProtocolError) -> (ReferenceRecord, ReferenceModel, Int, Int) {
+    private func finalizing(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double, scorer: Scorer,
+                            retention: RetentionPolicy.Overrides) async throws(ProtocolError) -> (ReferenceRecord, ReferenceModel, Int, Int) {
         let name = record.name
         // Every trace acknowledged before this request is committed once this barrier is.
         do { _ = try await writer.submit(.barrier).get() } catch { throw storeFailure(error) }
@@ -200,7 +201,9 @@ extension Engine {
         do { model = try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK) } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
         }
-        do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample.items)).get() } catch { throw storeFailure(error) }
+        do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample.items, retention: retention)).get() } catch {
+            throw storeFailure(error)
+        }
         guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }

@@ -111,8 +111,8 @@ package actor Engine {
                 steps += scoreTraces(name, messages[k..<end])
                 k = end
                 continue
-            case .success(.finalize(let name, let alpha, let scorer)):
-                steps.append(.done(await finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, id: message.id)))
+            case .success(.finalize(let name, let alpha, let scorer, let retention)):
+                steps.append(.done(await finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, retention: retention, id: message.id)))
             default:
                 steps.append(step(message))
             }

@@ -1,4 +1,5 @@
 import Logging
+import MechWatchCore
 import MechWatchStore
 import ServiceLifecycle
 
@@ -8,8 +9,9 @@ import ServiceLifecycle
 /// - a warning when a reference's flag count over its newest `alarmWindow` events is significantly above
 ///   what exchangeable traffic gives (`DriftTests.flagCountTail` below 0.001), at most once per
 ///   `alarmWindow` events scored;
-/// - retention: events the policy no longer keeps are deleted through the writer, `pruneBatch` at a time
-///   (between other writes, so scoring is never held up for long), and their pages freed.
+/// - retention: events the settings (the daemon's, or a reference's own) no longer keep are deleted through
+///   the writer, `pruneBatch` at a time (between other writes, so scoring is never held up for long), and
+///   their pages freed.
 package struct Housekeeping: Service {
     let engine: Engine
     let interval: Duration
@@ -37,7 +39,7 @@ package struct Housekeeping: Service {
             var sinceAlarm: [String: Int] = [:]  // events scored since each reference's last alarm
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
-                if retention.isActive { await prune() }
+                await prune()  // the daemon's settings, or a reference's own
                 let activity = engine.takeActivity()
                 guard logSummaries, !activity.isEmpty else { continue }
                 let events = activity.values.reduce(0) { $0 + $1.events }, flagged = activity.values.reduce(0) { $0 + $1.flagged }

@@ -13,7 +13,7 @@ enum WriteJob: Sendable {
     case fitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool])
     case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double)
     case deleteReference(id: Int64)
-    case activate(ReferenceRecord, ReferenceModel, sample: [[Float]])
+    case activate(ReferenceRecord, ReferenceModel, sample: [[Float]], retention: RetentionPolicy.Overrides)
     /// Deletes at most `limit` events the retention policy no longer keeps; its result holds the count.
     case prune(RetentionPolicy, limit: Int)
     /// Nothing: its future completes once everything submitted before it is committed.
@@ -85,8 +85,8 @@ final class StoreWriter: @unchecked Sendable {
             try store.createReference(id: id, name: name, layout: layout, alpha: alpha, calibrationFraction: fraction)
         case .deleteReference(let id):
             try store.deleteReference(id: id)
-        case .activate(let record, let model, let sample):
-            try store.activate(record, model: model, sample: sample)
+        case .activate(let record, let model, let sample, let retention):
+            try store.activate(record, model: model, sample: sample, retention: retention)
         case .prune(let policy, let limit):
             return [Int64(try store.prune(policy, limit: limit))]
         case .barrier:

@@ -113,7 +113,9 @@ extension Store {
     /// Stores the fitted statistics and calibration, drops the fit-role traces (their moments are now
     /// estimated) and makes the reference active, in one transaction.
     /// `sample`: the fit traces the model's local terms were built from (float32 rows), kept with it.
-    package func activate(_ reference: ReferenceRecord, model: ReferenceModel, sample: [[Float]] = []) throws(StoreError) {
+    /// `retention`: the reference's own retention settings (stored; the daemon's apply where nil).
+    package func activate(_ reference: ReferenceRecord, model: ReferenceModel, sample: [[Float]] = [],
+                          retention: RetentionPolicy.Overrides = .none) throws(StoreError) {
         try transaction { () throws(StoreError) in
             let collecting = try db.prepare("SELECT count(*) FROM reference_models WHERE id = ?1 AND state = 'collecting'")
                 .bind(.integer(reference.id)).firstRow { $0.int(0) }
@@ -147,8 +149,9 @@ extension Store {
                 }
                 try db.prepare("UPDATE reference_models SET local_k = ?2 WHERE id = ?1").bind(.integer(reference.id), .integer(Int64(local.k))).run()
             }
-            try db.prepare("UPDATE reference_models SET combination = ?2 WHERE id = ?1")
-                .bind(.integer(reference.id), .text(model.calibration.terms.combination.rawValue)).run()
+            try db.prepare("UPDATE reference_models SET combination = ?2, retention_days = ?3, retention_flagged_days = ?4, max_events = ?5 WHERE id = ?1")
+                .bind(.integer(reference.id), .text(model.calibration.terms.combination.rawValue), .optional(retention.days),
+                      .optional(retention.flaggedDays), .optional(retention.maximumEvents)).run()
             let c = model.calibration
             try db.prepare("""
                 UPDATE reference_models SET state = 'active', alpha = ?2, scorer = ?3, calibration_scores = ?4,

@@ -73,7 +73,7 @@ extension Request {
             let trace = TraceMessage(id: try f.requiredID(), output: try f.optionalInteger("output"), sites: try f.sites(), meta: try f.optionalObject("meta"))
             return op == "fit" ? .fit(reference: reference, trace: trace) : .score(reference: reference, trace: trace)
         case "finalize":
-            try f.allow(["op", "reference", "alpha", "scorer", "id"])
+            try f.allow(["op", "reference", "alpha", "scorer", "id", "retention_days", "retention_flagged_days", "max_events"])
             let reference = try f.name("reference")
             let alpha = try f.optionalNumber("alpha")
             if let alpha, !(alpha > 0 && alpha < 1) {
@@ -87,7 +87,16 @@ extension Request {
                 }
                 scorer = s
             }
-            return .finalize(reference: reference, alpha: alpha, scorer: scorer)
+            func count(_ key: String, upTo limit: Int) throws(ProtocolError) -> Int? {
+                guard let n = try f.optionalInteger(key) else { return nil }
+                guard (0...limit).contains(n) else {
+                    throw ProtocolError(.invalidField, "\(key): expected an integer from 0 (keep for good) to \(limit), got \(n)")
+                }
+                return n
+            }
+            let retention = RetentionPolicy.Overrides(days: try count("retention_days", upTo: 36_500), flaggedDays: try count("retention_flagged_days", upTo: 36_500),
+                                                      maximumEvents: try count("max_events", upTo: Int(Int32.max)))
+            return .finalize(reference: reference, alpha: alpha, scorer: scorer, retention: retention)
         case "delete":
             try f.allow(["op", "reference", "id"])
             return .delete(reference: try f.name("reference"))

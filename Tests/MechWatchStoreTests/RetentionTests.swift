@@ -62,4 +62,13 @@ import Testing
         let after = try s.pageCounts()
         #expect(after.free == 0 && after.pages < before.pages / 2, "\(before) → \(after)")
     }
+
+    @Test func aReferencesOwnSettingsReplaceTheDaemons() throws {
+        let s = try store(events: 40)
+        let id = try #require(try s.reference(named: "r")).id
+        try s.db.execute("UPDATE reference_models SET max_events = 10 WHERE id = \(id)")
+        #expect(try s.prune(RetentionPolicy(), limit: 1000) == 30, "its own cap applies although the daemon keeps everything")
+        try s.db.execute("UPDATE reference_models SET max_events = 0 WHERE id = \(id)")
+        #expect(try s.prune(RetentionPolicy(maximumEvents: 5), limit: 1000) == 0, "0 is its own 'no cap', not 'unset'")
+    }
 }

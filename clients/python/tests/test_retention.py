@@ -44,3 +44,29 @@ def test_the_daemon_prunes_old_events(tmp_path):
         assert "pruned events" in daemon.log.read_text()
     finally:
         daemon.stop()
+
+
+def test_a_reference_keeps_its_own_number_of_events(tmp_path):
+    import subprocess
+    from conftest import BINARY
+    daemon = Daemon(tmp_path).start("--log-summary-interval-s", "1")
+    try:
+        rng = np.random.default_rng(2)
+        client = Client(daemon.socket)
+        client.fit_arrays("small", {"h": rng.normal(size=(300, 4))}, ids=[f"f{j}" for j in range(300)])
+        run = subprocess.run([str(BINARY), "reference", "finalize", "small", "--max-events", "50", "--socket", daemon.socket],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        client.score_arrays("small", {"h": rng.normal(size=(120, 4))}, ids=[f"s{j}" for j in range(120)])
+        client.close()
+        deadline = time.time() + 15
+        kept = None
+        while time.time() < deadline:
+            with sqlite3.connect(f"file:{daemon.database}?mode=ro", uri=True) as db:
+                kept = db.execute("SELECT count(*), min(client_id) FROM events").fetchone()
+            if kept[0] == 50:
+                break
+            time.sleep(0.2)
+        assert kept[0] == 50, kept
+    finally:
+        daemon.stop()
