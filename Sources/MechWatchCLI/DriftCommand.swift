@@ -14,7 +14,7 @@ struct Drift: AsyncParsableCommand {
             the last day) this prints the flag rate and the probability of at least that many flags on \
             exchangeable traffic (Beta-binomial: it allows for the calibration set's own sampling), and for the \
             first window the terms whose values depart from the calibration set's (two-sample \
-            Kolmogorov–Smirnov through their tail probabilities), most moved first. A window is DRIFT when its \
+            Kolmogorov–Smirnov on the values, ties handled), most moved first. A window is DRIFT when its \
             p-value is below --level. Exit status 0 either way.
             """)
 
@@ -30,20 +30,21 @@ struct Drift: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (record, windows) = try await withStore(store) { s -> (ReferenceRecord, [(String, Store.EventWindow)]) in
+        let (record, windows, calibration) = try await withStore(store) { s -> (ReferenceRecord, [(String, Store.EventWindow)], [[Double]]) in
             guard let record = try s.reference(named: reference), record.state == .active else {
                 throw CommandFailure("no active reference named '\(reference)'", status: .notFound)
             }
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             let ago = { (seconds: Double) in formatter.string(from: Date().addingTimeInterval(-seconds)) }
+            let first = try s.recentEvents(of: record, limit: events)
             return (record, [
-                ("last \(events) events", try s.recentEvents(of: record, limit: events)),
+                ("last \(events) events", first),
                 ("last hour", try s.recentEvents(of: record, limit: Int.max, since: ago(3600))),
                 ("last day", try s.recentEvents(of: record, limit: Int.max, since: ago(86_400))),
-            ])
+            ], try s.calibrationTermValues(of: record, terms: first.terms.count))
         }
-        let report = DriftReport(alpha: record.alpha, calibration: record.calibrationCount, level: level, windows: windows)
+        let report = DriftReport(alpha: record.alpha, calibration: record.calibrationCount, calibrationValues: calibration, level: level, windows: windows)
         print(format == .table ? report.table(reference: reference) : report.json(reference: reference).jsonText)
     }
 }
@@ -68,7 +69,7 @@ struct DriftReport {
     /// Terms of the first window whose tail probabilities are not uniform at `level`, most moved first.
     var moved: [MovedTerm] = []
 
-    init(alpha: Double, calibration: Int, level: Double, windows: [(String, Store.EventWindow)]) {
+    init(alpha: Double, calibration: Int, calibrationValues: [[Double]], level: Double, windows: [(String, Store.EventWindow)]) {
         self.alpha = alpha
         self.level = level
         for (name, w) in windows {
@@ -78,9 +79,11 @@ struct DriftReport {
         }
         guard let first = windows.first?.1 else { return }
         for (j, term) in first.terms.enumerated() {
-            let values = first.termP.compactMap { j < $0.count ? $0[j] : nil }.filter { $0 < 1 || term.kind != "output" }
-            guard values.count >= 20 else { continue }
-            let (d, p) = DriftTests.uniformity(values, calibration: calibration)
+            // The term's recent values against its calibration values (two-sample, ties handled).
+            let recent = first.termValues.compactMap { j < $0.count ? $0[j] : nil }.filter { !$0.isNaN }
+            let reference = calibrationValues.compactMap { j < $0.count ? $0[j] : nil }.filter { !$0.isNaN }
+            guard recent.count >= 20, reference.count >= 20 else { continue }
+            let (d, p) = DriftTests.twoSample(recent, reference)
             if p < level { moved.append(MovedTerm(kind: term.kind, subject: term.subject, statistic: d, p: p)) }
         }
         moved.sort { $0.p < $1.p || ($0.p == $1.p && $0.statistic > $1.statistic) }

@@ -85,7 +85,7 @@ package struct Configuration: Sendable, Equatable {
         ("metrics_interval_s", "an integer from 1 to 3600"),
         ("retention_days", "an integer from 0 (keep for good) to 36500"),
         ("retention_flagged_days", "an integer from 0 (keep for good) to 36500"),
-        ("max_events", "an integer from 0 (no cap) up"),
+        ("max_events", "an integer from 0 (no cap) to 9007199254740992"),
         ("allowed_uids", "an array of user ids, e.g. [1000, 1001]"),
         ("allowed_group", "the name of an existing group"),
     ]
@@ -139,7 +139,7 @@ package struct Configuration: Sendable, Equatable {
             guard case .integer(let n) = value, (0...36_500).contains(n) else { throw invalid() }
             if key == "retention_days" { retentionDays = n } else { retentionFlaggedDays = n }
         case "max_events":
-            guard case .integer(let n) = value, n >= 0 else { throw invalid() }
+            guard case .integer(let n) = value, (0...(1 << 53)).contains(n) else { throw invalid() }
             maxEvents = n
         case "log_format":
             guard case .string(let s) = value, s == "text" || s == "json" else { throw invalid() }

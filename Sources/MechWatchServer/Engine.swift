@@ -219,6 +219,10 @@ package actor Engine {
             EventBatch(referenceID: record.id, ids: batch.ids, outputs: batch.outputs, scored: $0, meta: meta)
         }))
         let both = scored.and(events)
+        let metrics = self.metrics
+        both.whenSuccess { scored, _ in
+            metrics.stored(reference: record.name, events: scored.count, flagged: (0..<scored.count).filter(scored.flagged).count)
+        }
         return rows.map { row in
             let id = row.map { batch.ids[$0] } ?? requestID
             return .pending(both.map { scored, events in

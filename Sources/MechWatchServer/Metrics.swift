@@ -31,6 +31,8 @@ package final class Metrics: Sendable {
         var commit = Histogram(bounds: Metrics.secondsBuckets)
         var passTraces = Histogram(bounds: [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536])
         var errors: [String: Int] = [:]
+        /// Events stored and flagged since the daemon started, per reference (counters: retention never lowers them).
+        var stored: [String: (events: Int, flagged: Int)] = [:]
     }
 
     /// Seconds buckets: 0.5 ms to 60 s.
@@ -55,6 +57,14 @@ package final class Metrics: Sendable {
         state.withLockedValue {
             $0.scoringPass.observe(seconds)
             $0.passTraces.observe(Double(traces))
+        }
+    }
+
+    /// Scored traces of `reference` committed as events, `flagged` of them flagged.
+    func stored(reference: String, events: Int, flagged: Int) {
+        state.withLockedValue { s in
+            let old = s.stored[reference] ?? (0, 0)
+            s.stored[reference] = (old.events + events, old.flagged + flagged)
         }
     }
 
@@ -83,6 +93,10 @@ package final class Metrics: Sendable {
         histogram("mechwatch_scoring_pass_seconds", "Duration of one scoring pass (all batches queued for a reference).", [("", s.scoringPass)])
         histogram("mechwatch_scoring_pass_traces", "Traces scored in one pass (dynamic batching across connections).", [("", s.passTraces)])
         histogram("mechwatch_commit_seconds", "Duration of one group commit of the writer.", [("", s.commit)])
+        out += "# HELP mechwatch_events_scored_total Events stored since the daemon started, per reference.\n# TYPE mechwatch_events_scored_total counter\n"
+        for name in s.stored.keys.sorted() { out += "mechwatch_events_scored_total{reference=\"\(name)\"} \(s.stored[name]!.events)\n" }
+        out += "# HELP mechwatch_events_flagged_total Flagged events stored since the daemon started, per reference.\n# TYPE mechwatch_events_flagged_total counter\n"
+        for name in s.stored.keys.sorted() { out += "mechwatch_events_flagged_total{reference=\"\(name)\"} \(s.stored[name]!.flagged)\n" }
         out += "# HELP mechwatch_errors_total Error replies and refused connections, by code.\n# TYPE mechwatch_errors_total counter\n"
         for code in s.errors.keys.sorted() { out += "mechwatch_errors_total{code=\"\(code)\"} \(s.errors[code]!)\n" }
         for g in gauges { out += "# HELP \(g.name) \(g.help)\n# TYPE \(g.name) gauge\n\(g.name) \(number(g.value))\n" }

@@ -16,12 +16,14 @@ extension Metrics {
         let refs: [JSONValue] = if case .array(let a)? = r["references"] { a } else { [] }
         metric("mechwatch_uptime_seconds", "gauge", "Seconds since the daemon started.", [("", number(r["uptime_s"]))])
         metric("mechwatch_requests_total", "counter", "Requests received since the daemon started.", [("", number(r["requests"]))])
-        metric("mechwatch_events_total", "counter", "Scored traces stored, per reference.",
+        metric("mechwatch_events_stored", "gauge", "Events in the store per reference (retention lowers it; see mechwatch_events_scored_total).",
                refs.map { ("reference=\"\(label($0["name"]))\"", number($0["events"])) })
-        metric("mechwatch_flagged_total", "counter", "Stored events flagged (p <= alpha), per reference.",
+        metric("mechwatch_flagged_stored", "gauge", "Flagged events in the store per reference.",
                refs.map { ("reference=\"\(label($0["name"]))\"", number($0["flagged"])) })
-        metric("mechwatch_fit_traces", "gauge", "Trusted traces a reference was fitted (or is being fitted) from.",
-               refs.map { ("reference=\"\(label($0["name"]))\"", number($0["fit_traces"]) + number($0["calibration_traces"])) })
+        metric("mechwatch_fit_traces", "gauge", "Trusted traces in a reference's fitted moments (as status's fit_traces).",
+               refs.map { ("reference=\"\(label($0["name"]))\"", number($0["fit_traces"])) })
+        metric("mechwatch_calibration_traces", "gauge", "Trusted traces held out to calibrate a reference.",
+               refs.map { ("reference=\"\(label($0["name"]))\"", number($0["calibration_traces"])) })
         let recent = refs.filter { $0["recent_flag_p"] != nil }
         metric("mechwatch_recent_flag_rate", "gauge", "Flag rate over each active reference's newest 1,000 events (compare with mechwatch_alpha).",
                recent.map { ("reference=\"\(label($0["name"]))\"", number($0["recent_flagged"]) / max(number($0["recent_events"]), 1)) })

@@ -113,6 +113,8 @@ extension Store {
         package var flags: [Bool] = []
         /// `termP[i][j]`: term `j`'s tail probability in event `i` (terms in the reference's order).
         package var termP: [[Double]] = []
+        /// `termValues[i][j]`: term `j`'s value in event `i` (NaN where none: an output fallback).
+        package var termValues: [[Double]] = []
         /// Each term's kind and subject.
         package var terms: [(kind: String, subject: String)] = []
     }
@@ -120,7 +122,7 @@ extension Store {
     /// The at most `limit` newest events of `reference`, received at or after `since` (ISO-8601 UTC) if given.
     package func recentEvents(of reference: ReferenceRecord, limit: Int, since: String? = nil) throws(StoreError) -> EventWindow {
         let stmt = try db.prepare("""
-            SELECT e.id, e.flagged, t.term, t.kind, t.subject, t.p
+            SELECT e.id, e.flagged, t.term, t.kind, t.subject, t.p, t.value
             FROM (SELECT id, flagged FROM events WHERE reference_id = ?1 AND received_at >= ?2 ORDER BY id DESC LIMIT ?3) e
             LEFT JOIN event_terms t ON t.event_id = e.id
             ORDER BY e.id, t.term
@@ -134,12 +136,26 @@ extension Store {
                 current = id
                 window.flags.append(stmt.int(1) == 1)
                 window.termP.append([])
+                window.termValues.append([])
             }
             guard !stmt.isNull(2) else { continue }
             let term = Int(stmt.int(2))
             if window.flags.count == 1 { window.terms.append((stmt.text(3), stmt.text(4))) }
-            if term == window.termP[window.termP.count - 1].count { window.termP[window.termP.count - 1].append(stmt.double(5)) }
+            if term == window.termP[window.termP.count - 1].count {
+                window.termP[window.termP.count - 1].append(stmt.double(5))
+                window.termValues[window.termValues.count - 1].append(stmt.isNull(6) ? .nan : stmt.double(6))
+            }
         }
         return window
+    }
+}
+
+extension Store {
+    /// The calibration traces' term values of an active reference (`termValues[i][j]`: term `j` of trace `i`;
+    /// NaN: an output fallback); empty for one finalized by version 1.
+    package func calibrationTermValues(of reference: ReferenceRecord, terms: Int) throws(StoreError) -> [[Double]] {
+        guard terms > 0, let flat = try db.prepare("SELECT calibration_terms FROM reference_models WHERE id = ?1")
+            .bind(.integer(reference.id)).firstRow({ $0.isNull(0) ? nil : Blob.float64($0.blob(0)) }) ?? nil else { return [] }
+        return stride(from: 0, to: flat.count - terms + 1, by: terms).map { Array(flat[$0..<$0 + terms]) }
     }
 }

@@ -87,15 +87,16 @@ extension Request {
                 }
                 scorer = s
             }
-            func count(_ key: String, upTo limit: Int) throws(ProtocolError) -> Int? {
+            func count(_ key: String, upTo limit: Int, zero: String) throws(ProtocolError) -> Int? {
                 guard let n = try f.optionalInteger(key) else { return nil }
                 guard (0...limit).contains(n) else {
-                    throw ProtocolError(.invalidField, "\(key): expected an integer from 0 (keep for good) to \(limit), got \(n)")
+                    throw ProtocolError(.invalidField, "\(key): expected an integer from 0 (\(zero)) to \(limit), got \(n)")
                 }
                 return n
             }
-            let retention = RetentionPolicy.Overrides(days: try count("retention_days", upTo: 36_500), flaggedDays: try count("retention_flagged_days", upTo: 36_500),
-                                                      maximumEvents: try count("max_events", upTo: Int(Int32.max)))
+            let retention = RetentionPolicy.Overrides(days: try count("retention_days", upTo: 36_500, zero: "keep for good"),
+                                                      flaggedDays: try count("retention_flagged_days", upTo: 36_500, zero: "keep for good"),
+                                                      maximumEvents: try count("max_events", upTo: 1 << 53, zero: "no cap"))
             return .finalize(reference: reference, alpha: alpha, scorer: scorer, retention: retention)
         case "delete":
             try f.allow(["op", "reference", "id"])

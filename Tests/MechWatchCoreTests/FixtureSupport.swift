@@ -34,8 +34,8 @@ struct CoreFixture: Decodable {
         let calibration: [[Double?]], queries: [[Double]], expected: [[Double]]
     }
     struct Drift: Decodable {
-        let binomial: [[Double]], samples: [[Double]], uniformity: [[Double]]
-        let beta_binomial: [[Double]], conformal_p: [Double], calibration_count: Int, two_sample: [Double]
+        let beta_binomial: [[Double]]
+        let tied_a: [Double], tied_b: [Double], tied: [Double]
     }
     let drift: Drift
     let sites: [SiteLayout.Site]

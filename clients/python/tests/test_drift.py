@@ -55,3 +55,20 @@ def test_drift_is_found_where_it_is_and_not_where_it_is_not(tmp_path):
         assert 'mechwatch_drift{reference="r"} 1' in metrics
     finally:
         daemon.stop()
+
+
+def test_terms_constant_up_to_rounding_do_not_move(tmp_path):
+    # Found by a hostile test: with no within-site correlation the interaction term is 0 up to rounding
+    # noise, and comparing its tail probabilities with uniform called it moved on exchangeable traffic.
+    daemon = Daemon(tmp_path).start()
+    try:
+        rng = np.random.default_rng(200)
+        client = Client(daemon.socket)
+        client.fit_arrays("r", {"a": rng.normal(size=(1500, 3)), "b": rng.normal(size=(1500, 2))}, ids=[f"f{j}" for j in range(1500)])
+        client.finalize("r", alpha=0.01)
+        client.score_arrays("r", {"a": rng.normal(size=(2500, 3)), "b": rng.normal(size=(2500, 2))}, ids=[f"n{j}" for j in range(2500)])
+        client.close()
+        report = drift(daemon)
+        assert not report["windows"][0]["drift"] and report["moved_terms"] == [], report
+    finally:
+        daemon.stop()

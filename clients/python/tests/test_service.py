@@ -79,8 +79,8 @@ def test_prometheus_metrics_parse_and_count(daemon, tmp_path):
             continue
         name, value = line.rsplit(" ", 1)
         samples[name] = float(value)
-    assert samples['mechwatch_events_total{reference="m"}'] == 40
-    assert 0 < samples['mechwatch_flagged_total{reference="m"}'] <= 40
+    assert samples['mechwatch_events_scored_total{reference="m"}'] == samples['mechwatch_events_stored{reference="m"}'] == 40
+    assert 0 < samples['mechwatch_events_flagged_total{reference="m"}'] == samples['mechwatch_flagged_stored{reference="m"}'] <= 40
     assert samples['mechwatch_references{state="active"}'] == 1
     assert samples['mechwatch_request_seconds_count{op="score_batch"}'] >= 1
     assert samples['mechwatch_scoring_pass_traces_count'] >= 1 and samples['mechwatch_commit_seconds_count'] >= 1
