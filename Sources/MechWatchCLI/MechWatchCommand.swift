@@ -19,7 +19,7 @@ package struct MechWatchCommand: AsyncParsableCommand {
             ./Config/mechwatch.toml if present, else built-in defaults.
             """,
         version: MechWatchVersion.current,
-        subcommands: [Serve.self, Send.self, ReferenceCommand.self, Flags.self, EventCommand.self, Drift.self, Eval.self, Status.self, Bench.self])
+        subcommands: [Serve.self, Send.self, ReferenceCommand.self, Flags.self, EventCommand.self, Events.self, Drift.self, Eval.self, Status.self, Bench.self])
 
     package init() {}
 }

@@ -159,3 +159,23 @@ extension Store {
         return stride(from: 0, to: flat.count - terms + 1, by: terms).map { Array(flat[$0..<$0 + terms]) }
     }
 }
+
+extension Store {
+    /// Events after `cursor` (event number), oldest first, at most `limit`, optionally of one reference and
+    /// flagged only, each with its terms (kind, subject, value, p) in the reference's order.
+    package func events(after cursor: Int64, reference: String?, flaggedOnly: Bool, limit: Int) throws(StoreError) -> [(EventRow, [(String, String, Double?, Double)])] {
+        var clause = "WHERE e.id > ?1"
+        if flaggedOnly { clause += " AND e.flagged = 1" }
+        if reference != nil { clause += " AND r.name = ?3" }
+        let stmt = try db.prepare(Self.eventColumns + Self.eventSource + " \(clause) ORDER BY e.id LIMIT ?2")
+        if let reference { try stmt.bind(.integer(cursor), .integer(Int64(limit)), .text(reference)) } else { try stmt.bind(.integer(cursor), .integer(Int64(limit))) }
+        var rows: [EventRow] = []
+        while try stmt.step() { rows.append(Self.eventRow(stmt)) }
+        guard let first = rows.first?.event, let last = rows.last?.event else { return [] }
+        var terms: [Int64: [(String, String, Double?, Double)]] = [:]
+        let t = try db.prepare("SELECT event_id, kind, subject, value, p FROM event_terms WHERE event_id BETWEEN ?1 AND ?2 ORDER BY event_id, term")
+        try t.bind(.integer(first), .integer(last))
+        while try t.step() { terms[t.int(0), default: []].append((t.text(1), t.text(2), t.isNull(3) ? nil : t.double(3), t.double(4))) }
+        return rows.map { ($0, terms[$0.event] ?? []) }
+    }
+}
