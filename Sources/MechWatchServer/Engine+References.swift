@@ -162,6 +162,7 @@ extension Engine {
             if case .finalizing(let current)? = references[name], current.id == record.id {
                 references[name] = .active(active, model)
             }
+            unsynced.remove(record.id)
             logger.info("finalized reference", metadata: ["reference": "\(name)", "fit_traces": "\(fitCount)", "calibration_traces": "\(calibrationCount)"])
             return .finalized(id: id, reference: name, fitTraces: fitCount, calibrationTraces: calibrationCount, model: model)
         } catch {
@@ -182,9 +183,9 @@ extension Engine {
         }
         var fitter = fitter
         if unsynced.contains(record.id) {
-            // A write failed after its traces entered the moments: take the moments from what is stored.
+            // A write failed after its traces entered the moments: take the moments from what is stored (the
+            // mark stays until the reference is active, so a failed finalize replays again next time).
             do { fitter = try Self.replay(record, from: store, logger: logger) } catch { throw storeFailure(error) }
-            unsynced.remove(record.id)
         }
         var calibration: [Trace] = []
         do {

@@ -70,11 +70,6 @@ package actor Engine {
         }
     }
 
-    /// Events scored and flagged per reference since the last call.
-    package nonisolated func takeActivity() -> [String: Activity] {
-        scoring.takeActivity()
-    }
-
     /// Deletes at most `limit` events `policy` no longer keeps, through the writer; how many, or nil if the
     /// store failed (logged).
     package func prune(_ policy: RetentionPolicy, limit: Int) async -> Int? {

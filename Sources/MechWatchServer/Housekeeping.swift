@@ -36,16 +36,25 @@ package struct Housekeeping: Service {
 
     package func run() async throws {
         await cancelWhenGracefulShutdown {
-            var sinceAlarm: [String: Int] = [:]  // events scored since each reference's last alarm
+            var sinceAlarm: [String: Int] = [:]  // events stored since each reference's last alarm
+            var before: [String: Activity] = [:]
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
                 await prune()  // the daemon's settings, or a reference's own
-                let activity = engine.takeActivity()
-                guard logSummaries, !activity.isEmpty else { continue }
-                let events = activity.values.reduce(0) { $0 + $1.events }, flagged = activity.values.reduce(0) { $0 + $1.flagged }
-                let perReference = activity.keys.sorted().map { "\($0): \(activity[$0]!.flagged)/\(activity[$0]!.events)" }.joined(separator: ", ")
-                logger.info("scored", metadata: ["events": "\(events)", "flagged": "\(flagged)", "per_reference": "\(perReference)",
-                                                 "interval_s": "\(interval.components.seconds)"])
+                // What was stored over the interval, from the metrics' counters.
+                let now = engine.metrics.storedCounts
+                var activity: [String: Activity] = [:]
+                for (name, total) in now where total != before[name] {
+                    activity[name] = Activity(events: total.events - (before[name]?.events ?? 0), flagged: total.flagged - (before[name]?.flagged ?? 0))
+                }
+                before = now
+                guard !activity.isEmpty else { continue }
+                if logSummaries {
+                    let events = activity.values.reduce(0) { $0 + $1.events }, flagged = activity.values.reduce(0) { $0 + $1.flagged }
+                    let perReference = activity.keys.sorted().map { "\($0): \(activity[$0]!.flagged)/\(activity[$0]!.events)" }.joined(separator: ", ")
+                    logger.info("scored", metadata: ["events": "\(events)", "flagged": "\(flagged)", "per_reference": "\(perReference)",
+                                                     "interval_s": "\(interval.components.seconds)"])
+                }
                 for (name, a) in activity { sinceAlarm[name, default: Self.alarmWindow] += a.events }
                 let due = activity.keys.filter { sinceAlarm[$0, default: 0] >= Self.alarmWindow }.sorted()
                 for alarm in await engine.flagRateAlarms(due, window: Self.alarmWindow, level: Self.alarmLevel) {

@@ -32,7 +32,7 @@ package final class Metrics: Sendable {
         var passTraces = Histogram(bounds: [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536])
         var errors: [String: Int] = [:]
         /// Events stored and flagged since the daemon started, per reference (counters: retention never lowers them).
-        var stored: [String: (events: Int, flagged: Int)] = [:]
+        var stored: [String: Activity] = [:]
     }
 
     /// Seconds buckets: 0.5 ms to 60 s.
@@ -62,11 +62,11 @@ package final class Metrics: Sendable {
 
     /// Scored traces of `reference` committed as events, `flagged` of them flagged.
     func stored(reference: String, events: Int, flagged: Int) {
-        state.withLockedValue { s in
-            let old = s.stored[reference] ?? (0, 0)
-            s.stored[reference] = (old.events + events, old.flagged + flagged)
-        }
+        state.withLockedValue { $0.stored[reference, default: Activity()].add(events: events, flagged: flagged) }
     }
+
+    /// Events stored and flagged per reference since the daemon started.
+    package var storedCounts: [String: Activity] { state.withLockedValue { $0.stored } }
 
     /// A group commit that took `seconds`.
     func commit(seconds: Double) {
@@ -118,5 +118,16 @@ package final class Metrics: Sendable {
     static func fileBytes(_ path: String) -> Double {
         var info = stat()
         return stat(path, &info) == 0 ? Double(info.st_size) : 0
+    }
+}
+
+/// Counts of events stored and flagged.
+package struct Activity: Sendable, Equatable {
+    package var events = 0
+    package var flagged = 0
+
+    mutating func add(events: Int, flagged: Int) {
+        self.events += events
+        self.flagged += flagged
     }
 }

@@ -24,8 +24,6 @@ final class ScoringStage: @unchecked Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
-    /// Events scored and flagged per reference since `takeActivity()` was last called.
-    private let activity = NIOLockedValueBox([String: Activity]())
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let logger: Logger
     private let metrics: Metrics
@@ -70,12 +68,9 @@ final class ScoringStage: @unchecked Sendable {
             for job in group {
                 let part = scored.rows(start..<start + job.batch.count)
                 start += job.batch.count
-                var flagged = 0
                 for j in 0..<part.count where part.flagged(j) {
-                    flagged += 1
                     logger.debug("flagged", metadata: ["reference": "\(job.reference.name)", "id": "\(job.batch.ids[j])", "p": "\(part.p(j))"])
                 }
-                activity.withLockedValue { $0[job.reference.name, default: Activity()].add(events: part.count, flagged: flagged) }
                 job.promise.succeed(part)
             }
         }
@@ -83,23 +78,4 @@ final class ScoringStage: @unchecked Sendable {
 
     /// Batches waiting for the next pass.
     var queued: Int { state.withLockedValue { $0.pending.count } }
-
-    /// Events scored and flagged per reference since the last call (a summary log line's contents).
-    func takeActivity() -> [String: Activity] {
-        activity.withLockedValue { current in
-            defer { current = [:] }
-            return current
-        }
-    }
-}
-
-/// Scored and flagged counts over an interval.
-package struct Activity: Sendable, Equatable {
-    package var events = 0
-    package var flagged = 0
-
-    mutating func add(events: Int, flagged: Int) {
-        self.events += events
-        self.flagged += flagged
-    }
 }
