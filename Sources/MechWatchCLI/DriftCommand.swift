@@ -37,7 +37,7 @@ struct Drift: AsyncParsableCommand {
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             let ago = { (seconds: Double) in formatter.string(from: Date().addingTimeInterval(-seconds)) }
-            let first = try s.recentEvents(of: record, limit: events)
+            let first = try s.recentEvents(of: record, limit: events, withTerms: true)
             return (record, [
                 ("last \(events) events", first),
                 ("last hour", try s.recentEvents(of: record, limit: Int.max, since: ago(3600))),

@@ -108,25 +108,24 @@ extension Store {
 }
 
 extension Store {
-    /// A window of a reference's most recent events: each one's flag and its terms' tail probabilities.
+    /// A window of a reference's most recent events: each one's flag and, if asked for, its terms' values.
     package struct EventWindow: Sendable {
         package var flags: [Bool] = []
-        /// `termP[i][j]`: term `j`'s tail probability in event `i` (terms in the reference's order).
-        package var termP: [[Double]] = []
         /// `termValues[i][j]`: term `j`'s value in event `i` (NaN where none: an output fallback).
         package var termValues: [[Double]] = []
         /// Each term's kind and subject.
         package var terms: [(kind: String, subject: String)] = []
     }
 
-    /// The at most `limit` newest events of `reference`, received at or after `since` (ISO-8601 UTC) if given.
-    package func recentEvents(of reference: ReferenceRecord, limit: Int, since: String? = nil) throws(StoreError) -> EventWindow {
-        let stmt = try db.prepare("""
-            SELECT e.id, e.flagged, t.term, t.kind, t.subject, t.p, t.value
-            FROM (SELECT id, flagged FROM events WHERE reference_id = ?1 AND received_at >= ?2 ORDER BY id DESC LIMIT ?3) e
-            LEFT JOIN event_terms t ON t.event_id = e.id
+    /// The at most `limit` newest events of `reference`, received at or after `since` (ISO-8601 UTC) if given;
+    /// their term values only `withTerms` (a flag count needs none).
+    package func recentEvents(of reference: ReferenceRecord, limit: Int, since: String? = nil, withTerms: Bool = false) throws(StoreError) -> EventWindow {
+        let recent = "SELECT id, flagged FROM events WHERE reference_id = ?1 AND received_at >= ?2 ORDER BY id DESC LIMIT ?3"
+        let stmt = try db.prepare(withTerms ? """
+            SELECT e.id, e.flagged, t.term, t.kind, t.subject, t.value
+            FROM (\(recent)) e LEFT JOIN event_terms t ON t.event_id = e.id
             ORDER BY e.id, t.term
-            """)
+            """ : recent)
         try stmt.bind(.integer(reference.id), .text(since ?? ""), .integer(Int64(limit)))
         var window = EventWindow()
         var current: Int64?
@@ -135,15 +134,13 @@ extension Store {
             if id != current {
                 current = id
                 window.flags.append(stmt.int(1) == 1)
-                window.termP.append([])
-                window.termValues.append([])
+                if withTerms { window.termValues.append([]) }
             }
-            guard !stmt.isNull(2) else { continue }
+            guard withTerms, !stmt.isNull(2) else { continue }
             let term = Int(stmt.int(2))
             if window.flags.count == 1 { window.terms.append((stmt.text(3), stmt.text(4))) }
-            if term == window.termP[window.termP.count - 1].count {
-                window.termP[window.termP.count - 1].append(stmt.double(5))
-                window.termValues[window.termValues.count - 1].append(stmt.isNull(6) ? .nan : stmt.double(6))
+            if term == window.termValues[window.termValues.count - 1].count {
+                window.termValues[window.termValues.count - 1].append(stmt.isNull(5) ? .nan : stmt.double(5))
             }
         }
         return window

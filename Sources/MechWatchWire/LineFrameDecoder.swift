@@ -89,12 +89,7 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
             }
             buffer.moveReaderIndex(to: newline + 1)
             discarding = nil
-            guard !mentions else {
-                failed = true
-                buffer.moveReaderIndex(to: buffer.writerIndex)
-                return Self.unframeableOversized(maximumLineLength)
-            }
-            return .oversized(limit: maximumLineLength)
+            return mentions ? fail(&buffer, Self.unframeableOversized(maximumLineLength)) : .oversized(limit: maximumLineLength)
         }
         let searchEnd = view.startIndex + min(view.count, maximumLineLength + 2)
         guard let newline = view[view.startIndex..<searchEnd].firstIndex(of: UInt8(ascii: "\n")) else {
@@ -113,12 +108,7 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
         guard end - view.startIndex <= maximumLineLength else {
             let mentions = Self.mentionsKey(Array(view[view.startIndex..<end]))
             buffer.moveReaderIndex(to: newline + 1)
-            guard !mentions else {
-                failed = true
-                buffer.moveReaderIndex(to: buffer.writerIndex)
-                return Self.unframeableOversized(maximumLineLength)
-            }
-            return .oversized(limit: maximumLineLength)
+            return mentions ? fail(&buffer, Self.unframeableOversized(maximumLineLength)) : .oversized(limit: maximumLineLength)
         }
         let line = Array(view[view.startIndex..<end])
         buffer.moveReaderIndex(to: newline + 1)
@@ -126,9 +116,7 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
         case nil:
             return .line(line)
         case .failure(let header)?:
-            failed = true
-            buffer.moveReaderIndex(to: buffer.writerIndex)
-            return .unframeable(reason: header.reason)
+            return fail(&buffer, .unframeable(reason: header.reason))
         case .success(let header)?:
             pending = (header, header.payloadBytes)
             return next(&buffer)
@@ -136,6 +124,13 @@ package struct LineFrameDecoder: ByteToMessageDecoder {
     }
 
     private static let key = Array(#""payload_bytes""#.utf8)
+
+    /// After `frame` (unframeable) the stream has no boundaries: nothing more is read.
+    private mutating func fail(_ buffer: inout ByteBuffer, _ frame: Frame) -> Frame {
+        failed = true
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return frame
+    }
 
     /// A header over the line limit: its payload's length was never read, so the stream cannot be followed.
     private static func unframeableOversized(_ limit: Int) -> Frame {
