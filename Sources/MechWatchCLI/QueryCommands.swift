@@ -4,6 +4,7 @@ import MechWatchStore
 
 extension OutputFormat: ExpressibleByArgument {}
 extension Scorer: ExpressibleByArgument {}
+extension SubspacePolicy.Mode: ExpressibleByArgument {}
 
 /// Opens the store for a query command, turning store errors into user-facing failures.
 func withStore<T>(_ options: StoreOptions, _ body: (Store) throws -> T) async throws -> T {

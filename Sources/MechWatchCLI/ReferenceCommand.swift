@@ -17,6 +17,7 @@ struct ReferenceCommand: AsyncParsableCommand {
         @Argument(help: "Reference name.") var name: String
         @Option(help: "Flagging level for this reference, in (0, 1). Default: the daemon's alpha.") var alpha: Double?
         @Option(help: "Statistic that flags: mechanism (default), mahalanobis or independence.") var scorer: Scorer?
+        @Option(help: "Model sites in principal subspaces: auto (sites at least subspace_min_width wide), full (none) or subspace (all). Default: the daemon's model.") var model: SubspacePolicy.Mode?
         @Option(help: "Keep this reference's unflagged events this many days, 0 for good. Default: the daemon's retention_days.") var retentionDays: Int?
         @Option(help: "Keep its flagged events this many days, 0 for good. Default: the daemon's retention_flagged_days.") var retentionFlaggedDays: Int?
         @Option(help: "Keep at most this many of its events, 0 for no cap. Default: the daemon's max_events.") var maxEvents: Int?
@@ -26,12 +27,19 @@ struct ReferenceCommand: AsyncParsableCommand {
             var request: [JSONValue.Member] = [.init("op", "finalize"), .init("reference", .string(name))]
             if let alpha { request.append(.init("alpha", .number(alpha))) }
             if let scorer { request.append(.init("scorer", .string(scorer.rawValue))) }
+            if let model { request.append(.init("model", .string(model.rawValue))) }
             if let retentionDays { request.append(.init("retention_days", .int(retentionDays))) }
             if let retentionFlaggedDays { request.append(.init("retention_flagged_days", .int(retentionFlaggedDays))) }
             if let maxEvents { request.append(.init("max_events", .int(maxEvents))) }
             let reply = try await call(client, .object(request))
             let scorer = reply["scorer"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "?"
-            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?"), scorer \(scorer), \(reply["terms"]?.jsonText ?? "?") terms")
+            print("finalized '\(name)': \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, alpha \(reply["alpha"]?.jsonText ?? "?"), scorer \(scorer), \(reply["terms"]?.jsonText ?? "?") terms, \(Self.describe(model: reply))")
+        }
+
+        /// `full-rank model`, or `subspace model (ranks h1 40/768, …)`.
+        static func describe(model reply: JSONValue) -> String {
+            guard case .string("subspace")? = reply["model"], case .object(let ranks)? = reply["ranks"] else { return "full-rank model" }
+            return "subspace model (ranks " + ranks.map { "\($0.key) \($0.value.jsonText)" }.joined(separator: ", ") + ")"
         }
     }
 

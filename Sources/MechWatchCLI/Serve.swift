@@ -20,6 +20,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections served at once (config: max_connections).") var maxConnections: Int?
     @Option(help: "Fit traces a reference keeps for its local terms, 0 for none (config: local_sample_size).") var localSampleSize: Int?
     @Option(help: "The local term's neighbour: distance to the K-th nearest sample trace (config: local_k).") var localK: Int?
+    @Option(help: "Which sites new references model in a principal subspace: auto (those at least --subspace-min-width wide), full (none) or subspace (all) (config: model).") var model: String?
+    @Option(help: "With --model auto, sites at least this wide get a principal subspace (config: subspace_min_width).") var subspaceMinWidth: Int?
+    @Option(help: "A subspace's rank is the smallest that holds this fraction of its site's variance (config: subspace_variance).") var subspaceVariance: Double?
+    @Option(help: "The largest rank of a principal subspace (config: subspace_max_rank).") var subspaceMaxRank: Int?
     @Option(help: "Wait for a locked database this long, in ms (config: busy_timeout_ms).") var busyTimeoutMs: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (config: log_level).") var logLevel: String?
     @Option(help: "Seconds between summaries of what was scored and flagged, 0 for none (config: log_summary_interval_s).") var logSummaryIntervalS: Int?
@@ -45,6 +49,10 @@ struct Serve: AsyncParsableCommand {
             if let maxConnections { try c.set("max_connections", .integer(maxConnections)) }
             if let localSampleSize { try c.set("local_sample_size", .integer(localSampleSize)) }
             if let localK { try c.set("local_k", .integer(localK)) }
+            if let model { try c.set("model", .string(model)) }
+            if let subspaceMinWidth { try c.set("subspace_min_width", .integer(subspaceMinWidth)) }
+            if let subspaceVariance { try c.set("subspace_variance", .double(subspaceVariance)) }
+            if let subspaceMaxRank { try c.set("subspace_max_rank", .integer(subspaceMaxRank)) }
             if let busyTimeoutMs { try c.set("busy_timeout_ms", .integer(busyTimeoutMs)) }
             if let logLevel { try c.set("log_level", .string(logLevel)) }
             if let logSummaryIntervalS { try c.set("log_summary_interval_s", .integer(logSummaryIntervalS)) }

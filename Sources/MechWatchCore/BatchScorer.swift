@@ -38,10 +38,13 @@ package struct BatchScorer: Sendable {
     /// Traces whitened per BLAS call (bounds the scratch memory: 4 × width × blockSize doubles per site in flight).
     package static let blockSize = 256
 
-    /// `localTerms`: the layout has a `local` term per site, which `LocalModel` fills in (left 0 here).
-    package init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], localTerms: Bool = false) throws(MathError) {
+    /// `localTerms`: the layout has a `local` term per site, which `LocalModel` fills in; `residualTerms`:
+    /// these sites have a `residual` term, which `ReferenceModel` fills in from its projection (both left 0 here).
+    package init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], localTerms: Bool = false,
+                 residualTerms: [String] = []) throws(MathError) {
         self.layout = layout
-        terms = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty, local: localTerms)
+        terms = TermLayout(sites: layout.sites.map(\.name), transitions: !transitions.isEmpty, outputs: !outputs.isEmpty, local: localTerms,
+                           residual: residualTerms)
         let offsets = layout.offsets
         var plans: [SitePlan] = []
         for (s, site) in sites.enumerated() {
@@ -236,9 +239,30 @@ package struct AccountBatch: Sendable, Equatable {
     mutating func setLocal(_ distances: [Double]) {
         let t = terms.terms.count
         guard let first = terms.terms.firstIndex(where: { $0.kind == .local }) else { return }
-        let spaces = t - first
+        let spaces = terms.terms.count { $0.kind == .local }
         for j in 0..<count {
             for s in 0..<spaces { termValues[j * t + first + s] = distances[j * spaces + s] }
+        }
+    }
+
+    /// Replaces the subspace-only terms of each projected site (site positions `positions`, in the order of
+    /// `projected`) with the full vector's: independence over every coordinate, joint = subspace joint +
+    /// residual, interaction = their difference, the residual term, and the residual's part of the
+    /// Mahalanobis distance. The dependence terms keep the subspace joint (the earlier site can only
+    /// explain the subspace).
+    mutating func setProjected(_ projected: [Projection.SiteTerms], positions: [Int]) {
+        let t = terms.terms.count
+        guard let first = terms.terms.firstIndex(where: { $0.kind == .residual }) else { return }
+        for (k, s) in positions.enumerated() {
+            let site = projected[k]
+            for j in 0..<count {
+                let row = j * t
+                termValues[row + 3 * s] = site.independence[j]
+                termValues[row + 3 * s + 1] += site.residual[j]
+                termValues[row + 3 * s + 2] = termValues[row + 3 * s] - termValues[row + 3 * s + 1]
+                termValues[row + first + k] = site.residual[j]
+                mahalanobis[j * siteCount + s] += site.residualMahalanobis[j]
+            }
         }
     }
 
@@ -268,9 +292,11 @@ package struct AccountBatch: Sendable, Equatable {
             SiteScore(mahalanobis: mahalanobis[j * siteCount + s], jointSurprise: row[3 * s + 1], independenceSurprise: row[3 * s])
         }
         let transitions = terms.terms.indices.filter { terms.terms[$0].kind == .transition }.map { row[$0] }
+        let dependence = terms.terms.indices.filter { terms.terms[$0].kind == .dependence }.map { row[$0] }
         let outputs = terms.terms.indices.filter { terms.terms[$0].kind == .output }.map { row[$0].isNaN ? nil : row[$0] }
         let local = terms.terms.indices.filter { terms.terms[$0].kind == .local }.map { row[$0] }
-        return SurpriseAccount(sites: sites, transitions: transitions, outputs: outputs, local: local)
+        let residual = terms.terms.indices.filter { terms.terms[$0].kind == .residual }.map { row[$0] }
+        return SurpriseAccount(sites: sites, transitions: transitions, dependence: dependence, outputs: outputs, local: local, residual: residual)
     }
 }
 

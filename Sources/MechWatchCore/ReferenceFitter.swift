@@ -5,9 +5,18 @@ import Dispatch
 /// Each trace either joins the fitting moments or is held out for calibration, decided by
 /// `CalibrationSplit` from its id alone, so the split does not depend on arrival order. Only the
 /// moments are held in memory; the caller keeps the held-out traces (the store does).
+///
+/// A fitter that `collectsSubspaces` keeps only each site's `WideMoments` (float32, no cross or output
+/// moments): enough to estimate the principal subspaces (`projection`), after which the subspace model is
+/// fitted by a second fitter from the stored fit traces, projected.
 package struct ReferenceFitter: Sendable {
     package let layout: SiteLayout
     package let split: CalibrationSplit
+    /// Whether this fitter keeps `wide` moments only (for a subspace reference).
+    package let collectsSubspaces: Bool
+    /// Per site, the float32 moments a principal subspace is estimated from (subspace collection only).
+    package private(set) var wide: [WideMoments]
+    private var wideScratch: [[Float]]
     package private(set) var moments: [RunningMoments]
     /// Cross moments of each consecutive pair of sites.
     package private(set) var crosses: [CrossMoments]
@@ -23,20 +32,32 @@ package struct ReferenceFitter: Sendable {
     /// Buffers reused by block-wise adds (allocated by the first).
     private var blocks: [CentredBlock] = []
 
-    package init(layout: SiteLayout, split: CalibrationSplit) {
+    package init(layout: SiteLayout, split: CalibrationSplit, collectsSubspaces: Bool = false) {
         self.layout = layout
         self.split = split
-        moments = layout.sites.map { RunningMoments(width: $0.width) }
-        crosses = zip(layout.sites, layout.sites.dropFirst()).map { CrossMoments(widthX: $0.width, widthY: $1.width) }
-        labelled = layout.sites.map { OutputMoments(width: $0.width) }
+        self.collectsSubspaces = collectsSubspaces
+        if collectsSubspaces {
+            wide = layout.sites.map { WideMoments(width: $0.width) }
+            wideScratch = layout.sites.map { _ in [] }
+            moments = []
+            crosses = []
+            labelled = []
+        } else {
+            wide = []
+            wideScratch = []
+            moments = layout.sites.map { RunningMoments(width: $0.width) }
+            crosses = zip(layout.sites, layout.sites.dropFirst()).map { CrossMoments(widthX: $0.width, widthY: $1.width) }
+            labelled = layout.sites.map { OutputMoments(width: $0.width) }
+        }
     }
 
     /// Number of traces in the fitting moments.
-    package var fitCount: Int { moments.first?.count ?? 0 }
+    package var fitCount: Int { collectsSubspaces ? (wide.first?.count ?? 0) : (moments.first?.count ?? 0) }
 
     /// Adds a trace to the moments, or counts it as held out; returns whether it was held out.
     @discardableResult
     package mutating func add(_ trace: Trace) -> Bool {
+        if collectsSubspaces { return add(TraceBatch(layout: layout, traces: [trace]))[0] }
         if split.holdsOut(trace.id) {
             calibrationCount += 1
             return true
@@ -71,6 +92,15 @@ package struct ReferenceFitter: Sendable {
     package static let blockRows = 256
 
     private mutating func add(_ batch: TraceBatch, rows: [Int]) {
+        if collectsSubspaces {
+            wide.withUnsafeMutableBufferPointer { w in
+                wideScratch.withUnsafeMutableBufferPointer { b in
+                    nonisolated(unsafe) let wide = w, scratch = b
+                    DispatchQueue.concurrentPerform(iterations: wide.count) { s in wide[s].add(batch, site: s, rows: rows, scratch: &scratch[s]) }
+                }
+            }
+            return
+        }
         let labelledRows = rows.filter { batch.outputs[$0] != nil }
         let labels = labelledRows.map { batch.outputs[$0]! }
         if labelledRows.count < rows.count { stopDerivingWithinOutput() }
@@ -110,8 +140,13 @@ package struct ReferenceFitter: Sendable {
     /// Estimates the site models, scores the held-out traces and returns the calibrated reference. With a
     /// `sample` of fit traces (never calibration traces; float32 rows of the layout's total width), the
     /// reference gains local terms (`LocalModel`).
+    ///
+    /// With a `projection` this fitter's layout is the projection's `innerLayout` (it was given the fit
+    /// traces projected), the `calibration` traces follow the projection's own layout, and so does the model.
     package func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism, sample: [[Float]] = [],
-                         localK: Int = LocalModel.defaultK) throws(FitError) -> ReferenceModel {
+                         localK: Int = LocalModel.defaultK, projection: Projection? = nil) throws(FitError) -> ReferenceModel {
+        precondition(!collectsSubspaces, "a subspace collection is finalized through its projection")
+        precondition(projection.map { $0.innerLayout == layout } ?? true)
         guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
         guard !calibration.isEmpty else { throw .tooFewCalibrationTraces(have: 0, alpha: alpha) }
         guard 1 / Double(calibration.count + 1) <= alpha else {
@@ -143,14 +178,77 @@ package struct ReferenceFitter: Sendable {
             }
         }
         let draft: ReferenceModel
+        let traceLayout = projection?.layout ?? layout
         do {
-            draft = try ReferenceModel(layout: layout, sites: sites, transitions: transitions, outputs: outputs, local: local,
-                                       calibration: .empty, alpha: alpha, scorer: scorer)
+            draft = try ReferenceModel(layout: traceLayout, sites: sites, transitions: transitions, outputs: outputs, local: local,
+                                       projection: projection, calibration: .empty, alpha: alpha, scorer: scorer)
         } catch { throw .numerical(site: "whitening", error) }
         // With local terms the mechanism scorer combines families; without, Fisher over every term as before.
         let combination: Combination = local == nil ? .fisher : .families
-        return draft.calibrated(Calibration(accounts: draft.accounts(TraceBatch(layout: layout, traces: calibration)), combination: combination))
+        return draft.calibrated(Calibration(accounts: draft.accounts(TraceBatch(layout: traceLayout, traces: calibration)), combination: combination))
     }
+
+    /// Each site's principal subspace, or nil for a site `policy` keeps at full rank, estimated from the
+    /// wide moments of a subspace collection or the full moments of a full one. The sites are estimated
+    /// in parallel, each from a Float64 copy of its covariance.
+    package func projection(policy: SubspacePolicy) throws(FitError) -> Projection {
+        guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
+        var results = [Result<SiteProjection?, MathError>](repeating: .success(nil), count: layout.sites.count)
+        results.withUnsafeMutableBufferPointer { r in
+            nonisolated(unsafe) let out = r
+            DispatchQueue.concurrentPerform(iterations: layout.sites.count) { s in
+                let site = layout.sites[s]
+                guard policy.projects(width: site.width) else { return }
+                let (mean, covariance, variances) = collectsSubspaces
+                    ? (wide[s].mean, wide[s].covariance(), wide[s].variances())
+                    : (moments[s].mean, moments[s].covariance(), moments[s].variances())
+                do throws(MathError) {
+                    out[s] = .success(try SiteProjection(name: site.name, mean: mean, covariance: covariance, variances: variances,
+                                                         fraction: policy.fraction, maxRank: policy.maxRank))
+                } catch {
+                    out[s] = .failure(error)
+                }
+            }
+        }
+        var sites: [SiteProjection?] = []
+        for (s, result) in results.enumerated() {
+            switch result {
+            case .success(let p): sites.append(p)
+            case .failure(let error): throw .numerical(site: layout.sites[s].name, error)
+            }
+        }
+        return Projection(layout: layout, sites: sites)
+    }
+}
+
+/// Which sites a reference models in a principal subspace, and how the subspace's rank is chosen.
+package struct SubspacePolicy: Sendable, Equatable {
+    /// `auto`: the sites at least `minimumWidth` wide; `full`: none; `subspace`: every site.
+    package enum Mode: String, Sendable, CaseIterable, Codable {
+        case auto, full, subspace
+    }
+
+    package var mode: Mode
+    package var minimumWidth: Int
+    /// The fraction of a site's variance its subspace must hold (the rank is the smallest that does) ...
+    package var fraction: Double
+    /// ... up to this rank.
+    package var maxRank: Int
+
+    package init(mode: Mode = .auto, minimumWidth: Int = 512, fraction: Double = 0.95, maxRank: Int = 128) {
+        self.mode = mode
+        self.minimumWidth = minimumWidth
+        self.fraction = fraction
+        self.maxRank = maxRank
+    }
+
+    /// Whether a site of this width gets a principal subspace (a site must be at least 2 wide).
+    package func projects(width: Int) -> Bool {
+        width >= 2 && (mode == .subspace || (mode == .auto && width >= minimumWidth))
+    }
+
+    /// Whether a reference of this layout gets any principal subspace.
+    package func projects(_ layout: SiteLayout) -> Bool { layout.sites.contains { projects(width: $0.width) } }
 }
 
 /// Why a reference could not be finalized.

@@ -8,15 +8,32 @@
 /// their whitened copy (3·d_x·d_y) and the conditional covariance, factor and inverse factor (3·d_y²).
 /// A sample of S fit traces for the local terms: while finalizing, the traces themselves and their
 /// subspace coordinates, both float32 (at most 8 bytes × S × total width).
+///
+/// A reference whose sites `subspaces` projects (`SubspacePolicy`): the float32 co-moment of every site
+/// (4d² bytes) while collecting; while estimating the subspaces, two sites at a time each hold a Float64
+/// covariance and its working copy (2 × 16 d² bytes); then the model in the subspaces, as above with
+/// each projected site `min(maxRank, d − 1)` wide, plus its basis (4 d r bytes) and mean and variances.
 package struct ReferenceFootprint: Sendable, Equatable {
     /// Estimated peak bytes.
     package let bytes: Double
 
-    package init(layout: SiteLayout, sampleSize: Int = 0) {
+    package init(layout: SiteLayout, sampleSize: Int = 0, subspaces: SubspacePolicy = SubspacePolicy(mode: .full)) {
+        guard subspaces.projects(layout) else {
+            bytes = Self.fullRank(widths: layout.sites.map { Double($0.width) }, sampleSize: sampleSize)
+            return
+        }
         let widths = layout.sites.map { Double($0.width) }
+        let ranks = layout.sites.map { subspaces.projects(width: $0.width) ? Double(min(subspaces.maxRank, $0.width - 1)) : Double($0.width) }
+        let collecting = widths.reduce(0) { $0 + 4 * $1 * $1 }
+        let estimating = widths.sorted().suffix(2).reduce(0) { $0 + 32 * $1 * $1 }
+        let bases = zip(widths, ranks).reduce(0) { $0 + ($1.0 == $1.1 ? 0 : 4 * $1.0 * $1.1 + 24 * $1.0) }
+        bytes = collecting + estimating + bases + Self.fullRank(widths: ranks, sampleSize: sampleSize)
+    }
+
+    private static func fullRank(widths: [Double], sampleSize: Int) -> Double {
         var doubles = widths.reduce(0) { $0 + 10 * $1 * $1 + 16 * $1 }
         for (x, y) in zip(widths, widths.dropFirst()) { doubles += 3 * x * y + 3 * y * y }
-        bytes = 8 * doubles + 8 * Double(sampleSize) * Double(layout.totalWidth)
+        return 8 * doubles + 8 * Double(sampleSize) * widths.reduce(0, +)
     }
 
     /// `bytes` in a unit a person reads (`1.9 GiB`).

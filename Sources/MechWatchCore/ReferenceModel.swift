@@ -1,7 +1,16 @@
 /// A finalized reference: per-site, per-transition and per-output models, the calibration of every
 /// statistic, the scorer whose p-value decides flags, and the flagging level.
+///
+/// With a `projection`, sites are modelled in their principal subspaces: `sites`, `transitions`,
+/// `outputs` and `local` follow `modelLayout` (a projected site is its rank wide), and the projection adds
+/// what only the full vectors have (the residual terms, independence over every coordinate).
 package struct ReferenceModel: Sendable {
+    /// The traces' layout.
     package let layout: SiteLayout
+    /// Each site's principal subspace (or full rank); nil for a full-rank reference.
+    package let projection: Projection?
+    /// The layout the site, transition, output and local models follow: `layout`, or its projection's.
+    package var modelLayout: SiteLayout { projection?.innerLayout ?? layout }
     package let sites: [SiteModel]
     /// One per consecutive pair of sites, in site order (none for a reference fitted before transitions
     /// were estimated).
@@ -17,9 +26,11 @@ package struct ReferenceModel: Sendable {
     package let scorer: Scorer
 
     package init(layout: SiteLayout, sites: [SiteModel], transitions: [TransitionModel], outputs: [OutputModel], local: LocalModel? = nil,
-                calibration: Calibration, alpha: Double, scorer: Scorer) throws(MathError) {
+                projection: Projection? = nil, calibration: Calibration, alpha: Double, scorer: Scorer) throws(MathError) {
         precondition(layout.sites.count == sites.count && (transitions.isEmpty || transitions.count == sites.count - 1))
+        precondition(projection.map { $0.layout == layout } ?? true, "projection of another layout")
         self.layout = layout
+        self.projection = projection
         self.sites = sites
         self.transitions = transitions
         self.outputs = outputs
@@ -27,7 +38,8 @@ package struct ReferenceModel: Sendable {
         self.calibration = calibration
         self.alpha = alpha
         self.scorer = scorer
-        batchScorer = try BatchScorer(layout: layout, sites: sites, transitions: transitions, outputs: outputs, localTerms: local != nil)
+        batchScorer = try BatchScorer(layout: projection?.innerLayout ?? layout, sites: sites, transitions: transitions, outputs: outputs,
+                                      localTerms: local != nil, residualTerms: projection?.projectedSites ?? [])
     }
 
     /// The same model with another calibration (the whitening is not recomputed).
@@ -45,8 +57,15 @@ package struct ReferenceModel: Sendable {
 
     /// Every term of every trace's surprise account (uncalibrated): the Gaussian terms, then the local ones.
     package func accounts(_ batch: TraceBatch) -> AccountBatch {
-        var accounts = batchScorer.accounts(batch)
-        if let local { accounts.setLocal(local.distances(batch)) }
+        guard let projection else {
+            var accounts = batchScorer.accounts(batch)
+            if let local { accounts.setLocal(local.distances(batch)) }
+            return accounts
+        }
+        let (inner, projected) = projection.project(batch)
+        var accounts = batchScorer.accounts(inner)
+        if let local { accounts.setLocal(local.distances(inner)) }
+        accounts.setProjected(projected, positions: projection.sites.indices.filter { projection.sites[$0] != nil })
         return accounts
     }
 
@@ -71,7 +90,8 @@ package struct ReferenceModel: Sendable {
         let transitionBytes = transitions.reduce(0) { $0 + 8 * ($1.coefficients.count + 2 * $1.conditionalCovariance.count) }
         let outputBytes = outputs.reduce(0) { $0 + 8 * (2 * $1.covariance.count + $1.means.values.reduce(0) { $0 + $1.count }) }
         let calibrationBytes = 8 * calibration.termValues.reduce(0) { $0 + 2 * $1.count }
-        return sitesBytes + transitionBytes + outputBytes + calibrationBytes + batchScorer.byteCount + (local?.byteCount ?? 0)
+        let projectionBytes = projection?.sites.reduce(0) { $0 + ($1.map { 4 * $0.basis.count + 16 * $0.width } ?? 0) } ?? 0
+        return sitesBytes + transitionBytes + outputBytes + calibrationBytes + batchScorer.byteCount + (local?.byteCount ?? 0) + projectionBytes
     }
 }
 
@@ -124,12 +144,23 @@ package struct SurpriseAccount: Sendable, Equatable {
 
     /// Distance to the K-th nearest sample trace per site; empty for a reference without a sample.
     package var local: [Double]
+    /// Residual surprise per projected site (`SiteProjection`); empty for a full-rank reference.
+    package var residual: [Double]
 
-    package init(sites: [SiteScore], transitions: [Double] = [], outputs: [Double?] = [], local: [Double] = []) {
+    /// Nats the earlier site explains about each later one: the later site's joint surprise in the subspace
+    /// the transition predicts (its whole joint surprise for a full-rank site) − the transition surprise.
+    package var explainedDependence: [Double]
+
+    /// `dependence`: the explained nats, when the later sites' joint surprise is not the one the
+    /// transitions predict (projected sites); by default `joint − transition`.
+    package init(sites: [SiteScore], transitions: [Double] = [], dependence: [Double]? = nil, outputs: [Double?] = [], local: [Double] = [],
+                 residual: [Double] = []) {
         self.sites = sites
         self.transitions = transitions
         self.outputs = outputs
         self.local = local
+        self.residual = residual
+        explainedDependence = dependence ?? transitions.indices.map { sites[$0 + 1].jointSurprise - transitions[$0] }
     }
 
     /// The Mahalanobis statistic: Σ over sites of the squared Mahalanobis distance.
@@ -138,8 +169,6 @@ package struct SurpriseAccount: Sendable, Equatable {
     /// The independence statistic: Σ over sites of the mean-field surprise.
     package var independenceSurprise: Double { sites.reduce(0) { $0 + $1.independenceSurprise } }
 
-    /// Nats the earlier site explains about each later one: joint surprise − transition surprise.
-    package var explainedDependence: [Double] { transitions.indices.map { sites[$0 + 1].jointSurprise - transitions[$0] } }
 
     /// Whether any site fell back to the unconditional estimate for lack of a known output.
     package var outputFallback: Bool { outputs.contains { $0 == nil } }
@@ -151,6 +180,7 @@ package struct SurpriseAccount: Sendable, Equatable {
         for (t, d) in zip(transitions, explainedDependence) { v += [t, d] }
         v += outputs.map { $0 ?? .nan }
         v += local
+        v += residual
         return v
     }
 }

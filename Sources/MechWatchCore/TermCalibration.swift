@@ -7,7 +7,7 @@ package enum Combination: String, Sendable, CaseIterable, Codable {
     /// Fisher's method over every term (references finalized before version 0.2).
     case fisher
     /// Fisher's method within each family — the Gaussian site terms (independence, joint, interaction,
-    /// output) and the local terms — each family's statistic calibrated to a tail probability, then
+    /// output, residual) and the local terms — each family's statistic calibrated to a tail probability, then
     /// Fisher's method across the families. A strong family is diluted by one other family, not by every
     /// weak term; transition and dependence terms are reported but not combined (they cost power on
     /// the evaluation sets, README). Chosen by the worst case across the evaluation sets.
@@ -77,7 +77,7 @@ package struct TermCalibration: Sendable, Equatable {
 
     /// The families' term positions: the Gaussian site terms, then the local terms (empty families dropped).
     static func families(of layout: TermLayout) -> [[Int]] {
-        let gaussian: Set<TermLayout.Kind> = [.independence, .joint, .interaction, .output]
+        let gaussian: Set<TermLayout.Kind> = [.independence, .joint, .interaction, .output, .residual]
         return [layout.terms.indices.filter { gaussian.contains(layout.terms[$0].kind) },
                 layout.terms.indices.filter { layout.terms[$0].kind == .local }].filter { !$0.isEmpty }
     }

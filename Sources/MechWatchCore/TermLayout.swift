@@ -6,11 +6,14 @@
 /// − transition: nats the earlier site explains; anomalous when low). Per site, when the reference saw
 /// outputs: `output` (surprise under the output-conditioned estimate). Per site, when the reference keeps
 /// a sample of fit traces: `local` (distance to the K-th nearest of them, `LocalModel`), and one more `local`
-/// term over all sites together (subject `*`).
+/// term over all sites together (subject `*`). Per site a principal subspace stands for (`SiteProjection`):
+/// `residual` (surprise of the part of the vector outside the subspace); for such a site `independence`
+/// covers all its coordinates while `joint` is the subspace's surprise plus the residual's, and the
+/// transition, output and local terms live in the subspace.
 package struct TermLayout: Sendable, Equatable {
     /// What a term measures.
     package enum Kind: String, Sendable, Codable {
-        case independence, joint, interaction, transition, dependence, output, local
+        case independence, joint, interaction, transition, dependence, output, local, residual
         /// Whether small values are the anomalous ones (explained nats).
         package var lowerTail: Bool { self == .interaction || self == .dependence }
     }
@@ -24,7 +27,7 @@ package struct TermLayout: Sendable, Equatable {
 
     package let terms: [Term]
 
-    package init(sites: [String], transitions: Bool = true, outputs: Bool, local: Bool = false) {
+    package init(sites: [String], transitions: Bool = true, outputs: Bool, local: Bool = false, residual: [String] = []) {
         var terms: [Term] = []
         for s in sites {
             terms += [Term(kind: .independence, site: s), Term(kind: .joint, site: s), Term(kind: .interaction, site: s)]
@@ -34,6 +37,7 @@ package struct TermLayout: Sendable, Equatable {
         }
         if outputs { terms += sites.map { Term(kind: .output, site: $0) } }
         if local { terms += (sites + ["*"]).map { Term(kind: .local, site: $0) } }
+        terms += residual.map { Term(kind: .residual, site: $0) }
         self.terms = terms
     }
 }

@@ -28,6 +28,9 @@ package struct Configuration: Sendable, Equatable {
     package var localSampleSize: Int = 5_000
     /// The local term is the distance to the K-th nearest sample trace.
     package var localK: Int = LocalModel.defaultK
+    /// Which sites new references model in a principal subspace, and the subspaces' ranks
+    /// (`model`, `subspace_min_width`, `subspace_variance`, `subspace_max_rank`).
+    package var subspaces = SubspacePolicy()
     /// systemd's notification socket (`$NOTIFY_SOCKET`, set for a `Type=notify` unit; not a config key).
     package var notifySocket: String? = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"]
     /// Connections served at once; one more is answered `too_many_connections` and closed.
@@ -77,6 +80,10 @@ package struct Configuration: Sendable, Equatable {
         ("max_connections", "an integer from 1 to 65536"),
         ("local_sample_size", "an integer from 0 to 1000000"),
         ("local_k", "an integer from 1 to 100"),
+        ("model", "auto, full or subspace"),
+        ("subspace_min_width", "an integer from 2 to 1048576"),
+        ("subspace_variance", "a number greater than 0, at most 1"),
+        ("subspace_max_rank", "an integer from 1 to 65536"),
         ("busy_timeout_ms", "an integer from 0 to 600000"),
         ("log_level", Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")),
         ("log_summary_interval_s", "an integer from 0 (no summaries) to 86400"),
@@ -123,6 +130,18 @@ package struct Configuration: Sendable, Equatable {
         case "local_k":
             guard case .integer(let n) = value, (1...100).contains(n) else { throw invalid() }
             localK = n
+        case "model":
+            guard case .string(let name) = value, let mode = SubspacePolicy.Mode(rawValue: name) else { throw invalid() }
+            subspaces.mode = mode
+        case "subspace_min_width":
+            guard case .integer(let n) = value, (2...(1 << 20)).contains(n) else { throw invalid() }
+            subspaces.minimumWidth = n
+        case "subspace_variance":
+            guard let d = value.number, d > 0, d <= 1 else { throw invalid() }
+            subspaces.fraction = d
+        case "subspace_max_rank":
+            guard case .integer(let n) = value, (1...65_536).contains(n) else { throw invalid() }
+            subspaces.maxRank = n
         case "max_connections":
             guard case .integer(let n) = value, (1...65_536).contains(n) else { throw invalid() }
             maxConnections = n

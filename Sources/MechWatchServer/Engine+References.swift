@@ -10,8 +10,10 @@ import NIOCore
 extension Engine {
     /// A stored reference as loaded at start-up, or `unavailable` (logged) if it is beyond the memory
     /// budget left after the references loaded before it, or cannot be read.
-    static func load(_ record: ReferenceRecord, from store: Store, budget: Double, sampleSize: Int, used: inout Double, logger: Logger) -> Loaded {
-        let need = ReferenceFootprint(layout: record.layout, sampleSize: sampleSize).bytes
+    static func load(_ record: ReferenceRecord, from store: Store, budget: Double, sampleSize: Int, subspaces: SubspacePolicy,
+                     used: inout Double, logger: Logger) -> Loaded {
+        func policy(_ record: ReferenceRecord) -> SubspacePolicy { Self.policy(of: record, configured: subspaces) }
+        let need = ReferenceFootprint(layout: record.layout, sampleSize: sampleSize, subspaces: policy(record)).bytes
         let loaded: Loaded
         if used + need > budget {
             loaded = .unavailable(record, reason: "it needs about \(ReferenceFootprint.describe(need)) of memory (\(describe(record.layout))), and with the \(ReferenceFootprint.describe(used)) of the references loaded before it that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); raise max_reference_bytes and restart, or delete it")
@@ -34,9 +36,19 @@ extension Engine {
         return loaded
     }
 
-    /// The moments of a collecting reference's stored fit traces.
-    static func replay(_ record: ReferenceRecord, from store: Store, logger: Logger) throws -> ReferenceFitter {
-        var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction))
+    /// The subspace policy a stored reference's memory is estimated with: the configured one, projecting
+    /// at least what `auto` would for a subspace reference, and nothing for a full-rank one.
+    static func policy(of record: ReferenceRecord, configured: SubspacePolicy) -> SubspacePolicy {
+        var policy = configured
+        policy.mode = record.model == .full ? .full : (configured.mode == .subspace ? .subspace : .auto)
+        return policy
+    }
+
+    /// The moments of a collecting reference's stored fit traces (the moments its `model` collects, or
+    /// full-rank ones when `subspaces` is false).
+    static func replay(_ record: ReferenceRecord, from store: Store, logger: Logger, subspaces: Bool? = nil) throws -> ReferenceFitter {
+        var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction),
+                                     collectsSubspaces: subspaces ?? (record.model == .subspace))
         var traces: [Trace] = []
         let skipped = try store.forEachFitTrace(of: record, heldOut: false) { trace in
             traces.append(trace)
@@ -59,7 +71,8 @@ extension Engine {
     var footprint: Double {
         references.values.reduce(0) { total, loaded in
             if case .unavailable = loaded { return total }
-            return total + ReferenceFootprint(layout: loaded.record.layout, sampleSize: configuration.localSampleSize).bytes
+            return total + ReferenceFootprint(layout: loaded.record.layout, sampleSize: configuration.localSampleSize,
+                                              subspaces: Self.policy(of: loaded.record, configured: configuration.subspaces)).bytes
         }
     }
 
@@ -76,17 +89,21 @@ extension Engine {
         case .collecting(let record, _)?:
             return record
         case nil:
-            let need = ReferenceFootprint(layout: layout, sampleSize: configuration.localSampleSize).bytes, used = footprint, budget = Double(configuration.maxReferenceBytes)
+            let subspace = configuration.subspaces.projects(layout)
+            let need = ReferenceFootprint(layout: layout, sampleSize: configuration.localSampleSize, subspaces: configuration.subspaces).bytes
+            let used = footprint, budget = Double(configuration.maxReferenceBytes)
             guard used + need <= budget else {
                 throw ProtocolError(.referenceTooLarge, "layout: a reference with \(Self.describe(layout)) needs about \(ReferenceFootprint.describe(need)) of memory at its peak, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); monitor fewer or narrower sites, delete a reference, or raise max_reference_bytes")
             }
             let record = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: configuration.alpha,
                                          calibrationFraction: configuration.calibrationFraction, layout: layout,
-                                         createdAt: ISO8601DateFormatter().string(from: Date()))
+                                         createdAt: ISO8601DateFormatter().string(from: Date()), model: subspace ? .subspace : .full)
             nextReferenceID += 1
             // If this write fails, the fit writes queued after it fail too (their reference row is missing).
-            _ = writer.submit(.createReference(id: record.id, name: name, layout: layout, alpha: record.alpha, calibrationFraction: record.calibrationFraction))
-            references[name] = .collecting(record, ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: record.calibrationFraction)))
+            _ = writer.submit(.createReference(id: record.id, name: name, layout: layout, alpha: record.alpha, calibrationFraction: record.calibrationFraction,
+                                               model: record.model))
+            references[name] = .collecting(record, ReferenceFitter(layout: layout, split: CalibrationSplit(fraction: record.calibrationFraction),
+                                                                   collectsSubspaces: subspace))
             logger.info("created reference", metadata: ["reference": "\(name)", "sites": "\(layout.sites.map { "\($0.name):\($0.width)" })"])
             return record
         }
@@ -145,7 +162,7 @@ extension Engine {
 
     /// Estimates and calibrates `name` from every trace acknowledged before this request, stores the model
     /// and makes the reference active.
-    func finalize(_ name: String, alpha: Double?, scorer: Scorer, retention: RetentionPolicy.Overrides, id: String?) async -> Reply {
+    func finalize(_ name: String, alpha: Double?, scorer: Scorer, model: SubspacePolicy.Mode?, retention: RetentionPolicy.Overrides, id: String?) async -> Reply {
         guard case .collecting(let record, let fitter)? = references[name] else {
             let error = switch references[name] {
             case nil: unknown(name)
@@ -158,7 +175,10 @@ extension Engine {
         references[name] = .finalizing(record)
         defer { FreedMemory.returnNow() }
         do {
-            let (active, model, fitCount, calibrationCount) = try await finalizing(record, fitter, alpha: alpha ?? record.alpha, scorer: scorer, retention: retention)
+            var policy = configuration.subspaces
+            if let model { policy.mode = model }
+            let (active, model, fitCount, calibrationCount) = try await finalizing(record, fitter, alpha: alpha ?? record.alpha, scorer: scorer,
+                                                                                   subspaces: policy, retention: retention)
             if case .finalizing(let current)? = references[name], current.id == record.id {
                 references[name] = .active(active, model)
             }
@@ -173,7 +193,7 @@ extension Engine {
         }
     }
 
-    private func finalizing(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double, scorer: Scorer,
+    private func finalizing(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double, scorer: Scorer, subspaces: SubspacePolicy,
                             retention: RetentionPolicy.Overrides) async throws(ProtocolError) -> (ReferenceRecord, ReferenceModel, Int, Int) {
         let name = record.name
         // Every trace acknowledged before this request is committed once this barrier is.
@@ -194,20 +214,72 @@ extension Engine {
         } catch {
             throw storeFailure(error)
         }
-        var sample = ReservoirSample<[Float]>(capacity: configuration.localSampleSize, seed: UInt64(record.id))
-        if configuration.localSampleSize > 0 {
-            do { try store.forEachFitVector(of: record, heldOut: false) { sample.add($0) } } catch { throw storeFailure(error) }
-        }
-        let model: ReferenceModel
-        do { model = try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK) } catch {
-            throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
-        }
-        do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample.items, retention: retention)).get() } catch {
+        let (model, sample) = subspaces.projects(record.layout)
+            ? try fitSubspaces(record, fitter, policy: subspaces, calibration: calibration, alpha: alpha, scorer: scorer)
+            : try fitFullRank(record, fitter, calibration: calibration, alpha: alpha, scorer: scorer)
+        do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample, retention: retention)).get() } catch {
             throw storeFailure(error)
         }
         guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }
         return (active, model, fitter.fitCount, calibration.count)
+    }
+
+    /// The full-rank model and its local sample (raw fit traces). A reference that collected subspace
+    /// moments is first replayed into full moments, if they fit in the memory budget.
+    private func fitFullRank(_ record: ReferenceRecord, _ fitter: ReferenceFitter, calibration: [Trace], alpha: Double,
+                             scorer: Scorer) throws(ProtocolError) -> (ReferenceModel, [[Float]]) {
+        var fitter = fitter
+        if fitter.collectsSubspaces {
+            let need = ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize).bytes
+            let others = footprint - ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize,
+                                                        subspaces: Self.policy(of: record, configured: configuration.subspaces)).bytes
+            guard others + need <= Double(configuration.maxReferenceBytes) else {
+                throw ProtocolError(.referenceTooLarge, "model: a full-rank model of '\(record.name)' (\(Self.describe(record.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, beyond max_reference_bytes (\(ReferenceFootprint.describe(Double(configuration.maxReferenceBytes)))) with the other references; finalize with model subspace or auto")
+            }
+            do { fitter = try Self.replay(record, from: store, logger: logger, subspaces: false) } catch { throw storeFailure(error) }
+        }
+        var sample = ReservoirSample<[Float]>(capacity: configuration.localSampleSize, seed: UInt64(record.id))
+        if configuration.localSampleSize > 0 {
+            do { try store.forEachFitVector(of: record, heldOut: false) { sample.add($0) } } catch { throw storeFailure(error) }
+        }
+        do {
+            return (try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK), sample.items)
+        } catch {
+            throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
+        }
+    }
+
+    /// The subspace model and its local sample (fit traces' subspace coordinates): the subspaces from the
+    /// collected moments, then the model in them from the stored fit traces, projected a block at a time.
+    private func fitSubspaces(_ record: ReferenceRecord, _ fitter: ReferenceFitter, policy: SubspacePolicy, calibration: [Trace],
+                              alpha: Double, scorer: Scorer) throws(ProtocolError) -> (ReferenceModel, [[Float]]) {
+        let projection: Projection
+        do { projection = try fitter.projection(policy: policy) } catch { throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)") }
+        var inner = ReferenceFitter(layout: projection.innerLayout, split: fitter.split)
+        var sample = ReservoirSample<[Float]>(capacity: configuration.localSampleSize, seed: UInt64(record.id))
+        var traces: [Trace] = []
+        let keepSample = configuration.localSampleSize > 0, width = projection.innerLayout.totalWidth
+        func flush() {
+            guard !traces.isEmpty else { return }
+            let (batch, _) = projection.project(TraceBatch(layout: record.layout, traces: traces))
+            inner.add(batch)
+            if keepSample { for j in 0..<batch.count { sample.add(batch.values[j * width..<(j + 1) * width].map { Float($0) }) } }
+            traces.removeAll(keepingCapacity: true)
+        }
+        do {
+            try store.forEachFitTrace(of: record, heldOut: false) { trace in
+                traces.append(trace)
+                if traces.count == BatchScorer.blockSize { flush() }
+            }
+        } catch { throw storeFailure(error) }
+        flush()
+        do {
+            return (try inner.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK,
+                                       projection: projection), sample.items)
+        } catch {
+            throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
+        }
     }
 }

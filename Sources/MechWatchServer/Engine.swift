@@ -66,7 +66,7 @@ package actor Engine {
         var used = 0.0
         for record in try store.references() {
             references[record.name] = Self.load(record, from: store, budget: Double(configuration.maxReferenceBytes),
-                                                sampleSize: configuration.localSampleSize, used: &used, logger: logger)
+                                                sampleSize: configuration.localSampleSize, subspaces: configuration.subspaces, used: &used, logger: logger)
         }
     }
 
@@ -106,8 +106,8 @@ package actor Engine {
                 steps += scoreTraces(name, messages[k..<end])
                 k = end
                 continue
-            case .success(.finalize(let name, let alpha, let scorer, let retention)):
-                steps.append(.done(await finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, retention: retention, id: message.id)))
+            case .success(.finalize(let name, let alpha, let scorer, let model, let retention)):
+                steps.append(.done(await finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, model: model, retention: retention, id: message.id)))
             default:
                 steps.append(step(message))
             }

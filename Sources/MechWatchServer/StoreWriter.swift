@@ -11,7 +11,7 @@ enum WriteJob: Sendable {
     /// Scored traces, once the scoring stage has scored them (the writer waits for that in order).
     case events(EventLoopFuture<EventBatch>)
     case fitTraces(referenceID: Int64, batch: TraceBatch, heldOut: [Bool])
-    case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double)
+    case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double, model: SubspacePolicy.Mode)
     case deleteReference(id: Int64)
     case activate(ReferenceRecord, ReferenceModel, sample: [[Float]], retention: RetentionPolicy.Overrides)
     /// Deletes at most `limit` events the retention policy no longer keeps; its result holds the count.
@@ -81,8 +81,8 @@ final class StoreWriter: @unchecked Sendable {
             return try store.insertEvents(referenceID: b.referenceID, ids: b.ids, outputs: b.outputs, scored: b.scored, meta: b.meta)
         case .fitTraces(let referenceID, let batch, let heldOut):
             try store.addFitTraces(referenceID: referenceID, batch: batch, heldOut: heldOut)
-        case .createReference(let id, let name, let layout, let alpha, let fraction):
-            try store.createReference(id: id, name: name, layout: layout, alpha: alpha, calibrationFraction: fraction)
+        case .createReference(let id, let name, let layout, let alpha, let fraction, let model):
+            try store.createReference(id: id, name: name, layout: layout, alpha: alpha, calibrationFraction: fraction, model: model)
         case .deleteReference(let id):
             try store.deleteReference(id: id)
         case .activate(let record, let model, let sample, let retention):

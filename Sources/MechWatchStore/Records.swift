@@ -22,9 +22,14 @@ package struct ReferenceRecord: Sendable, Equatable {
     package var calibrationCount: Int
     /// The statistic whose p-value flags.
     package var scorer: Scorer
+    /// `subspace`: some sites are modelled in principal subspaces (while collecting: only the moments those
+    /// need are kept); `full`: none.
+    package var model: SubspacePolicy.Mode
 
     package init(id: Int64, name: String, state: ReferenceState, alpha: Double, calibrationFraction: Double, layout: SiteLayout,
-                createdAt: String, finalizedAt: String? = nil, fitCount: Int = 0, calibrationCount: Int = 0, scorer: Scorer = .mechanism) {
+                createdAt: String, finalizedAt: String? = nil, fitCount: Int = 0, calibrationCount: Int = 0, scorer: Scorer = .mechanism,
+                model: SubspacePolicy.Mode = .full) {
+        self.model = model
         self.id = id
         self.name = name
         self.state = state

@@ -19,10 +19,12 @@ extension Store {
     }
 
     /// Creates the collecting reference `id` called `name`, whose site order and widths are `layout`.
-    package func createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) {
+    /// `model`: `subspace` for a reference that collects the moments of principal subspaces.
+    package func createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double,
+                                 model: SubspacePolicy.Mode = .full) throws(StoreError) {
         try transaction { () throws(StoreError) in
-            try db.prepare("INSERT INTO reference_models (id, name, state, alpha, calibration_fraction) VALUES (?1, ?2, 'collecting', ?3, ?4)")
-                .bind(.integer(id), .text(name), .real(alpha), .real(calibrationFraction)).run()
+            try db.prepare("INSERT INTO reference_models (id, name, state, alpha, calibration_fraction, model) VALUES (?1, ?2, 'collecting', ?3, ?4, ?5)")
+                .bind(.integer(id), .text(name), .real(alpha), .real(calibrationFraction), .text(model == .subspace ? "subspace" : "full")).run()
             let site = try db.prepare("INSERT INTO reference_sites (reference_id, position, name, width) VALUES (?1, ?2, ?3, ?4)")
             for (position, s) in layout.sites.enumerated() {
                 try site.bind(.integer(id), .integer(Int64(position)), .text(s.name), .integer(Int64(s.width))).run()
@@ -131,6 +133,22 @@ extension Store {
                 try site.bind(.integer(reference.id), .integer(Int64(position)), .real(s.shrinkage),
                               .blob(Blob.float64(s.mean)), .blob(Blob.float64(s.variances)), .blob(Blob.float64(s.covariance)), output).run()
             }
+            if let projection = model.projection {
+                let subspace = try db.prepare("""
+                    UPDATE reference_sites SET rank = ?3, subspace_mean = ?4, subspace_basis = ?5, subspace_eigenvalues = ?6,
+                        residual_variance = ?7, total_variance = ?8, site_variances = ?9
+                    WHERE reference_id = ?1 AND position = ?2
+                    """)
+                for (position, p) in projection.sites.enumerated() {
+                    guard let p else { continue }
+                    try subspace.bind(.integer(reference.id), .integer(Int64(position)), .integer(Int64(p.rank)), .blob(Blob.float64(p.mean)),
+                                      .blob(Blob.float32(p.basis)), .blob(Blob.float64(p.eigenvalues)), .real(p.residualVariance),
+                                      .real(p.totalVariance), .blob(Blob.float64(p.variances))).run()
+                }
+                try db.prepare("UPDATE reference_models SET model = 'subspace' WHERE id = ?1").bind(.integer(reference.id)).run()
+            } else {
+                try db.prepare("UPDATE reference_models SET model = 'full' WHERE id = ?1").bind(.integer(reference.id)).run()
+            }
             let transition = try db.prepare("INSERT INTO reference_transitions (reference_id, position, coefficients, conditional_covariance) VALUES (?1, ?2, ?3, ?4)")
             for (position, t) in model.transitions.enumerated() {
                 try transition.bind(.integer(reference.id), .integer(Int64(position)), .blob(Blob.float64(t.coefficients)),
@@ -173,11 +191,27 @@ extension Store {
         func corrupt(_ what: String, _ error: MathError) -> StoreError {
             StoreError(.corrupt, "reference '\(reference.name)' \(what): \(error)")
         }
-        let stmt = try db.prepare("SELECT name, shrinkage, mean, variances, covariance, output_covariance FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
+        let stmt = try db.prepare("""
+            SELECT name, shrinkage, mean, variances, covariance, output_covariance,
+                   rank, subspace_mean, subspace_basis, subspace_eigenvalues, residual_variance, total_variance, site_variances
+            FROM reference_sites WHERE reference_id = ?1 ORDER BY position
+            """)
         try stmt.bind(.integer(reference.id))
         var sites: [SiteModel] = []
         var outputCovariances: [[Double]?] = []
+        var projections: [SiteProjection?] = []
         while try stmt.step() {
+            if stmt.isNull(6) {
+                projections.append(nil)
+            } else {
+                let rank = Int(stmt.int(6)), mean = Blob.float64(stmt.blob(7)), basis = Blob.float32Values(stmt.blob(8))
+                let eigenvalues = Blob.float64(stmt.blob(9)), variances = Blob.float64(stmt.blob(12))
+                guard eigenvalues.count == rank, mean.count > rank, basis.count == mean.count * rank, variances.count == mean.count else {
+                    throw StoreError(.corrupt, "reference '\(reference.name)' site '\(stmt.text(0))': its subspace's sizes do not match its rank \(rank)")
+                }
+                projections.append(SiteProjection(name: stmt.text(0), mean: mean, basis: basis, eigenvalues: eigenvalues,
+                                                  residualVariance: stmt.double(10), totalVariance: stmt.double(11), variances: variances))
+            }
             do {
                 sites.append(try SiteModel(
                     name: stmt.text(0), count: reference.fitCount, mean: Blob.float64(stmt.blob(2)),
@@ -206,8 +240,9 @@ extension Store {
                 throw corrupt("outputs of site '\(sites[k].name)'", error)
             }
         }
+        let projection = reference.model == .subspace ? Projection(layout: reference.layout, sites: projections) : nil
         let local: LocalModel?
-        do { local = try localModel(of: reference, sites: sites) } catch {
+        do { local = try localModel(of: reference, layout: projection?.innerLayout ?? reference.layout, sites: sites) } catch {
             throw StoreError(.corrupt, "reference '\(reference.name)' local sample: \(error.message)")
         }
         let stored = try db.prepare("SELECT calibration_scores, calibration_independence, calibration_terms, combination FROM reference_models WHERE id = ?1")
@@ -219,7 +254,7 @@ extension Store {
         let draft: ReferenceModel
         do {
             draft = try ReferenceModel(layout: reference.layout, sites: sites, transitions: transitions, outputs: outputs, local: local,
-                                       calibration: .empty, alpha: reference.alpha, scorer: reference.scorer)
+                                       projection: projection, calibration: .empty, alpha: reference.alpha, scorer: reference.scorer)
         } catch { throw corrupt("whitening", error) }
         if let stored, let independence = stored.1, let flat = stored.2 {
             let width = draft.termLayout.terms.count
@@ -234,28 +269,29 @@ extension Store {
         return draft.calibrated(Calibration(accounts: draft.accounts(TraceBatch(layout: reference.layout, traces: traces)), combination: combination))
     }
 
-    /// The local model of an active reference, rebuilt from its stored sample; nil if it has none.
-    private func localModel(of reference: ReferenceRecord, sites: [SiteModel]) throws(StoreError) -> LocalModel? {
+    /// The local model of an active reference, rebuilt from its stored sample (rows of `layout`, the model's
+    /// layout); nil if it has none.
+    private func localModel(of reference: ReferenceRecord, layout: SiteLayout, sites: [SiteModel]) throws(StoreError) -> LocalModel? {
         let k = try db.prepare("SELECT local_k FROM reference_models WHERE id = ?1").bind(.integer(reference.id))
             .firstRow { $0.isNull(0) ? nil : Int($0.int(0)) } ?? nil
         guard let k else { return nil }
         var sample: [[Float]] = []
         let rows = try db.prepare("SELECT vector FROM reference_sample WHERE reference_id = ?1 ORDER BY row")
         try rows.bind(.integer(reference.id))
-        let width = reference.layout.totalWidth
+        let width = layout.totalWidth
         while try rows.step() {
             let vector = Blob.float32Values(rows.blob(0))
             guard vector.count == width else { throw StoreError(.corrupt, "a sample row holds \(vector.count) values; expected \(width)") }
             sample.append(vector)
         }
-        do { return try LocalModel(layout: reference.layout, sites: sites, sample: sample, k: k) } catch {
+        do { return try LocalModel(layout: layout, sites: sites, sample: sample, k: k) } catch {
             throw StoreError(.corrupt, "\(error)")
         }
     }
 
     private func loadReferences(where clause: String, _ value: SQLValue) throws(StoreError) -> [ReferenceRecord] {
         let stmt = try db.prepare("""
-            SELECT id, name, state, alpha, calibration_fraction, created_at, finalized_at, fit_count, calibration_count, scorer
+            SELECT id, name, state, alpha, calibration_fraction, created_at, finalized_at, fit_count, calibration_count, scorer, model
             FROM reference_models \(clause) ORDER BY name
             """)
         if case .null = value { try stmt.bind() } else { try stmt.bind(value) }
@@ -266,7 +302,7 @@ extension Store {
                 alpha: stmt.double(3), calibrationFraction: stmt.double(4), layout: SiteLayout([]),
                 createdAt: stmt.text(5), finalizedAt: stmt.optionalText(6),
                 fitCount: Int(stmt.int(7)), calibrationCount: Int(stmt.int(8)),
-                scorer: Scorer(rawValue: stmt.text(9)) ?? .mahalanobis))
+                scorer: Scorer(rawValue: stmt.text(9)) ?? .mahalanobis, model: stmt.text(10) == "subspace" ? .subspace : .full))
         }
         let sites = try db.prepare("SELECT name, width FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
         for i in records.indices {

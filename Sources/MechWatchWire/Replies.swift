@@ -37,7 +37,8 @@ extension Reply {
         return .success(id: id, [
             "reference": .string(reference), "state": "active", "fit_traces": .int(fitTraces),
             "calibration_traces": .int(calibrationTraces), "alpha": .number(model.alpha), "scorer": .string(model.scorer.rawValue),
-            "terms": .int(model.termLayout.terms.count), "shrinkage": shrinkage,
+            "terms": .int(model.termLayout.terms.count), "shrinkage": shrinkage, "model": .string(model.projection == nil ? "full" : "subspace"),
+            "ranks": .object(zip(model.layout.sites, model.modelLayout.sites).map { JSONValue.Member($0.name, .int($1.width)) }),
         ])
     }
 

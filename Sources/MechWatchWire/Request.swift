@@ -13,9 +13,9 @@ package enum Request: Sendable, Equatable {
     case fitBatch(reference: String, batch: BatchMessage)
     /// `{"op":"score_batch",…}` + payload: score many traces at once; one reply for the batch.
     case scoreBatch(reference: String, batch: BatchMessage)
-    /// `{"op":"finalize","reference":…,"alpha":…,"scorer":…,"retention_days":…,"retention_flagged_days":…,"max_events":…}`:
+    /// `{"op":"finalize","reference":…,"alpha":…,"scorer":…,"model":…,"retention_days":…,"retention_flagged_days":…,"max_events":…}`:
     /// estimate and calibrate; the reference becomes active (with its own retention where given).
-    case finalize(reference: String, alpha: Double?, scorer: Scorer?, retention: RetentionPolicy.Overrides = .none)
+    case finalize(reference: String, alpha: Double?, scorer: Scorer?, model: SubspacePolicy.Mode? = nil, retention: RetentionPolicy.Overrides = .none)
     /// `{"op":"delete","reference":…}`: remove a reference with its traces and events.
     case delete(reference: String)
     /// `{"op":"status"}`: uptime, counts and references.

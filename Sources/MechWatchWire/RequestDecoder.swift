@@ -73,7 +73,7 @@ extension Request {
             let trace = TraceMessage(id: try f.requiredID(), output: try f.optionalInteger("output"), sites: try f.sites(), meta: try f.optionalObject("meta"))
             return op == "fit" ? .fit(reference: reference, trace: trace) : .score(reference: reference, trace: trace)
         case "finalize":
-            try f.allow(["op", "reference", "alpha", "scorer", "id", "retention_days", "retention_flagged_days", "max_events"])
+            try f.allow(["op", "reference", "alpha", "scorer", "model", "id", "retention_days", "retention_flagged_days", "max_events"])
             let reference = try f.name("reference")
             let alpha = try f.optionalNumber("alpha")
             if let alpha, !(alpha > 0 && alpha < 1) {
@@ -87,6 +87,14 @@ extension Request {
                 }
                 scorer = s
             }
+            var model: SubspacePolicy.Mode?
+            if f.value["model"] != nil {
+                let name = try f.string("model")
+                guard let m = SubspacePolicy.Mode(rawValue: name) else {
+                    throw ProtocolError(.invalidField, "model: expected one of \(SubspacePolicy.Mode.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(name)\"")
+                }
+                model = m
+            }
             func count(_ key: String, upTo limit: Int, zero: String) throws(ProtocolError) -> Int? {
                 guard let n = try f.optionalInteger(key) else { return nil }
                 guard (0...limit).contains(n) else {
@@ -97,7 +105,7 @@ extension Request {
             let retention = RetentionPolicy.Overrides(days: try count("retention_days", upTo: 36_500, zero: "keep for good"),
                                                       flaggedDays: try count("retention_flagged_days", upTo: 36_500, zero: "keep for good"),
                                                       maximumEvents: try count("max_events", upTo: 1 << 53, zero: "no cap"))
-            return .finalize(reference: reference, alpha: alpha, scorer: scorer, retention: retention)
+            return .finalize(reference: reference, alpha: alpha, scorer: scorer, model: model, retention: retention)
         case "delete":
             try f.allow(["op", "reference", "id"])
             return .delete(reference: try f.name("reference"))

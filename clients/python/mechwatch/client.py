@@ -136,10 +136,15 @@ class Client:
         return [ScoreResult(id=r["id"], event=int(r["event"]), score=float(r["score"]), p=float(r["p"]),
                             flagged=bool(r["flagged"])) for r in replies]
 
-    def finalize(self, reference: str, alpha: Optional[float] = None, scorer: Optional[str] = None) -> FinalizeResult:
+    def finalize(self, reference: str, alpha: Optional[float] = None, scorer: Optional[str] = None,
+                 model: Optional[str] = None) -> FinalizeResult:
         """Estimates and calibrates a collecting reference; it becomes active. `scorer`: the statistic
-        that flags, `mechanism` (the daemon's default), `mahalanobis` or `independence`."""
+        that flags, `mechanism` (the daemon's default), `mahalanobis` or `independence`. `model`: `auto`
+        (the daemon's default: sites at least `subspace_min_width` wide in principal subspaces), `full` or
+        `subspace`."""
         request = {"op": "finalize", "reference": reference}
+        if model is not None:
+            request["model"] = model
         if alpha is not None:
             request["alpha"] = float(alpha)
         if scorer is not None:
@@ -148,7 +153,8 @@ class Client:
         return FinalizeResult(reference=r["reference"], fit_traces=int(r["fit_traces"]),
                               calibration_traces=int(r["calibration_traces"]), alpha=float(r["alpha"]),
                               shrinkage={k: float(v) for k, v in r["shrinkage"].items()},
-                              scorer=r.get("scorer", "mahalanobis"), terms=int(r.get("terms", 0)))
+                              scorer=r.get("scorer", "mahalanobis"), terms=int(r.get("terms", 0)),
+                              model=r.get("model", "full"), ranks={k: int(v) for k, v in r.get("ranks", {}).items()})
 
     def delete(self, reference: str) -> None:
         """Deletes a reference with its traces and events."""

@@ -37,7 +37,8 @@ class ScoreResult:
 @dataclass(frozen=True)
 class FinalizeResult:
     """A finalized reference: how many traces fitted and calibrated it, its alpha, the scorer that flags,
-    how many surprise terms it accounts for, and per-site shrinkage."""
+    how many surprise terms it accounts for, per-site shrinkage, whether sites are modelled in principal
+    subspaces (`model`: `full` or `subspace`) and each site's rank (its width when kept at full rank)."""
 
     reference: str
     fit_traces: int
@@ -46,3 +47,5 @@ class FinalizeResult:
     shrinkage: Dict[str, float]
     scorer: str = "mechanism"
     terms: int = 0
+    model: str = "full"
+    ranks: Dict[str, int] = field(default_factory=dict)
