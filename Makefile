@@ -85,6 +85,7 @@ bench: deps
 fixtures:
 	python3 -m pip install --quiet numpy scipy scikit-learn
 	python3 Tests/MechWatchCoreTests/Fixtures/make_fixtures.py
+	python3 Tests/MechWatchCoreTests/Fixtures/make_subspace_fixture.py
 
 clean:
 	rm -rf .build .demo .bench mechwatch.db mechwatch.db-wal mechwatch.db-shm mechwatch.db.lock

@@ -33,8 +33,9 @@ extension Store {
     }
 
     /// Creates a collecting reference with the next free id (see `nextReferenceID`).
-    package func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double) throws(StoreError) -> ReferenceRecord {
-        try createReference(id: try nextReferenceID(), name: name, layout: layout, alpha: alpha, calibrationFraction: calibrationFraction)
+    package func createReference(name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double,
+                                 model: SubspacePolicy.Mode = .full) throws(StoreError) -> ReferenceRecord {
+        try createReference(id: try nextReferenceID(), name: name, layout: layout, alpha: alpha, calibrationFraction: calibrationFraction, model: model)
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after creation") }
         return record
     }

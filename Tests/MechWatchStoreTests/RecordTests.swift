@@ -60,6 +60,51 @@ func trace(_ id: String, _ k: Int) -> Trace {
         #expect(try store.deleteReference(named: "mlp") == false)
     }
 
+    @Test func subspaceReferenceRoundTrips() throws {
+        let store = try Store(path: temporaryDatabase())
+        let wide = SiteLayout([.init(name: "a", width: 24), .init(name: "b", width: 3)])
+        let created = try store.createReference(name: "wide", layout: wide, alpha: 0.05, calibrationFraction: 0.2, model: .subspace)
+        #expect(created.model == .subspace)
+        let traces = (0..<400).map { k -> Trace in
+            let x = Double(k)
+            let a = (0..<24).map { i -> Double in
+                let wave: Double = sin(x * 0.37 + Double(i)) * 3
+                let slow: Double = cos(x * 0.11 * Double(i % 3 + 1))
+                return wave + slow + 0.01 * Double((k * 7 + i) % 13)
+            }
+            return Trace(id: "t\(k)", output: k % 2, sites: [a, [x.truncatingRemainder(dividingBy: 7), cos(x), sin(x / 3)]])
+        }
+        var fitter = ReferenceFitter(layout: wide, split: CalibrationSplit(fraction: 0.2), collectsSubspaces: true)
+        let batch = TraceBatch(layout: wide, traces: traces).roundedToFloat32()
+        let heldOut = fitter.add(batch)
+        try store.addFitTraces(referenceID: created.id, batch: batch, heldOut: heldOut)
+        let record = try #require(try store.reference(named: "wide"))
+        let projection = try fitter.projection(policy: SubspacePolicy(mode: .auto, minimumWidth: 10, fraction: 0.9, maxRank: 6))
+        #expect(projection.sites[0] != nil && projection.sites[1] == nil)
+        var inner = ReferenceFitter(layout: projection.innerLayout, split: fitter.split)
+        var sample: [[Float]] = []
+        var fit: [Trace] = [], calibration: [Trace] = []
+        try store.forEachFitTrace(of: record, heldOut: false) { fit.append($0) }
+        try store.forEachFitTrace(of: record, heldOut: true) { calibration.append($0) }
+        let projected = projection.project(TraceBatch(layout: wide, traces: fit)).0
+        inner.add(projected)
+        let w = projection.innerLayout.totalWidth
+        for j in 0..<20 { sample.append(projected.values[j * w..<(j + 1) * w].map { Float($0) }) }
+        let model = try inner.finalize(calibration: calibration, alpha: 0.05, sample: sample, projection: projection)
+        try store.activate(record, model: model, sample: sample)
+        let active = try #require(try store.reference(named: "wide"))
+        #expect(active.model == .subspace)
+        let loaded = try store.model(of: active)
+        #expect(loaded.projection == model.projection && loaded.modelLayout == model.modelLayout)
+        #expect(loaded.calibration == model.calibration)
+        let probe = Trace(id: "p", output: 1, sites: [(0..<24).map { Double($0 % 5) }, [1, 2, 3]])
+        #expect(loaded.evaluate(probe) == model.evaluate(probe))
+        let rows = try store.db.prepare("SELECT site, rank FROM reference_subspaces WHERE reference = 'wide' ORDER BY position").bind()
+        var ranks: [String] = []
+        while try rows.step() { ranks.append("\(rows.text(0)):\(rows.isNull(1) ? "full" : String(rows.int(1)))") }
+        #expect(ranks == ["a:\(projection.sites[0]!.rank)", "b:full"])
+    }
+
     @Test func eventsAndFlaggedView() throws {
         let store = try Store(path: temporaryDatabase())
         let ref = try store.createReference(name: "r", layout: layout, alpha: 0.1, calibrationFraction: 0.2)

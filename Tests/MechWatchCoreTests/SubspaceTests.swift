@@ -1,0 +1,136 @@
+import Foundation
+import MechWatchCore
+import Testing
+
+/// `Fixtures/subspace_fixture.json`, written by `Fixtures/make_subspace_fixture.py` (numpy, float64).
+struct SubspaceFixture: Decodable {
+    let width: Int, fraction: Double, max_rank: Int
+    let fit: [[Float]], probes: [[Float]]
+    let mean: [Double], covariance: [Double], variances: [Double]
+    let eigenvalues: [Double], rank: Int, residual_variance: Double, total_variance: Double, basis: [Double]
+    let coordinate_norms: [Double], residual_energy: [Double], independence: [Double], residual_surprise: [Double]
+
+    static func load() throws -> SubspaceFixture {
+        let url = try #require(Bundle.module.url(forResource: "subspace_fixture", withExtension: "json", subdirectory: "Fixtures"))
+        return try JSONDecoder().decode(SubspaceFixture.self, from: Data(contentsOf: url))
+    }
+
+    var layout: SiteLayout { SiteLayout([.init(name: "h", width: width)]) }
+    var policy: SubspacePolicy { SubspacePolicy(mode: .subspace, fraction: fraction, maxRank: max_rank) }
+
+    func batch(_ rows: [[Float]], prefix: String) -> TraceBatch {
+        TraceBatch(layout: layout, traces: rows.enumerated().map { Trace(id: "\(prefix)\($0)", sites: [$1.map(Double.init)]) })
+    }
+
+    /// `sin θ` of the largest principal angle between the span of `basis` (float32, `width × r`) and the
+    /// fixture's: `‖(I − U Uᵀ) V‖₂ ≤ ‖(I − U Uᵀ) V‖_F`, the bound this returns.
+    func largestAngleSine(_ basis: [Float]) -> Double {
+        let d = width, r = rank
+        var residual = 0.0
+        for c in 0..<r {
+            let v = (0..<d).map { basis_ in self.basis[c * d + basis_] }
+            var projected = [Double](repeating: 0, count: d)
+            for k in 0..<(basis.count / d) {
+                let u = (0..<d).map { Double(basis[k * d + $0]) }
+                let dot = zip(u, v).reduce(0) { $0 + $1.0 * $1.1 }
+                for i in 0..<d { projected[i] += dot * u[i] }
+            }
+            residual += zip(v, projected).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
+        }
+        return residual.squareRoot()
+    }
+}
+
+/// Principal subspaces against numpy's exact eigendecomposition (tolerances stated per check).
+@Suite struct SubspaceTests {
+    @Test func subspaceOfAnExactCovarianceMatchesNumpy() throws {
+        let f = try SubspaceFixture.load()
+        let site = try SiteProjection(name: "h", mean: f.mean, covariance: f.covariance, variances: f.variances, fraction: f.fraction, maxRank: f.max_rank)
+        #expect(site.rank == f.rank)
+        #expect(close(site.eigenvalues, f.eigenvalues, rtol: 1e-9))
+        #expect(close(site.residualVariance, f.residual_variance, rtol: 1e-9))
+        #expect(close(site.totalVariance, f.total_variance, rtol: 1e-12))
+        // The basis is kept in float32: the span agrees to about float32's resolution.
+        #expect(f.largestAngleSine(site.basis) < 1e-5)
+    }
+
+    @Test func float32MomentsGiveTheSameSubspace() throws {
+        let f = try SubspaceFixture.load()
+        var fitter = ReferenceFitter(layout: f.layout, split: CalibrationSplit(fraction: 1e-9), collectsSubspaces: true)
+        for start in stride(from: 0, to: f.fit.count, by: 300) {
+            fitter.add(f.batch(Array(f.fit[start..<min(start + 300, f.fit.count)]), prefix: "fit-\(start)-"))
+        }
+        #expect(fitter.fitCount == f.fit.count && fitter.moments.isEmpty)
+        let moments = try #require(fitter.wide.first)
+        // Co-moments accumulate in float32 about the first block's mean: within 1e-5 of the largest entry.
+        let largest = f.covariance.map(abs).max()!
+        #expect(zip(moments.covariance(), f.covariance).allSatisfy { abs($0 - $1) <= 1e-5 * largest })
+        #expect(close(moments.mean, f.mean, rtol: 1e-12))
+        #expect(close(moments.variances(), f.variances, rtol: 1e-9))
+        let site = try #require(try fitter.projection(policy: f.policy).sites.first ?? nil)
+        #expect(site.rank == f.rank)
+        #expect(close(site.eigenvalues, f.eigenvalues, rtol: 1e-5))
+        #expect(f.largestAngleSine(site.basis) < 1e-4)
+    }
+
+    @Test func float32ProjectionKeepsTermsWithin1e4OfFloat64() throws {
+        let f = try SubspaceFixture.load()
+        let site = try SiteProjection(name: "h", mean: f.mean, covariance: f.covariance, variances: f.variances, fraction: f.fraction, maxRank: f.max_rank)
+        let projection = Projection(layout: f.layout, sites: [site])
+        #expect(projection.innerLayout == SiteLayout([.init(name: "h", width: f.rank)]))
+        let (inner, terms) = projection.project(f.batch(f.probes, prefix: "p"))
+        let norms = (0..<inner.count).map { j in inner.values[j * f.rank..<(j + 1) * f.rank].reduce(0) { $0 + $1 * $1 } }
+        #expect(close(norms, f.coordinate_norms, rtol: 1e-4))
+        #expect(close(terms[0].residualMahalanobis.map { $0 * f.residual_variance }, f.residual_energy, rtol: 1e-4))
+        #expect(close(terms[0].residual, f.residual_surprise, rtol: 1e-4))
+        #expect(close(terms[0].independence, f.independence, rtol: 1e-9))
+    }
+
+    @Test func rankRuleKeepsEveryStrongDirection() throws {
+        // Variance fraction alone would stop at 2 of these 3 directions (99.7% of the variance); the third
+        // (eigenvalue 30) is far above the mean residual variance (≈ 0.01), so the rank is 3.
+        let d = 50
+        var covariance = [Double](repeating: 0, count: d * d)
+        let values = [10_000.0, 3_000, 30] + Array(repeating: 0.01, count: d - 3)
+        for i in 0..<d { covariance[i * d + i] = values[i] }
+        let site = try SiteProjection(name: "h", mean: .init(repeating: 0, count: d), covariance: covariance, variances: values,
+                                      fraction: 0.99, maxRank: 10)
+        #expect(site.rank == 3)
+        #expect(close(site.residualVariance, 0.01, rtol: 1e-9))
+        // The cap bounds it.
+        let capped = try SiteProjection(name: "h", mean: .init(repeating: 0, count: d), covariance: covariance, variances: values,
+                                        fraction: 0.99, maxRank: 2)
+        #expect(capped.rank == 2 && close(capped.residualVariance, (30 + 0.01 * Double(d - 3)) / Double(d - 2), rtol: 1e-9))
+    }
+
+    @Test func subspaceReferenceAccountsForTheResidual() throws {
+        let f = try SubspaceFixture.load()
+        var wide = ReferenceFitter(layout: f.layout, split: CalibrationSplit(fraction: 0.2), collectsSubspaces: true)
+        let all = f.batch(f.fit, prefix: "t")
+        let heldOut = wide.add(all)
+        let projection = try wide.projection(policy: f.policy)
+        var inner = ReferenceFitter(layout: projection.innerLayout, split: wide.split)
+        let fitRows = heldOut.indices.filter { !heldOut[$0] }
+        inner.add(projection.project(TraceBatch(layout: f.layout, traces: fitRows.map { all.trace($0) })).0)
+        let calibration = heldOut.indices.filter { heldOut[$0] }.map { all.trace($0) }
+        let model = try inner.finalize(calibration: calibration, alpha: 0.05, projection: projection)
+        #expect(model.layout == f.layout && model.modelLayout.sites[0].width == f.rank)
+        #expect(model.termLayout.terms.filter { $0.kind == .residual }.map(\.site) == ["h"])
+        let probes = f.batch(f.probes, prefix: "p")
+        let scored = model.evaluate(probes)
+        let (_, terms) = projection.project(probes)
+        for j in 0..<probes.count {
+            let account = scored.verdict(j).account
+            // independence over all coordinates; joint = subspace joint + residual; interaction their difference
+            #expect(close(account.sites[0].independenceSurprise, terms[0].independence[j], rtol: 1e-12))
+            #expect(account.residual == [terms[0].residual[j]])
+            #expect(close(account.sites[0].explainedInteraction, account.sites[0].independenceSurprise - account.sites[0].jointSurprise, rtol: 1e-12))
+        }
+        // The probe pushed off the subspace is flagged by its residual; the typical probes are not.
+        let last = scored.verdict(probes.count - 1)
+        #expect(last.flagged)
+        let residualTerm = try #require(model.termLayout.terms.firstIndex { $0.kind == .residual })
+        #expect(last.termP[residualTerm] <= 0.05)
+        #expect((0..<4).filter { scored.verdict($0).flagged }.count <= 1)
+    }
+}
