@@ -43,6 +43,7 @@ extension MechWatchCommand {
     /// `AsyncParsableCommand.main()`, but exits with `ExitStatus` codes: ArgumentParser maps every error of
     /// its own but `ExitCode` to status 1.
     package static func runFromCommandLine() async {
+        BLASKernels.reexecIfGeneric()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {
