@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 # What `install` builds and installs: release (default) or debug.
 BUILD ?= release
 
-.PHONY: deps build test kill-test flood-test detection fuzz demo bench fixtures clean install uninstall
+.PHONY: deps build test kill-test flood-test detection fuzz demo bench bench-wide fixtures clean install uninstall
 
 # The Debian packages MechWatch builds against (installed if missing; as root).
 deps:
@@ -81,6 +81,14 @@ bench: deps
 	.build/release/mechwatch bench --keep .bench $(BENCH_ARGS)
 	python3 bench/numpy_baseline.py .bench
 
+# The same at the width of an 8B-parameter LLM's residual stream: 32 sites × 4096, 20,000 fit traces
+# (10 GiB of float32 through the socket and the store; about 10 minutes and 25 GB of disk here).
+bench-wide: deps
+	$(SWIFT) build -c release
+	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	.build/release/mechwatch bench --sites 32 --width 4096 --fit-traces 20000 --batch 64 --clients 2 --keep .bench-wide $(BENCH_ARGS)
+	python3 bench/numpy_baseline.py .bench-wide
+
 # Regenerates the committed numpy/scipy/scikit-learn fixtures of the math tests.
 fixtures:
 	python3 -m pip install --quiet numpy scipy scikit-learn
@@ -88,4 +96,4 @@ fixtures:
 	python3 Tests/MechWatchCoreTests/Fixtures/make_subspace_fixture.py
 
 clean:
-	rm -rf .build .demo .bench mechwatch.db mechwatch.db-wal mechwatch.db-shm mechwatch.db.lock
+	rm -rf .build .demo .bench .bench-wide mechwatch.db mechwatch.db-wal mechwatch.db-shm mechwatch.db.lock

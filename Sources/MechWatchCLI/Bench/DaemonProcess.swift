@@ -7,11 +7,14 @@ import Foundation
 final class DaemonProcess {
     let pid: pid_t
     let socket: String
+    /// The arguments after `serve --socket SOCKET`.
+    let arguments: [String]
 
     /// Starts this executable's `serve` with `arguments`, its standard error to `log`, and waits until
     /// the socket accepts connections.
     init(socket: String, arguments: [String], log: String) throws(BenchError) {
         self.socket = socket
+        self.arguments = arguments
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let argv = [executable, "serve", "--socket", socket] + arguments
         var actions = posix_spawn_file_actions_t()
@@ -25,14 +28,14 @@ final class DaemonProcess {
         let rc = posix_spawn(&child, executable, &actions, nil, &cArgs, environ)
         guard rc == 0 else { throw BenchError("cannot start the daemon (\(executable)): \(String(cString: strerror(rc)))") }
         pid = child
-        let deadline = Date().addingTimeInterval(60)
+        let deadline = Date().addingTimeInterval(600)
         while true {
             if (try? BenchConnection(path: socket)) != nil { return }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 throw BenchError("the daemon exited during start-up; see \(log)")
             }
-            guard Date() < deadline else { throw BenchError("the daemon did not listen on \(socket) within 60 s; see \(log)") }
+            guard Date() < deadline else { throw BenchError("the daemon did not listen on \(socket) within 600 s; see \(log)") }
             usleep(50_000)
         }
     }
@@ -52,10 +55,14 @@ final class DaemonProcess {
         return kib * 1024
     }
 
-    /// SIGTERM, then waits for the exit.
+    /// SIGTERM, then waits for the exit (once).
     func stop() {
+        guard !stopped else { return }
+        stopped = true
         kill(pid, SIGTERM)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
     }
+
+    private var stopped = false
 }
