@@ -60,11 +60,11 @@ struct ReferenceCommand: AsyncParsableCommand {
         @OptionGroup var store: StoreOptions
 
         func run() async throws {
-            let (records, counts, shrinkage) = try await withStore(store) { s in
+            let (records, counts, fits) = try await withStore(store) { s in
                 let records = try s.references()
-                return (records, try s.eventCounts(), try Dictionary(uniqueKeysWithValues: records.map { ($0.name, try s.shrinkage(of: $0)) }))
+                return (records, try s.eventCounts(), try Dictionary(uniqueKeysWithValues: records.map { ($0.name, try s.siteFits(of: $0)) }))
             }
-            print(ReferenceRendering.list(records, counts: counts, shrinkage: shrinkage, as: format))
+            print(ReferenceRendering.list(records, counts: counts, fits: fits, as: format))
         }
     }
 
@@ -79,7 +79,7 @@ struct ReferenceCommand: AsyncParsableCommand {
                 guard let record = try s.reference(named: name) else {
                     throw CommandFailure("no reference named '\(name)'; `mechwatch reference list` shows the known ones", status: .notFound)
                 }
-                return ReferenceRendering.show(record, counts: try s.eventCounts()[name], shrinkage: try s.shrinkage(of: record), as: format)
+                return ReferenceRendering.show(record, counts: try s.eventCounts()[name], fits: try s.siteFits(of: record), as: format)
             }
             print(text)
         }

@@ -118,7 +118,7 @@ enum EventRendering {
 
 /// What `reference list` and `reference show` print.
 enum ReferenceRendering {
-    static func list(_ records: [ReferenceRecord], counts: [String: EventCounts], shrinkage: [String: [Double]?] = [:], as format: OutputFormat) -> String {
+    static func list(_ records: [ReferenceRecord], counts: [String: EventCounts], fits: [String: [SiteFit]?] = [:], as format: OutputFormat) -> String {
         let header = ["name", "state", "sites", "total_width", "fit_traces", "calibration_traces", "alpha", "events", "flagged"]
         let rows = records.map { r -> [String] in
             let c = counts[r.name] ?? EventCounts(events: 0, flagged: 0)
@@ -132,38 +132,47 @@ enum ReferenceRendering {
             t.rows = rows
             return t.render()
         case .csv: return CSV.render(header: header, rows: rows)
-        case .json: return JSONValue.array(records.map { json($0, counts[$0.name], shrinkage: shrinkage[$0.name] ?? nil) }).jsonText
+        case .json: return JSONValue.array(records.map { json($0, counts[$0.name], fits: fits[$0.name] ?? nil) }).jsonText
         }
     }
 
-    static func show(_ r: ReferenceRecord, counts: EventCounts?, shrinkage: [Double]?, as format: OutputFormat) -> String {
+    static func show(_ r: ReferenceRecord, counts: EventCounts?, fits: [SiteFit]?, as format: OutputFormat) -> String {
         switch format {
-        case .json: return json(r, counts, shrinkage: shrinkage).jsonText
+        case .json: return json(r, counts, fits: fits).jsonText
         case .csv:
-            return CSV.render(header: ["position", "site", "width", "shrinkage"], rows: r.layout.sites.enumerated().map { i, s in
-                [String(i), s.name, String(s.width), shrinkage.map { "\($0[i])" } ?? ""]
+            return CSV.render(header: ["position", "site", "width", "rank", "explained", "shrinkage"], rows: r.layout.sites.enumerated().map { i, s in
+                let fit = fits?[i]
+                return [String(i), s.name, String(s.width), fit?.rank.map(String.init) ?? "", fit?.explained.map { "\($0)" } ?? "",
+                        fit.map { "\($0.shrinkage)" } ?? ""]
             })
         case .table:
+            let model = r.model == .subspace ? "subspace" : "full-rank"
             var lines = [
-                "reference \(r.name)  state \(r.state.rawValue)  alpha \(r.alpha)",
+                "reference \(r.name)  state \(r.state.rawValue)  alpha \(r.alpha)  model \(model)",
                 "created \(r.createdAt)" + (r.finalizedAt.map { "  finalized \($0)" } ?? ""),
                 "fit traces \(r.fitCount)  calibration traces \(r.calibrationCount) (held-out fraction \(r.calibrationFraction))",
             ]
             if let counts { lines.append("events \(counts.events)  flagged \(counts.flagged)") }
             lines.append("")
-            var t = Table(header: ["POS", "SITE", "WIDTH", "SHRINKAGE"], numeric: [0, 2, 3])
-            t.rows = r.layout.sites.enumerated().map { i, s in [String(i), s.name, String(s.width), shrinkage.map { Format.fixed($0[i], 4) } ?? "-"] }
+            var t = Table(header: ["POS", "SITE", "WIDTH", "RANK", "EXPLAINED", "SHRINKAGE"], numeric: [0, 2, 3, 4, 5])
+            t.rows = r.layout.sites.enumerated().map { i, s in
+                let fit = fits?[i]
+                let rank = fit.map { $0.rank.map(String.init) ?? "full" } ?? "-"
+                return [String(i), s.name, String(s.width), rank, fit?.explained.map { Format.fixed($0, 4) } ?? "-", fit.map { Format.fixed($0.shrinkage, 4) } ?? "-"]
+            }
             lines.append(t.render())
             return lines.joined(separator: "\n")
         }
     }
 
-    static func json(_ r: ReferenceRecord, _ counts: EventCounts?, shrinkage: [Double]? = nil) -> JSONValue {
+    static func json(_ r: ReferenceRecord, _ counts: EventCounts?, fits: [SiteFit]? = nil) -> JSONValue {
         let sites = r.layout.sites.enumerated().map { i, s -> JSONValue in
-            ["name": .string(s.name), "width": .int(s.width), "shrinkage": shrinkage.map { .number($0[i]) } ?? .null]
+            let fit = fits?[i]
+            return ["name": .string(s.name), "width": .int(s.width), "shrinkage": fit.map { .number($0.shrinkage) } ?? .null,
+                    "rank": fit?.rank.map { .int($0) } ?? .null, "explained": fit?.explained.map { .number($0) } ?? .null]
         }
         return [
-            "name": .string(r.name), "state": .string(r.state.rawValue), "alpha": .number(r.alpha),
+            "name": .string(r.name), "state": .string(r.state.rawValue), "alpha": .number(r.alpha), "model": .string(r.model == .subspace ? "subspace" : "full"),
             "calibration_fraction": .number(r.calibrationFraction), "created_at": .string(r.createdAt),
             "finalized_at": r.finalizedAt.map { .string($0) } ?? .null, "fit_traces": .int(r.fitCount),
             "calibration_traces": .int(r.calibrationCount), "events": .int(counts?.events ?? 0),

@@ -274,6 +274,14 @@ package struct AccountBatch: Sendable, Equatable {
         mahalanobis = Array(repeating: 0, count: count * sites)
     }
 
+    /// Appends another batch's accounts (of the same terms).
+    package mutating func append(_ other: AccountBatch) {
+        precondition(other.terms == terms && other.siteCount == siteCount)
+        count += other.count
+        termValues += other.termValues
+        mahalanobis += other.mahalanobis
+    }
+
     /// Traces `range` as a batch of their own.
     func rows(_ range: Range<Int>) -> AccountBatch {
         var part = AccountBatch(count: 0, terms: terms, sites: siteCount)

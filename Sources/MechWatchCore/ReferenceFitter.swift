@@ -145,13 +145,18 @@ package struct ReferenceFitter: Sendable {
     /// traces projected), the `calibration` traces follow the projection's own layout, and so does the model.
     package func finalize(calibration: [Trace], alpha: Double, scorer: Scorer = .mechanism, sample: [[Float]] = [],
                          localK: Int = LocalModel.defaultK, projection: Projection? = nil) throws(FitError) -> ReferenceModel {
+        try FitError.check(calibrationCount: calibration.count, alpha: alpha)
+        let draft = try estimate(alpha: alpha, scorer: scorer, sample: sample, localK: localK, projection: projection)
+        return draft.calibrated(on: draft.accounts(TraceBatch(layout: draft.layout, traces: calibration)))
+    }
+
+    /// The reference `finalize` returns, before calibration: its caller scores the calibration traces with it
+    /// (a block at a time, say) and calibrates it on their accounts (`ReferenceModel.calibrated(on:)`).
+    package func estimate(alpha: Double, scorer: Scorer = .mechanism, sample: [[Float]] = [], localK: Int = LocalModel.defaultK,
+                          projection: Projection? = nil) throws(FitError) -> ReferenceModel {
         precondition(!collectsSubspaces, "a subspace collection is finalized through its projection")
         precondition(projection.map { $0.innerLayout == layout } ?? true)
         guard fitCount >= 2 else { throw .tooFewFitTraces(have: fitCount, need: 2) }
-        guard !calibration.isEmpty else { throw .tooFewCalibrationTraces(have: 0, alpha: alpha) }
-        guard 1 / Double(calibration.count + 1) <= alpha else {
-            throw .tooFewCalibrationTraces(have: calibration.count, alpha: alpha)
-        }
         var sites: [SiteModel] = []
         for (site, m) in zip(layout.sites, moments) {
             do { sites.append(try SiteModel(name: site.name, moments: m)) } catch { throw .numerical(site: site.name, error) }
@@ -177,15 +182,10 @@ package struct ReferenceFitter: Sendable {
                 throw .numerical(site: "local", error)
             }
         }
-        let draft: ReferenceModel
-        let traceLayout = projection?.layout ?? layout
         do {
-            draft = try ReferenceModel(layout: traceLayout, sites: sites, transitions: transitions, outputs: outputs, local: local,
-                                       projection: projection, calibration: .empty, alpha: alpha, scorer: scorer)
+            return try ReferenceModel(layout: projection?.layout ?? layout, sites: sites, transitions: transitions, outputs: outputs, local: local,
+                                      projection: projection, calibration: .empty, alpha: alpha, scorer: scorer)
         } catch { throw .numerical(site: "whitening", error) }
-        // With local terms the mechanism scorer combines families; without, Fisher over every term as before.
-        let combination: Combination = local == nil ? .fisher : .families
-        return draft.calibrated(Calibration(accounts: draft.accounts(TraceBatch(layout: traceLayout, traces: calibration)), combination: combination))
     }
 
     /// Each site's principal subspace, or nil for a site `policy` keeps at full rank, estimated from the
@@ -256,6 +256,11 @@ package enum FitError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooFewFitTraces(have: Int, need: Int)
     case tooFewCalibrationTraces(have: Int, alpha: Double)
     case numerical(site: String, MathError)
+
+    /// Throws unless `calibrationCount` traces can make a trace flaggable at `alpha` (`p ≥ 1/(n+1)`).
+    package static func check(calibrationCount n: Int, alpha: Double) throws(FitError) {
+        guard n > 0, 1 / Double(n + 1) <= alpha else { throw .tooFewCalibrationTraces(have: n, alpha: alpha) }
+    }
 
     package var description: String {
         switch self {

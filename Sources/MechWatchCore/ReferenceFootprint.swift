@@ -11,7 +11,7 @@
 ///
 /// A reference whose sites `subspaces` projects (`SubspacePolicy`): the float32 co-moment of every site
 /// (4d² bytes) while collecting; while estimating the subspaces, two sites at a time each hold a Float64
-/// covariance and its working copy (2 × 16 d² bytes); then the model in the subspaces, as above with
+/// covariance and its working copy (16 d² bytes each); then the model in the subspaces, as above with
 /// each projected site `min(maxRank, d − 1)` wide, plus its basis (4 d r bytes) and mean and variances.
 package struct ReferenceFootprint: Sendable, Equatable {
     /// Estimated peak bytes.
@@ -25,7 +25,7 @@ package struct ReferenceFootprint: Sendable, Equatable {
         let widths = layout.sites.map { Double($0.width) }
         let ranks = layout.sites.map { subspaces.projects(width: $0.width) ? Double(min(subspaces.maxRank, $0.width - 1)) : Double($0.width) }
         let collecting = widths.reduce(0) { $0 + 4 * $1 * $1 }
-        let estimating = widths.sorted().suffix(2).reduce(0) { $0 + 32 * $1 * $1 }
+        let estimating = widths.sorted().suffix(2).reduce(0) { $0 + 16 * $1 * $1 }
         let bases = zip(widths, ranks).reduce(0) { $0 + ($1.0 == $1.1 ? 0 : 4 * $1.0 * $1.1 + 24 * $1.0) }
         bytes = collecting + estimating + bases + Self.fullRank(widths: ranks, sampleSize: sampleSize)
     }

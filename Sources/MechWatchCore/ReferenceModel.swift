@@ -49,6 +49,12 @@ package struct ReferenceModel: Sendable {
         return copy
     }
 
+    /// The model calibrated on the calibration traces' accounts: with local terms the mechanism scorer
+    /// combines families, without them Fisher over every term (`Combination`).
+    package func calibrated(on accounts: AccountBatch) -> ReferenceModel {
+        calibrated(Calibration(accounts: accounts, combination: local == nil ? .fisher : .families))
+    }
+
     /// The precomputed whitening that scores batches.
     package let batchScorer: BatchScorer
 

@@ -207,28 +207,45 @@ extension Engine {
             // mark stays until the reference is active, so a failed finalize replays again next time).
             do { fitter = try Self.replay(record, from: store, logger: logger) } catch { throw storeFailure(error) }
         }
-        var calibration: [Trace] = []
+        let (draft, sample) = subspaces.projects(record.layout)
+            ? try fitSubspaces(record, fitter, policy: subspaces, alpha: alpha, scorer: scorer)
+            : try fitFullRank(record, fitter, alpha: alpha, scorer: scorer)
+        // The calibration traces are scored a block at a time, so only their accounts are ever all in memory.
+        var accounts: AccountBatch?
+        var block: [Trace] = []
+        func score() {
+            guard !block.isEmpty else { return }
+            let part = draft.accounts(TraceBatch(layout: record.layout, traces: block))
+            if accounts == nil { accounts = part } else { accounts!.append(part) }
+            block.removeAll(keepingCapacity: true)
+        }
         do {
-            let skipped = try store.forEachFitTrace(of: record, heldOut: true) { calibration.append($0) }
+            let skipped = try store.forEachFitTrace(of: record, heldOut: true) { trace in
+                block.append(trace)
+                if block.count == BatchScorer.blockSize { score() }
+            }
+            score()
             if skipped > 0 { logger.warning("skipped unreadable calibration traces", metadata: ["reference": "\(name)", "rows": "\(skipped)"]) }
         } catch {
             throw storeFailure(error)
         }
-        let (model, sample) = subspaces.projects(record.layout)
-            ? try fitSubspaces(record, fitter, policy: subspaces, calibration: calibration, alpha: alpha, scorer: scorer)
-            : try fitFullRank(record, fitter, calibration: calibration, alpha: alpha, scorer: scorer)
+        let calibrationCount = accounts?.count ?? 0
+        do throws(FitError) { try FitError.check(calibrationCount: calibrationCount, alpha: alpha) } catch {
+            throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
+        }
+        let model = draft.calibrated(on: accounts!)
         do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample, retention: retention)).get() } catch {
             throw storeFailure(error)
         }
         guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }
-        return (active, model, fitter.fitCount, calibration.count)
+        return (active, model, fitter.fitCount, calibrationCount)
     }
 
-    /// The full-rank model and its local sample (raw fit traces). A reference that collected subspace
-    /// moments is first replayed into full moments, if they fit in the memory budget.
-    private func fitFullRank(_ record: ReferenceRecord, _ fitter: ReferenceFitter, calibration: [Trace], alpha: Double,
+    /// The full-rank model (uncalibrated) and its local sample (raw fit traces). A reference that collected
+    /// subspace moments is first replayed into full moments, if they fit in the memory budget.
+    private func fitFullRank(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double,
                              scorer: Scorer) throws(ProtocolError) -> (ReferenceModel, [[Float]]) {
         var fitter = fitter
         if fitter.collectsSubspaces {
@@ -245,15 +262,16 @@ extension Engine {
             do { try store.forEachFitVector(of: record, heldOut: false) { sample.add($0) } } catch { throw storeFailure(error) }
         }
         do {
-            return (try fitter.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK), sample.items)
+            return (try fitter.estimate(alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK), sample.items)
         } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
         }
     }
 
-    /// The subspace model and its local sample (fit traces' subspace coordinates): the subspaces from the
-    /// collected moments, then the model in them from the stored fit traces, projected a block at a time.
-    private func fitSubspaces(_ record: ReferenceRecord, _ fitter: ReferenceFitter, policy: SubspacePolicy, calibration: [Trace],
+    /// The subspace model (uncalibrated) and its local sample (fit traces' subspace coordinates): the
+    /// subspaces from the collected moments, then the model in them from the stored fit traces, projected a
+    /// block at a time.
+    private func fitSubspaces(_ record: ReferenceRecord, _ fitter: ReferenceFitter, policy: SubspacePolicy,
                               alpha: Double, scorer: Scorer) throws(ProtocolError) -> (ReferenceModel, [[Float]]) {
         let projection: Projection
         do { projection = try fitter.projection(policy: policy) } catch { throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)") }
@@ -276,8 +294,8 @@ extension Engine {
         } catch { throw storeFailure(error) }
         flush()
         do {
-            return (try inner.finalize(calibration: calibration, alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK,
-                                       projection: projection), sample.items)
+            return (try inner.estimate(alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK, projection: projection),
+                    sample.items)
         } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
         }

@@ -316,15 +316,31 @@ extension Store {
     }
 }
 
+/// What finalizing estimated for one site: its Ledoit–Wolf shrinkage and, for a site modelled in a
+/// principal subspace, the rank and the fraction of the site's variance the subspace holds.
+package struct SiteFit: Sendable, Equatable {
+    package var shrinkage: Double
+    package var rank: Int?
+    package var explained: Double?
+}
+
 extension Store {
-    /// Each site's Ledoit–Wolf shrinkage of an active reference, in site order; nil while collecting.
-    package func shrinkage(of reference: ReferenceRecord) throws(StoreError) -> [Double]? {
+    /// Each site's fit of an active reference, in site order; nil while collecting.
+    package func siteFits(of reference: ReferenceRecord) throws(StoreError) -> [SiteFit]? {
         guard reference.state == .active else { return nil }
-        let stmt = try db.prepare("SELECT shrinkage FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
+        let stmt = try db.prepare("SELECT shrinkage, rank, subspace_eigenvalues, total_variance FROM reference_sites WHERE reference_id = ?1 ORDER BY position")
         try stmt.bind(.integer(reference.id))
-        var values: [Double] = []
-        while try stmt.step() { values.append(stmt.double(0)) }
-        return values
+        var fits: [SiteFit] = []
+        while try stmt.step() {
+            var fit = SiteFit(shrinkage: stmt.double(0))
+            if !stmt.isNull(1) {
+                fit.rank = Int(stmt.int(1))
+                let total = stmt.double(3)
+                fit.explained = total > 0 ? Blob.float64(stmt.blob(2)).reduce(0, +) / total : 1
+            }
+            fits.append(fit)
+        }
+        return fits
     }
 }
 

@@ -53,10 +53,20 @@ extension Store {
         return deleted
     }
 
-    /// Hands up to `pages` free pages back to the file system (a database created with
-    /// `auto_vacuum = INCREMENTAL`, as the daemon creates them; a no-op otherwise).
-    package func releaseFreePages(_ pages: Int) throws(StoreError) {
-        try db.execute("PRAGMA incremental_vacuum(\(pages))")
+    /// Hands free pages back to the file system (a database created with `auto_vacuum = INCREMENTAL`, as
+    /// the daemon creates them; a no-op otherwise), 16 at a time, until none is left or `budget` has
+    /// passed: moving a page can take milliseconds (overflow chains), and after a wide reference drops its
+    /// fit traces there are millions of them, so the writer must not stop for them all at once. Returns
+    /// how many are still free.
+    @discardableResult
+    package func releaseFreePages(budget: Duration) throws(StoreError) -> Int {
+        let clock = ContinuousClock(), deadline = clock.now + budget
+        var free = try pageCounts().free
+        while free > 0, clock.now < deadline {
+            try db.execute("PRAGMA incremental_vacuum(16)")
+            free = try pageCounts().free
+        }
+        return free
     }
 
     /// The database file's size in pages and its free pages.
