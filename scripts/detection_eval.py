@@ -22,6 +22,7 @@ most alpha: the conformal guarantee is P(p <= alpha) <= alpha; p-values are mult
 observed rate sits somewhat below alpha).
 
 Usage: python3 scripts/detection_eval.py BINARY [--work DIR] [--sets unseen,...,shift] [--seed 7] [--alpha 0.01] [--check]
+                                              [--serve-arg=--model --serve-arg=subspace ...]
 About 1 minute on 2 cores.
 """
 import argparse
@@ -56,12 +57,12 @@ def wilson(k, n, z=1.959964):
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def start_daemon(binary, work, alpha):
+def start_daemon(binary, work, alpha, extra=()):
     sock, db = str(work / "d.sock"), str(work / "d.db")
     for stale in work.glob("d.db*"):  # every run starts from an empty store
         stale.unlink()
     log = open(work / "serve.log", "w")
-    p = subprocess.Popen([binary, "serve", "--socket", sock, "--database", db, "--alpha", str(alpha), "--log-level", "warning"],
+    p = subprocess.Popen([binary, "serve", "--socket", sock, "--database", db, "--alpha", str(alpha), "--log-level", "warning", *extra],
                          stdout=subprocess.DEVNULL, stderr=log, cwd=work)
     deadline = time.time() + 30
     while True:
@@ -119,6 +120,8 @@ def main():
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--check", action="store_true", help="exit non-zero if the default scorer loses (see above)")
     parser.add_argument("--json", type=pathlib.Path, help="also write the results as JSON here")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="an extra argument for `mechwatch serve` (repeatable), e.g. --serve-arg=--model --serve-arg=subspace")
     args = parser.parse_args()
     binary = str(pathlib.Path(args.binary).resolve())
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="mw-detect-"))
@@ -131,7 +134,7 @@ def main():
                         "--seed", str(args.seed)], check=True, capture_output=True)
     if planted:
         subprocess.run([sys.executable, str(HERE / "eval_sets.py"), str(work / "sets")], check=True, capture_output=True)
-    daemon, sock, db = start_daemon(binary, work, args.alpha)
+    daemon, sock, db = start_daemon(binary, work, args.alpha, args.serve_arg)
     results, failures = {}, []
     try:
         for name in names:

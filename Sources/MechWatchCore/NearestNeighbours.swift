@@ -32,6 +32,21 @@ package struct NearestNeighbours: Sendable {
         }
     }
 
+    /// The smallest value (+∞ if empty; NaN, or a value below the rest, if a NaN is among them), sixteen
+    /// lanes at a time.
+    static func minimum(_ values: UnsafeBufferPointer<Float>) -> Float {
+        var lanes = SIMD16<Float>(repeating: .infinity)
+        let whole = values.count / 16 * 16
+        var i = 0
+        while i < whole {
+            lanes = pointwiseMin(lanes, SIMD16<Float>(values[i..<i + 16]))
+            i += 16
+        }
+        var smallest = lanes.min()
+        while i < values.count { smallest = min(smallest, values[i]); i += 1 }
+        return smallest
+    }
+
     /// The distance from each query (columns of `queries`, `dimension × n`) to its K-th nearest sample
     /// point; `.infinity` when the sample has fewer than K points.
     package func kthDistances(_ queries: [Float], count n: Int) -> [Double] {
@@ -47,30 +62,42 @@ package struct NearestNeighbours: Sendable {
         // Each query's k smallest squared distances so far, ascending, and which points they are.
         var best = [Float](repeating: .infinity, count: n * k)
         var index = [Int](repeating: -1, count: n * k)
-        var products = [Float](repeating: 0, count: Self.block * n)
+        // Per block, column j holds ‖s‖² − 2 s·q_j for the block's points s: one sgemm with β = 1 over the
+        // points' squared norms; ‖q_j‖² is added only to the values that enter a query's list.
+        var partial = [Float](repeating: 0, count: Self.block * n)
         for start in stride(from: 0, to: m, by: Self.block) {
             let b = min(Self.block, m - start)
-            // products (b × n) = Sᵀ_block Q
-            points.withUnsafeBufferPointer { s in
-                cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, Int32(b), Int32(n), Int32(dimension), 1,
-                            s.baseAddress! + start * dimension, Int32(dimension), queries, Int32(dimension), 0, &products, Int32(b))
+            partial.withUnsafeMutableBufferPointer { out in
+                squaredNorms.withUnsafeBufferPointer { norms in
+                    for j in 0..<n { (out.baseAddress! + j * b).update(from: norms.baseAddress! + start, count: b) }
+                }
             }
-            for j in 0..<n {
-                let qn = queryNorms[j]
-                var worst = best[j * k + k - 1]
-                for i in 0..<b {
-                    let d2 = qn + squaredNorms[start + i] - 2 * products[j * b + i]
-                    guard d2 < worst else { continue }
-                    // Insert into the sorted k-list.
-                    var slot = k - 1
-                    while slot > 0, best[j * k + slot - 1] > d2 {
-                        best[j * k + slot] = best[j * k + slot - 1]
-                        index[j * k + slot] = index[j * k + slot - 1]
-                        slot -= 1
+            points.withUnsafeBufferPointer { s in
+                cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, Int32(b), Int32(n), Int32(dimension), -2,
+                            s.baseAddress! + start * dimension, Int32(dimension), queries, Int32(dimension), 1, &partial, Int32(b))
+            }
+            partial.withUnsafeBufferPointer { values in
+                for j in 0..<n {
+                    let column = UnsafeBufferPointer(rebasing: values[j * b..<(j + 1) * b])
+                    let qn = queryNorms[j]
+                    var worst = best[j * k + k - 1]
+                    // The column's smallest value, SIMD-wide: if even it does not enter the list, nothing does.
+                    let smallest = Self.minimum(column)
+                    guard smallest.isNaN || smallest + qn < worst else { continue }
+                    for i in 0..<b {
+                        let d2 = qn + column[i]
+                        guard d2 < worst else { continue }
+                        // Insert into the sorted k-list.
+                        var slot = k - 1
+                        while slot > 0, best[j * k + slot - 1] > d2 {
+                            best[j * k + slot] = best[j * k + slot - 1]
+                            index[j * k + slot] = index[j * k + slot - 1]
+                            slot -= 1
+                        }
+                        best[j * k + slot] = d2
+                        index[j * k + slot] = start + i
+                        worst = best[j * k + k - 1]
                     }
-                    best[j * k + slot] = d2
-                    index[j * k + slot] = start + i
-                    worst = best[j * k + k - 1]
                 }
             }
         }

@@ -235,7 +235,7 @@ package struct SubspacePolicy: Sendable, Equatable {
     /// ... up to this rank.
     package var maxRank: Int
 
-    package init(mode: Mode = .auto, minimumWidth: Int = 512, fraction: Double = 0.95, maxRank: Int = 128) {
+    package init(mode: Mode = .auto, minimumWidth: Int = 512, fraction: Double = 0.999, maxRank: Int = 128) {
         self.mode = mode
         self.minimumWidth = minimumWidth
         self.fraction = fraction

@@ -43,11 +43,13 @@ package struct SiteProjection: Sendable, Equatable {
         self.variances = variances
     }
 
-    /// Estimates the subspace from a site's biased covariance (`d × d`, column-major, consumed) and mean.
-    /// The rank r is the smallest that (a) holds `fraction` of the total variance and (b) leaves no
-    /// direction outside the subspace stronger than `Self.edge` times the mean residual variance
-    /// (`λ_{r+1} ≤ 4 σ²(r)`: what is left looks like isotropic noise, whose largest sample eigenvalue
-    /// stays within (1 + √(d/n))² ≤ 4 of its mean while n ≥ d), at most `maxRank` and `d − 1`.
+    /// Estimates the subspace from a site's biased covariance (`d × d`, column-major) and mean. The rank
+    /// r is the smallest that (a) holds `fraction` of the total variance and (b) leaves no direction
+    /// outside the subspace stronger than `edge` (4) times the mean discarded variance `σ²` (noise's
+    /// largest sample eigenvalue stays within (1 + √(d/n))² ≤ 4 of the mean while n ≥ d), at most
+    /// `maxRank` and `d − 1`. Both are needed: (b) alone (a remainder that looks isotropic) stopped early
+    /// on the planted evaluation sets, whose mechanisms live partly in low-variance directions that an
+    /// isotropic residual averages away (context: AUROC 0.936 against 0.983 at full rank).
     package init(name: String, mean: [Double], covariance: [Double], variances raw: [Double], fraction: Double, maxRank: Int) throws(MathError) {
         let d = mean.count
         precondition(covariance.count == d * d && d >= 2 && maxRank >= 1)

@@ -5,7 +5,7 @@ Writes subspace_fixture.json beside this script. Seeded, so re-running reproduce
 
 One site of width 40: 6 latent directions of decreasing strength plus isotropic noise, mean far from 0
 (exercises WideMoments' shift). Expected: the biased covariance (np.cov, bias=True), its eigenvalues
-(np.linalg.eigh), the rank the documented rule picks, the residual variance, the top-r eigenvectors,
+(np.linalg.eigh), the rank the documented rule picks (SiteProjection: enough variance, and no strong direction left), the residual variance, the top-r eigenvectors,
 and for probe vectors the squared norm of their subspace coordinates, the residual energy outside the
 subspace and the independence and residual surprises, all in float64. The fit and probe vectors are
 float32 values (in their shortest decimal form, exact when read as Float).
@@ -17,7 +17,7 @@ import numpy as np
 
 rng = np.random.default_rng(20261129)
 d, latent, n = 40, 6, 1000
-fraction, edge, max_rank = 0.9, 4.0, 12
+fraction, edge, max_rank = 0.99, 4.0, 12
 mixing = rng.normal(size=(d, latent)) * np.linspace(4.0, 1.0, latent)
 mean = rng.normal(size=d) * 5 + 50
 x = rng.normal(size=(n, latent)) @ mixing.T + 0.3 * rng.normal(size=(n, d)) + mean
@@ -34,11 +34,9 @@ values, vectors = values[::-1], vectors[:, ::-1]
 total = np.trace(cov)
 k = min(max_rank, d - 1)
 rank = k
-captured = 0.0
 for i in range(k - 1):
-    captured += values[i]
-    residual = (total - captured) / (d - i - 1)
-    if captured >= fraction * total and values[i + 1] <= edge * residual:
+    captured = values[:i + 1].sum()
+    if captured >= fraction * total and values[i + 1] <= edge * (total - captured) / (d - i - 1):
         rank = i + 1
         break
 kept = values[:rank]
