@@ -396,7 +396,8 @@ def main():
     widths = [bench["width"]] * bench["sites"]
     pool = [rng.standard_normal((256, width), dtype=np.float32) for _ in range(4)]
     pool_labels = [rng.integers(0, 10, 256) for _ in range(4)]
-    fit_traces = 20_000
+    # Timed on at most 20,000 traces and at most ~1 GiB of them (the rate is per trace either way).
+    fit_traces = min(20_000, max(256, (1 << 30) // (4 * width)))
     count = fit_traces // 256
     start = time.perf_counter()
     if ref.subspace:

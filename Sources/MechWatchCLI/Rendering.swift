@@ -107,6 +107,10 @@ enum EventRendering {
                     lines.append("(\(place) no trusted trace of the reference's sample lies within distance \(Format.fixed(d, 2)) of this one;"
                                  + " a trusted trace is that far from its nearest with probability \(Format.p(local.p)))")
                 }
+                if let residual = e.terms.filter({ $0.kind == .residual }).min(by: { $0.p < $1.p }), residual.p <= e.alpha {
+                    lines.append("(at \(residual.subject) the part of the vector outside the reference's principal subspace of the site"
+                                 + " is larger than trusted traces' with probability \(Format.p(residual.p)): a direction the reference never saw vary)")
+                }
                 if e.terms.contains(where: { $0.kind == .output && $0.value == nil }) {
                     lines.append("(output terms marked fallback: the output was absent or too rare in fitting; they count as no evidence)")
                 }

@@ -38,8 +38,8 @@ __all__ = ["build_report", "main"]
 
 BLUE, RED, GREY, DARK, AMBER = "#3566a8", "#c8403a", "#9a9a9a", "#333333", "#e3a33b"
 KIND_COLOURS = {"independence": "#9db4d8", "joint": "#3566a8", "interaction": "#5fb3a1", "transition": "#d67fb8",
-                "dependence": "#a86f2c", "output": "#ee8c55", "local": "#7b4fa0"}
-KIND_ORDER = ["independence", "joint", "interaction", "output", "local", "transition", "dependence"]
+                "dependence": "#a86f2c", "output": "#ee8c55", "local": "#7b4fa0", "residual": "#4f7b3a"}
+KIND_ORDER = ["independence", "joint", "interaction", "output", "residual", "local", "transition", "dependence"]
 STYLE = {
     "font.size": 10, "axes.titlesize": 11.5, "axes.titleweight": "bold", "axes.titlelocation": "left",
     "axes.labelsize": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#888888",

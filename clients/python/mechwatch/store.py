@@ -40,10 +40,12 @@ REFERENCE_COLUMNS = ["name", "id", "state", "alpha", "scorer", "combination", "f
 LOWER_TAIL_KINDS = ("interaction", "dependence")
 
 
-def term_layout(sites: List[str], transitions: bool = True, outputs: bool = False, local: bool = False) -> List[Tuple[str, str]]:
+def term_layout(sites: List[str], transitions: bool = True, outputs: bool = False, local: bool = False,
+                residual: Iterable[str] = ()) -> List[Tuple[str, str]]:
     """The daemon's term order (`TermLayout`) as `(kind, subject)` pairs: per site independence, joint,
     interaction; per consecutive pair transition, dependence (subject `a→b`); per site output if the
-    reference has outputs; per site local, then local `*`, if it has a local sample."""
+    reference has outputs; per site local, then local `*`, if it has a local sample; residual per site
+    modelled in a principal subspace (`residual`, in site order; schema version 7)."""
     terms = [(kind, s) for s in sites for kind in ("independence", "joint", "interaction")]
     if transitions:
         terms += [(kind, f"{a}→{b}") for a, b in zip(sites, sites[1:]) for kind in ("transition", "dependence")]
@@ -51,6 +53,7 @@ def term_layout(sites: List[str], transitions: bool = True, outputs: bool = Fals
         terms += [("output", s) for s in sites]
     if local:
         terms += [("local", s) for s in list(sites) + ["*"]]
+    terms += [("residual", s) for s in residual]
     return terms
 
 
@@ -221,9 +224,13 @@ class Store:
         return [(n, int(w)) for n, w in self._db.execute(
             "SELECT name, width FROM reference_sites WHERE reference_id = ? ORDER BY position", (reference_id,))]
 
-    def _layout_flags(self, reference_id: int, sites) -> Tuple[bool, bool, bool]:
-        """(transitions, outputs, local) of a reference's term layout, as the daemon derives them."""
+    def _layout_flags(self, reference_id: int, sites) -> Tuple[bool, bool, bool, List[str]]:
+        """(transitions, outputs, local, residual sites) of a reference's term layout, as the daemon derives them."""
         transitions = outputs = local = False
+        residual = []
+        if self._has("reference_sites", "rank"):
+            residual = [name for (name,) in self._db.execute(
+                "SELECT name FROM reference_sites WHERE reference_id = ? AND rank IS NOT NULL ORDER BY position", (reference_id,))]
         if self._has("reference_transitions"):
             transitions = self._db.execute("SELECT count(*) FROM reference_transitions WHERE reference_id = ?",
                                            (reference_id,)).fetchone()[0] > 0
@@ -237,7 +244,7 @@ class Store:
         if self._has("reference_models", "local_k"):
             local = self._db.execute("SELECT local_k IS NOT NULL FROM reference_models WHERE id = ?",
                                      (reference_id,)).fetchone()[0] == 1
-        return transitions, outputs, local
+        return transitions, outputs, local, residual
 
     def term_layout(self, reference: str) -> "pd.DataFrame":
         """The reference's term order: term (position), kind, subject. Empty for a collecting reference or
@@ -267,7 +274,7 @@ class Store:
         records = []
         for (name, rid, state, alpha, scorer, combination, local_k, fit, cal, created, finalized, events, flagged) in rows:
             sites = self._sites(rid)
-            _, outputs, _ = self._layout_flags(rid, sites)
+            _, outputs, _, _ = self._layout_flags(rid, sites)
             terms = len(self.term_layout(name)) if state == "active" else 0
             records.append([name, rid, state, alpha, scorer, combination, fit, cal, created, finalized, local_k,
                             outputs, sites, terms, events, flagged])
