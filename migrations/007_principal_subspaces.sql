@@ -20,10 +20,12 @@ ALTER TABLE reference_sites ADD COLUMN residual_variance REAL;    -- mean varian
 ALTER TABLE reference_sites ADD COLUMN total_variance REAL;       -- trace of the site's covariance
 ALTER TABLE reference_sites ADD COLUMN site_variances BLOB;       -- float64 x width: per-coordinate variances (floored)
 
--- Each site's rank and the fraction of its variance the subspace holds, e.g.
+-- Each site of an active subspace reference: its rank (NULL: kept at full rank) and the fraction of its
+-- variance the subspace holds (from the residual variance, which is floored), e.g.
 --   SELECT reference, site, width, rank, round(explained, 3) FROM reference_subspaces;
 CREATE VIEW reference_subspaces AS
 SELECT r.name AS reference, s.position, s.name AS site, s.width, s.rank,
-       CASE WHEN s.rank IS NULL THEN 1.0 ELSE 1.0 - s.residual_variance * (s.width - s.rank) / s.total_variance END AS explained
+       CASE WHEN s.rank IS NULL OR s.total_variance <= 0 THEN 1.0
+            ELSE max(0.0, 1.0 - s.residual_variance * (s.width - s.rank) / s.total_variance) END AS explained
 FROM reference_sites s JOIN reference_models r ON r.id = s.reference_id
-WHERE r.model = 'subspace';
+WHERE r.model = 'subspace' AND r.state = 'active';

@@ -11,6 +11,11 @@ import Dispatch
 /// each coordinate divided by its standard deviation under the shrunk covariance (subject `*`).
 /// Calibration traces are never in the sample, so their distances are distributed as a new trusted
 /// trace's. K = 1 and full whitening were chosen by measurement on the evaluation sets (README).
+///
+/// With `summed` (a subspace reference, whose site coordinates are principal coordinates and so already
+/// nearly uncorrelated) the `*` space is the sites' whitened spaces side by side: its squared distance is
+/// the sum of the sites' (`NearestNeighbours.kthDistances(_:queries:count:summed:)`), which costs no
+/// product of its own, where a standardised space over all sites would cost as much as all the sites.
 package struct LocalModel: Sendable {
     /// How a space maps a trace's coordinates before distances are taken.
     package enum Transform: Sendable {
@@ -68,8 +73,10 @@ package struct LocalModel: Sendable {
         }
     }
 
-    /// One space per site, in site order, then `*`.
+    /// One space per site, in site order, then `*` (without points of its own when `summed`).
     package let spaces: [Space]
+    /// Whether the `*` distance is the sites' summed (see above).
+    package let summed: Bool
     /// The default K: the nearest neighbour (chosen by measurement, README).
     package static let defaultK = 1
     /// Which neighbour's distance is the term (1: the nearest).
@@ -80,7 +87,7 @@ package struct LocalModel: Sendable {
     /// The spaces of `sites` (their shrunk covariances' factors and variances) and the coordinates of the
     /// `sample` rows in them; each row is one fit trace, float32, `layout.totalWidth` long. Rows are
     /// converted a block at a time, so only one block is ever held in Float64.
-    package init(layout: SiteLayout, sites: [SiteModel], sample: [[Float]], k: Int) throws(MathError) {
+    package init(layout: SiteLayout, sites: [SiteModel], sample: [[Float]], k: Int, summed: Bool = false) throws(MathError) {
         precondition(sites.count == layout.sites.count && sample.allSatisfy { $0.count == layout.totalWidth })
         let offsets = layout.offsets
         var spaces: [Space] = []
@@ -89,13 +96,15 @@ package struct LocalModel: Sendable {
         }
         spaces.append(Space(subject: "*", offset: 0, mean: sites.flatMap(\.mean),
                             transform: .scale(sites.flatMap { $0.variances.map { 1 / $0.squareRoot() } }), k: k))
-        var points = spaces.map { [Float](repeating: 0, count: $0.width * sample.count) }
+        self.summed = summed
+        let stored = summed ? spaces.count - 1 : spaces.count  // spaces whose sample coordinates are kept
+        var points = spaces.indices.map { [Float](repeating: 0, count: $0 < stored ? spaces[$0].width * sample.count : 0) }
         let width = layout.totalWidth
         for start in stride(from: 0, to: sample.count, by: BatchScorer.blockSize) {
             let end = min(start + BatchScorer.blockSize, sample.count)
             let block = sample[start..<end].flatMap { $0.map(Double.init) }
             block.withUnsafeBufferPointer { values in
-                for (s, space) in spaces.enumerated() {
+                for (s, space) in spaces.prefix(stored).enumerated() {
                     let z = space.coordinates(values, rowLength: width, rows: 0..<(end - start))
                     for i in z.indices { points[s][start * space.width + i] = z[i] }
                 }
@@ -109,6 +118,26 @@ package struct LocalModel: Sendable {
         let n = batch.count, spaceCount = spaces.count, rowLength = batch.layout.totalWidth
         var out = [Double](repeating: 0, count: n * spaceCount)
         guard n > 0 else { return out }
+        if summed {
+            // Every space needs the same queries at once: the traces are split among the cores instead.
+            let sites = Array(spaces.dropLast())
+            let chunk = max(8, min(BatchScorer.blockSize, (n + 1) / 2))
+            batch.values.withUnsafeBufferPointer { values in
+                out.withUnsafeMutableBufferPointer { buffer in
+                    nonisolated(unsafe) let result = buffer.baseAddress!, input = values
+                    DispatchQueue.concurrentPerform(iterations: (n + chunk - 1) / chunk) { c in
+                        let rows = (c * chunk)..<min((c + 1) * chunk, n)
+                        let queries = sites.map { $0.coordinates(input, rowLength: rowLength, rows: rows) }
+                        let (perSpace, sum) = NearestNeighbours.kthDistances(sites.map(\.neighbours), queries: queries, count: rows.count, summed: true)
+                        for (j, row) in rows.enumerated() {
+                            for s in sites.indices { result[row * spaceCount + s] = perSpace[s][j] }
+                            result[row * spaceCount + sites.count] = sum[j]
+                        }
+                    }
+                }
+            }
+            return out
+        }
         batch.values.withUnsafeBufferPointer { values in
             out.withUnsafeMutableBufferPointer { buffer in
                 nonisolated(unsafe) let result = buffer.baseAddress!, input = values

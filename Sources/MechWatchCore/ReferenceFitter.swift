@@ -6,7 +6,7 @@ import Dispatch
 /// `CalibrationSplit` from its id alone, so the split does not depend on arrival order. Only the
 /// moments are held in memory; the caller keeps the held-out traces (the store does).
 ///
-/// A fitter that `collectsSubspaces` keeps only each site's `WideMoments` (float32, no cross or output
+/// A fitter that `collectsSubspaces` keeps only each site's `WideMoments` (packed, no cross or output
 /// moments): enough to estimate the principal subspaces (`projection`), after which the subspace model is
 /// fitted by a second fitter from the stored fit traces, projected.
 package struct ReferenceFitter: Sendable {
@@ -14,9 +14,8 @@ package struct ReferenceFitter: Sendable {
     package let split: CalibrationSplit
     /// Whether this fitter keeps `wide` moments only (for a subspace reference).
     package let collectsSubspaces: Bool
-    /// Per site, the float32 moments a principal subspace is estimated from (subspace collection only).
+    /// Per site, the moments a principal subspace is estimated from (subspace collection only).
     package private(set) var wide: [WideMoments]
-    private var wideScratch: [[Float]]
     package private(set) var moments: [RunningMoments]
     /// Cross moments of each consecutive pair of sites.
     package private(set) var crosses: [CrossMoments]
@@ -38,13 +37,11 @@ package struct ReferenceFitter: Sendable {
         self.collectsSubspaces = collectsSubspaces
         if collectsSubspaces {
             wide = layout.sites.map { WideMoments(width: $0.width) }
-            wideScratch = layout.sites.map { _ in [] }
             moments = []
             crosses = []
             labelled = []
         } else {
             wide = []
-            wideScratch = []
             moments = layout.sites.map { RunningMoments(width: $0.width) }
             crosses = zip(layout.sites, layout.sites.dropFirst()).map { CrossMoments(widthX: $0.width, widthY: $1.width) }
             labelled = layout.sites.map { OutputMoments(width: $0.width) }
@@ -94,10 +91,8 @@ package struct ReferenceFitter: Sendable {
     private mutating func add(_ batch: TraceBatch, rows: [Int]) {
         if collectsSubspaces {
             wide.withUnsafeMutableBufferPointer { w in
-                wideScratch.withUnsafeMutableBufferPointer { b in
-                    nonisolated(unsafe) let wide = w, scratch = b
-                    DispatchQueue.concurrentPerform(iterations: wide.count) { s in wide[s].add(batch, site: s, rows: rows, scratch: &scratch[s]) }
-                }
+                nonisolated(unsafe) let wide = w
+                DispatchQueue.concurrentPerform(iterations: wide.count) { s in wide[s].add(batch, site: s, rows: rows) }
             }
             return
         }
@@ -171,14 +166,15 @@ package struct ReferenceFitter: Sendable {
         let outputMoments = self.outputMoments
         if outputMoments.first.map({ $0.counts.values.contains { $0 >= OutputModel.defaultMinimumCount } }) == true {
             for (s, m) in outputMoments.enumerated() {
-                do { outputs.append(try OutputModel(site: sites[s].name, moments: m, shrinkage: sites[s].shrinkage)) } catch {
+                let outside = projection?.sites[s].map { (dimensions: $0.width - $0.rank, variance: $0.residualVariance) }
+                do { outputs.append(try OutputModel(site: sites[s].name, moments: m, shrinkage: sites[s].shrinkage, outside: outside)) } catch {
                     throw .numerical(site: sites[s].name, error)
                 }
             }
         }
         var local: LocalModel?
         if sample.count >= localK {
-            do { local = try LocalModel(layout: layout, sites: sites, sample: sample, k: localK) } catch {
+            do { local = try LocalModel(layout: layout, sites: sites, sample: sample, k: localK, summed: projection != nil) } catch {
                 throw .numerical(site: "local", error)
             }
         }

@@ -9,8 +9,8 @@
 /// A sample of S fit traces for the local terms: while finalizing, the traces themselves and their
 /// subspace coordinates, both float32 (at most 8 bytes × S × total width).
 ///
-/// A reference whose sites `subspaces` projects (`SubspacePolicy`): the float32 co-moment of every site
-/// (4d² bytes) while collecting; while estimating the subspaces, two sites at a time each hold a Float64
+/// A reference whose sites `subspaces` projects (`SubspacePolicy`): the packed Float64 co-moment of every
+/// site (4d² bytes) while collecting; while estimating the subspaces, two sites at a time each hold a Float64
 /// covariance and its working copy (16 d² bytes each); then the model in the subspaces, as above with
 /// each projected site `min(maxRank, d − 1)` wide, plus its basis (4 d r bytes) and mean and variances.
 package struct ReferenceFootprint: Sendable, Equatable {

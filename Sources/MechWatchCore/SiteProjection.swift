@@ -65,17 +65,18 @@ package struct SiteProjection: Sendable, Equatable {
                                   0, 0, Int32(d - k + 1), Int32(d), 0, &found, &values, &vectors, Int32(d), &support)
         guard info == 0, Int(found) == k else { throw .lapack(routine: "dsyevr", info: Int(info)) }
         let descending = (0..<k).map { max(values[k - 1 - $0], 0) }
+        // The mean discarded eigenvalue is floored like SiteModel's variances, so that a site whose
+        // variance the subspace holds entirely (exactly low-rank data, where rounding leaves nothing or
+        // less than nothing outside) still has a finite residual density and ends the rank rule.
+        let floor = max(total / Double(d) * SiteModel.varianceFloor, Double.leastNormalMagnitude)
         var rank = k
         var captured = 0.0
         for (i, v) in descending.enumerated() where i + 1 < k {
             captured += v
-            let residual = (total - captured) / Double(d - i - 1)
+            let residual = max((total - captured) / Double(d - i - 1), floor)
             if captured >= fraction * total, descending[i + 1] <= Self.edge * residual { rank = i + 1; break }
         }
         let kept = Array(descending.prefix(rank))
-        // The mean discarded eigenvalue, floored like SiteModel's variances so that a site whose
-        // variance the subspace holds entirely still has a finite residual density.
-        let floor = max(total / Double(d) * SiteModel.varianceFloor, Double.leastNormalMagnitude)
         let residual = max((total - kept.reduce(0, +)) / Double(d - rank), floor)
         var basis = [Float](repeating: 0, count: d * rank)
         for c in 0..<rank {
@@ -173,21 +174,27 @@ extension SiteProjection {
         var z = [Float](repeating: 0, count: r * min(n, block))
         let independenceConstant = self.independenceConstant, residualConstant = self.residualConstant
         let inverseVariances = variances.map { 1 / $0 }
+        // Beyond this a row's float32 products could overflow (|z| ≤ Σ|cᵢ|): such rows are redone in Float64.
+        let safe = Double(Float.greatestFiniteMagnitude) / Double(2 * d)
         for start in stride(from: 0, to: n, by: block) {
             let m = min(block, n - start)
+            var huge: [Int] = []
             for j in 0..<m {
                 let row = x + (start + j) * rowLength + offset
-                var independence = 0.0
+                var independence = 0.0, largest = 0.0
                 for i in 0..<d {
                     let c = row[i] - mean[i]
                     centred[j * d + i] = Float(c)
                     independence += c * c * inverseVariances[i]
+                    largest = max(largest, abs(c))
                 }
+                if !(largest <= safe) { huge.append(j) }
                 terms.independence[start + j] = 0.5 * independence + independenceConstant
             }
             // z = Uᵀ c, then c ← c − U z (the residual, in place).
             cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, Int32(r), Int32(m), Int32(d), 1, basis, Int32(d), centred, Int32(d), 0, &z, Int32(r))
             cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, Int32(d), Int32(m), Int32(r), -1, basis, Int32(d), z, Int32(r), 1, &centred, Int32(d))
+            for j in huge { projectInFloat64(x + (start + j) * rowLength + offset, z: &z, column: j, residual: &centred) }
             for j in 0..<m {
                 var energy = 0.0
                 for i in 0..<d { let e = Double(centred[j * d + i]); energy += e * e }
@@ -198,5 +205,20 @@ extension SiteProjection {
                 for i in 0..<r { row[i] = Double(z[j * r + i]) }
             }
         }
+    }
+
+    /// One row's coordinates and residual, in Float64 (a row whose float32 products could overflow). Values
+    /// beyond float32's range are written as ±∞ (the trace is then the most extreme there is).
+    private func projectInFloat64(_ row: UnsafePointer<Double>, z: inout [Float], column j: Int, residual: inout [Float]) {
+        let d = width, r = rank
+        let c = (0..<d).map { row[$0] - mean[$0] }
+        var coordinates = [Double](repeating: 0, count: r)
+        for k in 0..<r { for i in 0..<d { coordinates[k] += Double(basis[k * d + i]) * c[i] } }
+        for i in 0..<d {
+            var e = c[i]
+            for k in 0..<r { e -= Double(basis[k * d + i]) * coordinates[k] }
+            residual[j * d + i] = Float(e)
+        }
+        for k in 0..<r { z[j * r + k] = Float(coordinates[k]) }
     }
 }

@@ -19,7 +19,8 @@ extension Engine {
                 .init("name", .string(name)), .init("state", .string(loaded.stateName)), .init("sites", .int(r.layout.sites.count)),
                 .init("fit_traces", .int(r.fitCount)), .init("calibration_traces", .int(r.calibrationCount)),
                 .init("alpha", .number(r.alpha)), .init("events", .int(c.events)), .init("flagged", .int(c.flagged)),
-                .init("memory_bytes", .number(ReferenceFootprint(layout: r.layout, sampleSize: configuration.localSampleSize).bytes.rounded())),
+                .init("memory_bytes", .number(ReferenceFootprint(layout: r.layout, sampleSize: configuration.localSampleSize,
+                                                                 subspaces: Self.policy(of: r, configured: configuration.subspaces)).bytes.rounded())),
             ]
             if case .unavailable(_, let reason) = loaded { entry.append(.init("reason", .string(reason))) }
             if case .active = loaded, let window = try? store.recentEvents(of: r, limit: Housekeeping.alarmWindow), !window.flags.isEmpty {

@@ -27,9 +27,12 @@ extension Store {
                                .optional(p.0?[j]), .optional(p.1?[j]), .optional(p.2?[j])).run()
                 let number = db.lastInsertRowID
                 numbers.append(number)
+                // A site value that overflowed to NaN (∞ − ∞ far beyond float32's range) is stored as +∞: the
+                // most extreme there is, as its p-value says.
+                func extreme(_ v: Double) -> SQLValue { .real(v.isNaN ? .infinity : v) }
                 for s in 0..<sites {
-                    try site.bind(.integer(number), .integer(Int64(s)), .real(accounts.mahalanobis[j * sites + s]),
-                                  .real(accounts.termValues[j * t + 3 * s + 1]), .real(accounts.termValues[j * t + 3 * s])).run()
+                    try site.bind(.integer(number), .integer(Int64(s)), extreme(accounts.mahalanobis[j * sites + s]),
+                                  extreme(accounts.termValues[j * t + 3 * s + 1]), extreme(accounts.termValues[j * t + 3 * s])).run()
                 }
                 for k in 0..<t {
                     let value = accounts.termValues[j * t + k]

@@ -243,7 +243,7 @@ extension Store {
         }
         let projection = reference.model == .subspace ? Projection(layout: reference.layout, sites: projections) : nil
         let local: LocalModel?
-        do { local = try localModel(of: reference, layout: projection?.innerLayout ?? reference.layout, sites: sites) } catch {
+        do { local = try localModel(of: reference, layout: projection?.innerLayout ?? reference.layout, sites: sites, summed: projection != nil) } catch {
             throw StoreError(.corrupt, "reference '\(reference.name)' local sample: \(error.message)")
         }
         let stored = try db.prepare("SELECT calibration_scores, calibration_independence, calibration_terms, combination FROM reference_models WHERE id = ?1")
@@ -272,7 +272,7 @@ extension Store {
 
     /// The local model of an active reference, rebuilt from its stored sample (rows of `layout`, the model's
     /// layout); nil if it has none.
-    private func localModel(of reference: ReferenceRecord, layout: SiteLayout, sites: [SiteModel]) throws(StoreError) -> LocalModel? {
+    private func localModel(of reference: ReferenceRecord, layout: SiteLayout, sites: [SiteModel], summed: Bool) throws(StoreError) -> LocalModel? {
         let k = try db.prepare("SELECT local_k FROM reference_models WHERE id = ?1").bind(.integer(reference.id))
             .firstRow { $0.isNull(0) ? nil : Int($0.int(0)) } ?? nil
         guard let k else { return nil }
@@ -285,7 +285,7 @@ extension Store {
             guard vector.count == width else { throw StoreError(.corrupt, "a sample row holds \(vector.count) values; expected \(width)") }
             sample.append(vector)
         }
-        do { return try LocalModel(layout: layout, sites: sites, sample: sample, k: k) } catch {
+        do { return try LocalModel(layout: layout, sites: sites, sample: sample, k: k, summed: summed) } catch {
             throw StoreError(.corrupt, "\(error)")
         }
     }

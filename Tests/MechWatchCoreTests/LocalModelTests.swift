@@ -1,3 +1,4 @@
+import Foundation
 import MechWatchCore
 import Testing
 
@@ -18,6 +19,30 @@ import Testing
         let d = local.distances(queries)
         #expect(close(stride(from: 0, to: d.count, by: 2).map { d[$0] }, f.whitened, rtol: 1e-4, atol: 1e-5))
         #expect(close(stride(from: 1, to: d.count, by: 2).map { d[$0] }, f.standardised, rtol: 1e-4, atol: 1e-5))
+    }
+
+    @Test func summedSpacesMatchBruteForce() {
+        // Two spaces of the same 3,000 sample traces (more than one block), 5 queries: per space and summed,
+        // the K-th nearest distance equals a brute-force search in Float64 (float32 inputs, rtol 1e-6).
+        var seed: UInt64 = 11
+        let m = 3_000, n = 5, dims = [3, 5]
+        let points = dims.map { d in (0..<(d * m)).map { _ in Float(SeededNormal.next(&seed)) } }
+        let queries = dims.map { d in (0..<(d * n)).map { _ in Float(SeededNormal.next(&seed)) } }
+        for k in [1, 3] {
+            let spaces = zip(dims, points).map { NearestNeighbours(dimension: $0, points: $1, k: k) }
+            let (perSpace, sum) = NearestNeighbours.kthDistances(spaces, queries: queries, count: n, summed: true)
+            func squared(_ s: Int, _ j: Int, _ i: Int) -> Double {
+                (0..<dims[s]).reduce(0.0) { $0 + pow(Double(queries[s][j * dims[s] + $1]) - Double(points[s][i * dims[s] + $1]), 2) }
+            }
+            for j in 0..<n {
+                for s in 0..<2 {
+                    let want = (0..<m).map { squared(s, j, $0) }.sorted()[k - 1].squareRoot()
+                    #expect(close(perSpace[s][j], want, rtol: 1e-6))
+                }
+                let want = (0..<m).map { squared(0, j, $0) + squared(1, j, $0) }.sorted()[k - 1].squareRoot()
+                #expect(close(sum[j], want, rtol: 1e-6))
+            }
+        }
     }
 
     @Test func searchFindsTheKthNearestAcrossBlocks() {
