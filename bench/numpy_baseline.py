@@ -94,9 +94,10 @@ class Reference:
             sample = np.stack([np.frombuffer(v, dtype="<f4") for (v,) in db.execute(
                 "SELECT vector FROM reference_sample WHERE reference_id = ? ORDER BY row", (ref_id,))]).astype(np.float64)
             self.spaces = [self.site_space(s, sample) for s in range(len(self.sites))]
-            scale = 1 / np.sqrt(np.concatenate([1 / site["inv_var"] for site in self.sites]))
-            mean = np.concatenate([site["mean"] for site in self.sites])
-            self.spaces.append((lambda X, m=mean, f=scale: (X - m) * f, ((sample - mean) * scale).astype(np.float32)))
+            if not self.subspace:  # a subspace reference's `*` sums the sites' squared distances instead
+                scale = 1 / np.sqrt(np.concatenate([1 / site["inv_var"] for site in self.sites]))
+                mean = np.concatenate([site["mean"] for site in self.sites])
+                self.spaces.append((lambda X, m=mean, f=scale: (X - m) * f, ((sample - mean) * scale).astype(np.float32)))
         self.lower = np.array([k in ("interaction", "dependence") for k in self.kinds])
         T = len(self.kinds)
         cal = f64(terms).reshape(-1, T)
@@ -133,14 +134,22 @@ class Reference:
         return (f, f(sample).astype(np.float32))
 
     def local_terms(self, X):
-        """Distance from each row of X to its local_k-th nearest sample trace in each space."""
-        out = []
+        """Distance from each row of X to its local_k-th nearest sample trace in each space (for a subspace
+        reference, `*` under the sum of the sites' squared distances)."""
+        out, total, exact_rows = [], 0, []
+        k = self.local_k
         for f, ref in self.spaces:
             q = f(X).astype(np.float32)
             d2 = (q * q).sum(1)[:, None] + (ref * ref).sum(1)[None, :] - 2 * q @ ref.T
-            idx = np.argpartition(d2, self.local_k - 1, axis=1)[:, :self.local_k]
+            total = total + d2
+            idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
             exact = np.sort(((q[:, None, :].astype(np.float64) - ref[idx].astype(np.float64)) ** 2).sum(2), axis=1)
             out.append(np.sqrt(exact[:, -1]))
+            exact_rows.append((q.astype(np.float64), ref.astype(np.float64)))
+        if self.subspace:
+            idx = np.argpartition(total, k - 1, axis=1)[:, :k]
+            exact = sum(((q[:, None, :] - ref[idx]) ** 2).sum(2) for q, ref in exact_rows)
+            out.append(np.sqrt(np.sort(exact, axis=1)[:, -1]))
         return np.column_stack(out)
 
     def project(self, X):
@@ -327,13 +336,12 @@ def fit_statistics(widths, batches, labels_of):
 
 
 def fit_subspace_statistics(widths, batches):
-    """What a subspace reference streams: per site the float32 co-moment about a shift, and the float64
-    sum and squares."""
+    """What a subspace reference streams: per site the co-moment about a shift (Float64; the daemon keeps
+    its lower triangle) and the sum."""
     offsets = np.cumsum([0] + widths)
     shift, n = None, 0
     s1 = [np.zeros(p) for p in widths]
-    sq = [np.zeros(p) for p in widths]
-    s2 = [np.zeros((p, p), dtype=np.float32) for p in widths]
+    s2 = [np.zeros((p, p)) for p in widths]
     for X in batches:
         if shift is None:
             shift = [X[:, offsets[s]:offsets[s + 1]].astype(np.float64).mean(0) for s in range(len(widths))]
@@ -341,10 +349,8 @@ def fit_subspace_statistics(widths, batches):
         for s in range(len(widths)):
             a = X[:, offsets[s]:offsets[s + 1]].astype(np.float64) - shift[s]
             s1[s] += a.sum(0)
-            sq[s] += np.einsum("ij,ij->j", a, a)
-            a32 = a.astype(np.float32)
-            s2[s] += a32.T @ a32
-    return s1, sq, s2
+            s2[s] += a.T @ a
+    return s1, s2
 
 
 def main():
