@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -21,7 +22,8 @@ let package = Package(
         // Math core: statistics, estimators, scorers, calibration. No I/O.
         .target(name: "MechWatchCore", dependencies: ["COpenBLAS"]),
         // SQLite store: migrations, references, fit traces, events.
-        .target(name: "MechWatchStore", dependencies: ["CSQLite", "MechWatchCore"], plugins: ["EmbedMigrations"]),
+        .target(name: "MechWatchStore", dependencies: ["CSQLite", "MechWatchCore", .product(name: "Crypto", package: "swift-crypto")],
+                plugins: ["EmbedMigrations"]),
         .executableTarget(name: "migration-embedder"),
         .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["migration-embedder"]),
         // Wire protocol v1: line framing and the JSON codec. No sockets.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import MechWatchCore
 import MechWatchServer
 import MechWatchStore
@@ -8,8 +9,50 @@ import MechWatchWire
 struct ReferenceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reference",
-        abstract: "Finalize, list, show or delete references.",
-        subcommands: [Finalize.self, List.self, Show.self, Delete.self])
+        abstract: "Finalize, list, show, delete, export or import references.",
+        subcommands: [Finalize.self, List.self, Show.self, Delete.self, Export.self, Import.self])
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write an active reference to a reference file, for `mechwatch reference import` on other hosts.",
+            discussion: """
+                The file is a SQLite database holding the reference's fitted statistics, calibration traces, local \
+                sample, scorer, alpha and combination, plus a table reference_file with the format, the schema \
+                version and a SHA-256 checksum of the reference's rows. Read from the database directly (the daemon \
+                may keep running).
+                """)
+        @Argument(help: "Reference name.") var name: String
+        @Argument(help: "The file to write (must not exist).") var file: String
+        @OptionGroup var store: StoreOptions
+
+        func run() async throws {
+            let path = file
+            let record = try await withStore(store) { s -> ReferenceRecord in
+                do throws(StoreError) { return try s.exportReference(named: name, to: path) } catch {
+                    throw CommandFailure(error.message, status: error.code == .notFound ? .notFound : .failure)
+                }
+            }
+            print("exported '\(record.name)' (\(record.fitCount) fit traces, \(record.calibrationCount) calibration traces) to \(file)")
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Have the running daemon take the reference of a reference file as a new active reference.",
+            discussion: "The daemon reads the file itself (its path is made absolute): format, schema version and checksum must match.")
+        @Argument(help: "The reference file (`mechwatch reference export`).") var file: String
+        @Option(name: .customLong("as"), help: "Name for the reference. Default: its name in the file.") var name: String?
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            let path = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
+            var request: [JSONValue.Member] = [.init("op", "import"), .init("path", .string(path))]
+            if let name { request.append(.init("as", .string(name))) }
+            let reply = try await call(client, .object(request))
+            print("imported '\(reply["reference"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "?")' from \(path): "
+                  + "\(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
+        }
+    }
 
     struct Finalize: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

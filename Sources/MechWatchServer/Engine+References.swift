@@ -144,6 +144,52 @@ extension Engine {
         }, requestID: requestID, undo: .delete(loaded))
     }
 
+    /// Takes the reference of the reference file at `path` (`mechwatch reference export`) as a new active
+    /// reference called `requested` (default: its name in the file), ordered with the writes before it:
+    /// the file is verified (format, schema version, checksum), refused if its reference would exceed
+    /// `max_reference_bytes` or its name is taken, copied under a new id, and loaded as stored.
+    func importReference(_ path: String, as requested: String?, id: String?) async -> Reply {
+        let source: ReferenceRecord
+        do { source = try Store.verifyReferenceFile(at: path) } catch {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
+        }
+        let name = requested ?? source.name
+        guard references[name] == nil else {
+            return .failure(id: id, ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")"))
+        }
+        let need = ReferenceFootprint(layout: source.layout, sampleSize: configuration.localSampleSize,
+                                      subspaces: Self.policy(of: source, configured: configuration.subspaces)).bytes
+        let used = footprint, budget = Double(configuration.maxReferenceBytes)
+        guard used + need <= budget else {
+            return .failure(id: id, ProtocolError(.referenceTooLarge, "path: the reference in '\(path)' (\(Self.describe(source.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
+        }
+        var placeholder = source
+        placeholder.id = nextReferenceID
+        placeholder.name = name
+        nextReferenceID += 1
+        references[name] = .finalizing(placeholder)  // the name is taken while the copy is written
+        do {
+            _ = try await writer.submit(.importReference(path: path, id: placeholder.id, name: name)).get()
+        } catch {
+            references[name] = nil
+            // The file can fail its checks again as the writer reads it (it changed); anything else is the store's.
+            if let failure = error as? StoreError, [.corrupt, .cannotOpen, .newerSchema].contains(failure.code) {
+                return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(failure.message)"))
+            }
+            return .failure(id: id, storeFailure(error))
+        }
+        do {
+            guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
+            let model = try store.model(of: record)
+            references[name] = .active(record, model)
+            logger.info("imported reference", metadata: ["reference": "\(name)", "file": "\(path)", "source": "\(source.name)"])
+            return .finalized(id: id, reference: name, fitTraces: record.fitCount, calibrationTraces: record.calibrationCount, model: model)
+        } catch {
+            references[name] = .unavailable(placeholder, reason: "it was imported but could not be loaded: \(error)")
+            return .failure(id: id, storeFailure(error))
+        }
+    }
+
     /// Repairs the in-memory state after a failed write.
     func undo(_ undo: Undo) {
         switch undo {

@@ -108,6 +108,8 @@ package actor Engine {
                 continue
             case .success(.finalize(let name, let alpha, let scorer, let model, let retention)):
                 steps.append(.done(await finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, model: model, retention: retention, id: message.id)))
+            case .success(.importReference(let path, let name)):
+                steps.append(.done(await importReference(path, as: name, id: message.id)))
             default:
                 steps.append(step(message))
             }
@@ -167,8 +169,8 @@ package actor Engine {
                 return .done(try status(id: message.id))
             case .success(.metrics):
                 return .done(.success(id: message.id, ["format": "prometheus", "text": .string(try metricsText())]))
-            case .success(.score), .success(.finalize):
-                throw ProtocolError(.internalError, "score and finalize requests are handled by handle(_:)")
+            case .success(.score), .success(.finalize), .success(.importReference):
+                throw ProtocolError(.internalError, "score, finalize and import requests are handled by handle(_:)")
             }
         } catch {
             logger.debug("request failed", metadata: ["code": "\(error.code.rawValue)", "message": "\(error.message)"])

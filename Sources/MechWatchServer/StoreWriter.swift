@@ -14,6 +14,8 @@ enum WriteJob: Sendable {
     case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double, model: SubspacePolicy.Mode)
     case deleteReference(id: Int64)
     case activate(ReferenceRecord, ReferenceModel, sample: [[Float]], retention: RetentionPolicy.Overrides)
+    /// Copies the reference of a reference file in as reference `id` called `name` (verifying the file).
+    case importReference(path: String, id: Int64, name: String)
     /// Deletes at most `limit` events the retention policy no longer keeps; its result holds the count.
     case prune(RetentionPolicy, limit: Int)
     /// Nothing: its future completes once everything submitted before it is committed.
@@ -87,6 +89,8 @@ final class StoreWriter: @unchecked Sendable {
             try store.deleteReference(id: id)
         case .activate(let record, let model, let sample, let retention):
             try store.activate(record, model: model, sample: sample, retention: retention)
+        case .importReference(let path, let id, let name):
+            _ = try store.importReference(from: path, id: id, name: name)
         case .prune(let policy, let limit):
             return [Int64(try store.prune(policy, limit: limit))]
         case .barrier:

@@ -89,7 +89,11 @@ final class Statement {
 
     /// Binds values to `?1…?n` in order, after resetting the statement.
     @discardableResult
-    func bind(_ values: SQLValue...) throws(StoreError) -> Statement {
+    func bind(_ values: SQLValue...) throws(StoreError) -> Statement { try bind(values) }
+
+    /// Binds values to `?1…?n` in order, after resetting the statement.
+    @discardableResult
+    func bind(_ values: [SQLValue]) throws(StoreError) -> Statement {
         sqlite3_reset(stmt)
         sqlite3_clear_bindings(stmt)
         for (i, value) in values.enumerated() {
@@ -130,6 +134,18 @@ final class Statement {
     }
 
     func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
+    var columnCount: Int32 { sqlite3_column_count(stmt) }
+    /// Column `column` of the current row as a value to bind elsewhere.
+    func value(_ column: Int32) -> SQLValue {
+        switch columnType(column) {
+        case SQLITE_INTEGER: .integer(int(column))
+        case SQLITE_FLOAT: .real(double(column))
+        case SQLITE_TEXT: .text(text(column))
+        case SQLITE_BLOB: .blob(blob(column))
+        default: .null
+        }
+    }
+    func columnType(_ column: Int32) -> Int32 { sqlite3_column_type(stmt, column) }
     func int(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
     func double(_ column: Int32) -> Double { sqlite3_column_double(stmt, column) }
     func text(_ column: Int32) -> String {

@@ -20,6 +20,8 @@ package struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertibl
         case tooManyConnections = "too_many_connections"
         case referenceNotActive = "reference_not_active"
         case referenceNotCollecting = "reference_not_collecting"
+        case referenceExists = "reference_exists"
+        case invalidReferenceFile = "invalid_reference_file"
         case missingSite = "missing_site"
         case unknownSite = "unknown_site"
         case wrongWidth = "wrong_width"

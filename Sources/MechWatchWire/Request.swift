@@ -18,6 +18,9 @@ package enum Request: Sendable, Equatable {
     case finalize(reference: String, alpha: Double?, scorer: Scorer?, model: SubspacePolicy.Mode? = nil, retention: RetentionPolicy.Overrides = .none)
     /// `{"op":"delete","reference":…}`: remove a reference with its traces and events.
     case delete(reference: String)
+    /// `{"op":"import","path":…,"as":…}`: take the reference of a reference file (`mechwatch reference
+    /// export`) as a new active reference, named as in the file or `as`.
+    case importReference(path: String, name: String?)
     /// `{"op":"status"}`: uptime, counts and references.
     case status
     /// `{"op":"metrics"}`: the daemon's metrics in the Prometheus text format.
@@ -27,7 +30,7 @@ package enum Request: Sendable, Equatable {
     package static let protocolVersion = 1
 
     /// The value of `op` for each request kind, as documented.
-    package static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "status", "metrics"]
+    package static let ops = ["hello", "fit", "score", "fit_batch", "score_batch", "finalize", "delete", "import", "status", "metrics"]
 
     /// The request's `op`, as documented.
     package var op: String {
@@ -39,6 +42,7 @@ package enum Request: Sendable, Equatable {
         case .scoreBatch: "score_batch"
         case .finalize: "finalize"
         case .delete: "delete"
+        case .importReference: "import"
         case .status: "status"
         case .metrics: "metrics"
         }

@@ -109,6 +109,13 @@ extension Request {
         case "delete":
             try f.allow(["op", "reference", "id"])
             return .delete(reference: try f.name("reference"))
+        case "import":
+            try f.allow(["op", "path", "as", "id"])
+            let path = try f.string("path")
+            guard path.hasPrefix("/"), !path.utf8.contains(0) else {
+                throw ProtocolError(.invalidField, "path: expected the absolute path of a reference file (the daemon reads it), got \"\(path)\"")
+            }
+            return .importReference(path: path, name: f.value["as"] == nil ? nil : try f.name("as"))
         case "status":
             try f.allow(["op", "id"])
             return .status

@@ -1,0 +1,165 @@
+import Crypto
+import CSQLite
+import Foundation
+import MechWatchCore
+
+/// Portable reference files (issue 13): one active reference in a file of its own, so one fitted reference
+/// can be rolled out to every host of a fleet.
+///
+/// A reference file is a MechWatch store (every migration applied) holding one active reference — its
+/// `reference_models` row, sites, transitions, outputs, local sample and calibration traces, no events —
+/// and a table `reference_file` with one row: the file format, the schema version, the reference's name,
+/// when it was exported, and a SHA-256 checksum of the reference's rows (`checksum(of:in:)`: every column
+/// of every row, tables in a fixed order, rows by key). Import verifies format, version and checksum and
+/// copies the rows under a new id (and, if asked, name); scoring with the copy is bit-identical, since the
+/// model is rebuilt from the same stored values.
+extension Store {
+    /// The format `reference_file.format` holds.
+    package static let referenceFileFormat = 1
+
+    /// The tables of a reference's rows, in copy order, each with the column naming the reference, the
+    /// rows to take (beyond the reference's), and the order of the checksum.
+    static let referenceTables: [(table: String, key: String, filter: String, order: String)] = [
+        ("reference_models", "id", "", "id"),
+        ("reference_sites", "reference_id", "", "position"),
+        ("reference_transitions", "reference_id", "", "position"),
+        ("reference_outputs", "reference_id", "", "position, output"),
+        ("reference_sample", "reference_id", "", "row"),
+        ("fit_traces", "reference_id", "AND role = 'calibration'", "id"),
+    ]
+
+    /// Writes the active reference `name` to a new reference file at `path` (which must not exist).
+    package func exportReference(named name: String, to path: String) throws(StoreError) -> ReferenceRecord {
+        guard let record = try reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
+        guard record.state == .active else {
+            throw StoreError(.notFound, "reference '\(name)' is \(record.state.rawValue); only an active (finalized) reference can be exported")
+        }
+        guard access(path, F_OK) != 0 else { throw StoreError(.cannotOpen, "'\(path)' exists; export writes a new file") }
+        let file: Store
+        do { file = try Store(path: path) } catch { throw StoreError(.cannotOpen, "cannot create reference file '\(path)': \(error.message)") }
+        do {
+            try file.transaction { () throws(StoreError) in
+                try file.copyReference(from: self, sourceID: record.id, id: record.id, name: name)
+                try file.db.execute("""
+                    CREATE TABLE reference_file (format INTEGER NOT NULL, schema_version INTEGER NOT NULL, reference TEXT NOT NULL,
+                                                 exported_at TEXT NOT NULL, checksum TEXT NOT NULL)
+                    """)
+                try file.db.prepare("INSERT INTO reference_file VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?4)")
+                    .bind(.integer(Int64(Self.referenceFileFormat)), .integer(Int64(Migration.latestVersion)), .text(name),
+                          .text(try file.checksum(of: record.id))).run()
+            }
+            try file.db.execute("PRAGMA journal_mode = DELETE")  // one self-contained file, no -wal beside it
+        } catch {
+            unlink(path)
+            throw error
+        }
+        return record
+    }
+
+    /// Copies reference `sourceID`'s rows from `source` into this store as reference `id` called `name`
+    /// (calibration traces get new row ids).
+    private func copyReference(from source: Store, sourceID: Int64, id: Int64, name: String) throws(StoreError) {
+        for t in Self.referenceTables {
+            let columns = try columnNames(of: t.table)
+            let insert = try db.prepare("INSERT INTO \(t.table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
+            let rows = try source.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)")
+                .bind(.integer(sourceID))
+            while try rows.step() {
+                let values = columns.enumerated().map { c, column -> SQLValue in
+                    switch column {
+                    case t.key: .integer(id)
+                    case "name" where t.table == "reference_models": .text(name)
+                    case "id" where t.table == "fit_traces": .null  // a new row id
+                    default: rows.value(Int32(c))
+                    }
+                }
+                try insert.bind(values).run()
+            }
+        }
+    }
+
+    /// The SHA-256 (hex) of reference `id`'s rows.
+    func checksum(of id: Int64) throws(StoreError) -> String {
+        var hash = SHA256()
+        for t in Self.referenceTables {
+            hash.update(data: Array("\(t.table)\u{0}".utf8))
+            let rows = try db.prepare("SELECT * FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)").bind(.integer(id))
+            while try rows.step() { rows.hashRow(into: &hash) }
+        }
+        return hash.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Verifies the reference file at `path` (format, schema version, one active reference, checksum) and
+    /// returns its reference as recorded there.
+    package static func verifyReferenceFile(at path: String) throws(StoreError) -> ReferenceRecord {
+        let file: Store
+        do { file = try Store.openExisting(path: path) } catch {
+            throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
+        }
+        return try file.verifiedReference(path: path)
+    }
+
+    private func verifiedReference(path: String) throws(StoreError) -> ReferenceRecord {
+        let header = try? db.prepare("SELECT format, schema_version, reference, checksum FROM reference_file").firstRow {
+            (Int($0.int(0)), Int($0.int(1)), $0.text(2), $0.text(3))
+        }
+        guard let header = header ?? nil else {
+            throw StoreError(.corrupt, "'\(path)' is a MechWatch database but not a reference file (no reference_file row); export one with `mechwatch reference export`")
+        }
+        guard header.0 == Self.referenceFileFormat, header.1 == Migration.latestVersion else {
+            throw StoreError(.corrupt, "'\(path)' is a reference file of format \(header.0), schema version \(header.1); this mechwatch reads format \(Self.referenceFileFormat), schema version \(Migration.latestVersion)")
+        }
+        let records = try references()
+        guard records.count == 1, let record = records.first, record.name == header.2, record.state == .active else {
+            throw StoreError(.corrupt, "'\(path)' should hold exactly the active reference '\(header.2)'; it holds \(records.map { "'\($0.name)' (\($0.state.rawValue))" }.joined(separator: ", "))")
+        }
+        let actual = try checksum(of: record.id)
+        guard actual == header.3 else {
+            throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of reference '\(record.name)' is \(actual), the file records \(header.3)")
+        }
+        return record
+    }
+
+    /// Copies the reference of the reference file at `path` into this store as reference `id` called
+    /// `name`, active, verifying the file as it reads it (inside the caller's transaction, if any).
+    package func importReference(from path: String, id: Int64, name: String) throws(StoreError) -> ReferenceRecord {
+        let file: Store
+        do { file = try Store.openExisting(path: path) } catch {
+            throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
+        }
+        let source = try file.verifiedReference(path: path)
+        try transaction { () throws(StoreError) in try copyReference(from: file, sourceID: source.id, id: id, name: name) }
+        guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
+        return record
+    }
+
+    private func columnNames(of table: String) throws(StoreError) -> [String] {
+        let info = try db.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid").bind(.text(table))
+        var names: [String] = []
+        while try info.step() { names.append(info.text(0)) }
+        return names
+    }
+}
+
+extension Statement {
+    /// Feeds every column of the current row to `hash`: a type tag, then the value (integers and reals as
+    /// 8 little-endian bytes, text and blobs with their length).
+    func hashRow(into hash: inout SHA256) {
+        for c in 0..<columnCount {
+            switch columnType(c) {
+            case SQLITE_INTEGER:
+                hash.update(data: [1] + withUnsafeBytes(of: int(c).littleEndian, Array.init))
+            case SQLITE_FLOAT:
+                hash.update(data: [2] + withUnsafeBytes(of: double(c).bitPattern.littleEndian, Array.init))
+            case SQLITE_TEXT:
+                let bytes = Array(text(c).utf8)
+                hash.update(data: [3] + withUnsafeBytes(of: UInt64(bytes.count).littleEndian, Array.init) + bytes)
+            case SQLITE_BLOB:
+                let bytes = blob(c)
+                hash.update(data: [4] + withUnsafeBytes(of: UInt64(bytes.count).littleEndian, Array.init) + bytes)
+            default:
+                hash.update(data: [0])
+            }
+        }
+    }
+}
