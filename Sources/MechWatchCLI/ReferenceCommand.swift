@@ -10,16 +10,44 @@ struct ReferenceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reference",
         abstract: "Finalize, list, show, delete, export or import references.",
-        subcommands: [Finalize.self, List.self, Show.self, Delete.self, Export.self, Import.self])
+        subcommands: [Finalize.self, List.self, Show.self, Delete.self, Export.self, Import.self, Merge.self])
+
+    struct Merge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Merge reference files of collecting references (shards fitted on several hosts) into one.",
+            discussion: """
+                Every file must hold a collecting reference (exported before finalize) with the same sites, widths, \
+                calibration fraction and model. The merged file holds one collecting reference with all their fit \
+                traces, in file order: `mechwatch reference import` it into a daemon and finalize it there, exactly \
+                as if that daemon had received every shard's traces.
+                """)
+        @Argument(help: "Reference files of collecting references.") var files: [String]
+        @Option(help: "The merged reference file to write (must not exist).") var into: String
+        @Option(name: .customLong("as"), help: "Name of the merged reference. Default: the first file's.") var name: String?
+
+        func validate() throws {
+            guard !files.isEmpty else { throw ValidationError("name at least one reference file to merge") }
+        }
+
+        func run() throws {
+            do throws(StoreError) {
+                let merged = try Store.mergeReferenceFiles(files, into: into, name: name)
+                print("merged \(files.count) files into \(into): collecting reference '\(merged.name)', \(merged.fitCount) fit traces, \(merged.calibrationCount) calibration traces")
+            } catch {
+                throw CommandFailure(error.message, status: error.code == .cannotOpen ? .notFound : .rejected)
+            }
+        }
+    }
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write an active reference to a reference file, for `mechwatch reference import` on other hosts.",
+            abstract: "Write a reference to a reference file, for `mechwatch reference import` on other hosts (or `merge`).",
             discussion: """
-                The file is a SQLite database holding the reference's fitted statistics, calibration traces, local \
-                sample, scorer, alpha and combination, plus a table reference_file with the format, the schema \
-                version and a SHA-256 checksum of the reference's rows. Read from the database directly (the daemon \
-                may keep running).
+                The file is a SQLite database holding an active reference's fitted statistics, calibration traces, \
+                local sample, scorer, alpha and combination (a collecting reference's fit traces instead), plus a \
+                table reference_file with the format, the schema version and a SHA-256 checksum of the reference's \
+                rows. Read from the database directly (the daemon may keep running); a collecting reference's \
+                traces acknowledged before the export are in it.
                 """)
         @Argument(help: "Reference name.") var name: String
         @Argument(help: "The file to write (must not exist).") var file: String
@@ -49,8 +77,12 @@ struct ReferenceCommand: AsyncParsableCommand {
             var request: [JSONValue.Member] = [.init("op", "import"), .init("path", .string(path))]
             if let name { request.append(.init("as", .string(name))) }
             let reply = try await call(client, .object(request))
-            print("imported '\(reply["reference"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "?")' from \(path): "
-                  + "\(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
+            let imported = reply["reference"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "?"
+            if reply["state"] == "collecting" {
+                print("imported '\(imported)' from \(path): collecting, \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces; finalize it with `mechwatch reference finalize \(imported)`")
+            } else {
+                print("imported '\(imported)' from \(path): \(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
+            }
         }
     }
 

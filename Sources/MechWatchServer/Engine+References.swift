@@ -144,8 +144,9 @@ extension Engine {
         }, requestID: requestID, undo: .delete(loaded))
     }
 
-    /// Takes the reference of the reference file at `path` (`mechwatch reference export`) as a new active
-    /// reference called `requested` (default: its name in the file), ordered with the writes before it:
+    /// Takes the reference of the reference file at `path` (`mechwatch reference export` or `merge`) as a
+    /// new reference — active, or collecting — called `requested` (default: its name in the file), ordered
+    /// with the writes before it:
     /// the file is verified (format, schema version, checksum), refused if its reference would exceed
     /// `max_reference_bytes` or its name is taken, copied under a new id, and loaded as stored.
     func importReference(_ path: String, as requested: String?, id: String?) async -> Reply {
@@ -180,9 +181,15 @@ extension Engine {
         }
         do {
             guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
+            logger.info("imported reference", metadata: ["reference": "\(name)", "file": "\(path)", "source": "\(source.name)", "state": "\(record.state.rawValue)"])
+            if record.state == .collecting {
+                // Shards merged elsewhere: the moments are replayed from the imported traces, as at start-up.
+                references[name] = .collecting(record, try Self.replay(record, from: store, logger: logger))
+                return .success(id: id, ["reference": .string(name), "state": "collecting", "fit_traces": .int(record.fitCount),
+                                         "calibration_traces": .int(record.calibrationCount)])
+            }
             let model = try store.model(of: record)
             references[name] = .active(record, model)
-            logger.info("imported reference", metadata: ["reference": "\(name)", "file": "\(path)", "source": "\(source.name)"])
             return .finalized(id: id, reference: name, fitTraces: record.fitCount, calibrationTraces: record.calibrationCount, model: model)
         } catch {
             references[name] = .unavailable(placeholder, reason: "it was imported but could not be loaded: \(error)")

@@ -3,85 +3,138 @@ import CSQLite
 import Foundation
 import MechWatchCore
 
-/// Portable reference files (issue 13): one active reference in a file of its own, so one fitted reference
-/// can be rolled out to every host of a fleet.
+/// Portable reference files (issue 13): one reference in a file of its own, so one fitted reference can be
+/// rolled out to every host of a fleet, and collecting references fitted on several hosts can be merged.
 ///
-/// A reference file is a MechWatch store (every migration applied) holding one active reference — its
-/// `reference_models` row, sites, transitions, outputs, local sample and calibration traces, no events —
-/// and a table `reference_file` with one row: the file format, the schema version, the reference's name,
-/// when it was exported, and a SHA-256 checksum of the reference's rows (`checksum(of:in:)`: every column
-/// of every row, tables in a fixed order, rows by key). Import verifies format, version and checksum and
-/// copies the rows under a new id (and, if asked, name); scoring with the copy is bit-identical, since the
-/// model is rebuilt from the same stored values.
+/// A reference file is a MechWatch store (every migration applied) holding one reference — active: its
+/// `reference_models` row, sites, transitions, outputs, local sample and calibration traces; collecting:
+/// its row, sites and every stored fit trace (both roles); never events — and a table `reference_file`
+/// with one row: the file format, the schema version, the reference's name, when it was exported, and a
+/// SHA-256 checksum of the reference's rows (`checksum(of:)`: every column of every row, tables in a fixed
+/// order, rows by key). Import verifies format, version and checksum and copies the rows under a new id
+/// (and, if asked, name); scoring with the copy is bit-identical, since the model is rebuilt from the same
+/// stored values.
 extension Store {
     /// The format `reference_file.format` holds.
     package static let referenceFileFormat = 1
 
     /// The tables of a reference's rows, in copy order, each with the column naming the reference, the
-    /// rows to take (beyond the reference's), and the order of the checksum.
-    static let referenceTables: [(table: String, key: String, filter: String, order: String)] = [
-        ("reference_models", "id", "", "id"),
-        ("reference_sites", "reference_id", "", "position"),
-        ("reference_transitions", "reference_id", "", "position"),
-        ("reference_outputs", "reference_id", "", "position, output"),
-        ("reference_sample", "reference_id", "", "row"),
-        ("fit_traces", "reference_id", "AND role = 'calibration'", "id"),
-    ]
+    /// rows to take beyond the reference's (an active reference's fit-role traces are gone into its
+    /// statistics), and the order of the checksum.
+    static func referenceTables(_ state: ReferenceState) -> [(table: String, key: String, filter: String, order: String)] {
+        [("reference_models", "id", "", "id"),
+         ("reference_sites", "reference_id", "", "position"),
+         ("reference_transitions", "reference_id", "", "position"),
+         ("reference_outputs", "reference_id", "", "position, output"),
+         ("reference_sample", "reference_id", "", "row"),
+         ("fit_traces", "reference_id", state == .active ? "AND role = 'calibration'" : "", "id")]
+    }
 
-    /// Writes the active reference `name` to a new reference file at `path` (which must not exist).
+    /// Writes the reference `name` (active; or collecting, and then its fit traces travel) to a new
+    /// reference file at `path` (which must not exist).
     package func exportReference(named name: String, to path: String) throws(StoreError) -> ReferenceRecord {
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
-        guard record.state == .active else {
-            throw StoreError(.notFound, "reference '\(name)' is \(record.state.rawValue); only an active (finalized) reference can be exported")
+        try Self.writeReferenceFile(at: path, name: name, id: record.id) { file throws(StoreError) in
+            try file.copyReference(from: self, sourceID: record.id, state: record.state, id: record.id, name: name)
         }
-        guard access(path, F_OK) != 0 else { throw StoreError(.cannotOpen, "'\(path)' exists; export writes a new file") }
+        return record
+    }
+
+    /// Merges the collecting references of the reference files `paths` (the same sites, widths, calibration
+    /// fraction and model) into one collecting reference called `name` (default: the first one's) in a new
+    /// reference file at `path`. Its fit traces are all of theirs, in file order, so a daemon that imports
+    /// it fits exactly what one daemon that had received them all in that order would: the calibration
+    /// split goes by trace id, and the moments are replayed from the traces.
+    package static func mergeReferenceFiles(_ paths: [String], into path: String, name: String?) throws(StoreError) -> ReferenceRecord {
+        precondition(!paths.isEmpty)
+        var sources: [(store: Store, record: ReferenceRecord)] = []
+        for p in paths {
+            let file = try openReferenceFile(p)
+            let record = try file.verifiedReference(path: p)
+            guard record.state == .collecting else {
+                throw StoreError(.corrupt, "'\(p)' holds reference '\(record.name)', which is \(record.state.rawValue); only collecting references (exported before finalize) can be merged")
+            }
+            if let first = sources.first?.record {
+                guard record.layout == first.layout, record.calibrationFraction == first.calibrationFraction, record.model == first.model else {
+                    throw StoreError(.corrupt, "'\(p)': reference '\(record.name)' differs from '\(first.name)' of '\(paths[0])' in its sites, widths, calibration fraction or model; only shards of one reference merge")
+                }
+            }
+            sources.append((file, record))
+        }
+        let first = sources[0].record, merged = name ?? first.name
+        try writeReferenceFile(at: path, name: merged, id: first.id) { file throws(StoreError) in
+            try file.copyReference(from: sources[0].store, sourceID: first.id, state: .collecting, id: first.id, name: merged)
+            for source in sources.dropFirst() {
+                try file.copyRows(of: "fit_traces", key: "reference_id", filter: "", order: "id", from: source.store, sourceID: source.record.id,
+                                  id: first.id, name: merged)
+            }
+            try file.db.prepare("""
+                UPDATE reference_models SET fit_count = (SELECT count(*) FROM fit_traces WHERE role = 'fit'),
+                    calibration_count = (SELECT count(*) FROM fit_traces WHERE role = 'calibration') WHERE id = ?1
+                """).bind(.integer(first.id)).run()
+        }
+        return try verifyReferenceFile(at: path)
+    }
+
+    /// Creates the reference file at `path` (which must not exist), fills it with `body`, and records its
+    /// header and checksum; removes the file if anything fails.
+    private static func writeReferenceFile(at path: String, name: String, id: Int64, _ body: (Store) throws(StoreError) -> Void) throws(StoreError) {
+        guard access(path, F_OK) != 0 else { throw StoreError(.cannotOpen, "'\(path)' exists; a reference file is always written new") }
         let file: Store
         do { file = try Store(path: path) } catch { throw StoreError(.cannotOpen, "cannot create reference file '\(path)': \(error.message)") }
         do {
             try file.transaction { () throws(StoreError) in
-                try file.copyReference(from: self, sourceID: record.id, id: record.id, name: name)
+                try body(file)
                 try file.db.execute("""
                     CREATE TABLE reference_file (format INTEGER NOT NULL, schema_version INTEGER NOT NULL, reference TEXT NOT NULL,
                                                  exported_at TEXT NOT NULL, checksum TEXT NOT NULL)
                     """)
                 try file.db.prepare("INSERT INTO reference_file VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?4)")
-                    .bind(.integer(Int64(Self.referenceFileFormat)), .integer(Int64(Migration.latestVersion)), .text(name),
-                          .text(try file.checksum(of: record.id))).run()
+                    .bind(.integer(Int64(referenceFileFormat)), .integer(Int64(Migration.latestVersion)), .text(name),
+                          .text(try file.checksum(of: id))).run()
             }
             try file.db.execute("PRAGMA journal_mode = DELETE")  // one self-contained file, no -wal beside it
         } catch {
             unlink(path)
             throw error
         }
-        return record
     }
 
-    /// Copies reference `sourceID`'s rows from `source` into this store as reference `id` called `name`
-    /// (calibration traces get new row ids).
-    private func copyReference(from source: Store, sourceID: Int64, id: Int64, name: String) throws(StoreError) {
-        for t in Self.referenceTables {
-            let columns = try columnNames(of: t.table)
-            let insert = try db.prepare("INSERT INTO \(t.table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
-            let rows = try source.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)")
-                .bind(.integer(sourceID))
-            while try rows.step() {
-                let values = columns.enumerated().map { c, column -> SQLValue in
-                    switch column {
-                    case t.key: .integer(id)
-                    case "name" where t.table == "reference_models": .text(name)
-                    case "id" where t.table == "fit_traces": .null  // a new row id
-                    default: rows.value(Int32(c))
-                    }
+    /// Copies reference `sourceID`'s rows (a reference in `state`) from `source` into this store as
+    /// reference `id` called `name`.
+    private func copyReference(from source: Store, sourceID: Int64, state: ReferenceState, id: Int64, name: String) throws(StoreError) {
+        for t in Self.referenceTables(state) {
+            try copyRows(of: t.table, key: t.key, filter: t.filter, order: t.order, from: source, sourceID: sourceID, id: id, name: name)
+        }
+    }
+
+    /// Copies one table's rows of reference `sourceID` from `source`, renumbered to reference `id` called
+    /// `name` (fit traces get new row ids).
+    private func copyRows(of table: String, key: String, filter: String, order: String, from source: Store, sourceID: Int64,
+                          id: Int64, name: String) throws(StoreError) {
+        let columns = try columnNames(of: table)
+        let insert = try db.prepare("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
+        let rows = try source.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(table) WHERE \(key) = ?1 \(filter) ORDER BY \(order)")
+            .bind(.integer(sourceID))
+        while try rows.step() {
+            let values = columns.enumerated().map { c, column -> SQLValue in
+                switch column {
+                case key: .integer(id)
+                case "name" where table == "reference_models": .text(name)
+                case "id" where table == "fit_traces": .null  // a new row id
+                default: rows.value(Int32(c))
                 }
-                try insert.bind(values).run()
             }
+            try insert.bind(values).run()
         }
     }
 
     /// The SHA-256 (hex) of reference `id`'s rows.
     func checksum(of id: Int64) throws(StoreError) -> String {
+        let state = try db.prepare("SELECT state FROM reference_models WHERE id = ?1").bind(.integer(id))
+            .firstRow { ReferenceState(rawValue: $0.text(0)) } ?? nil
         var hash = SHA256()
-        for t in Self.referenceTables {
+        for t in Self.referenceTables(state ?? .active) {
             hash.update(data: Array("\(t.table)\u{0}".utf8))
             let rows = try db.prepare("SELECT * FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)").bind(.integer(id))
             while try rows.step() { rows.hashRow(into: &hash) }
@@ -89,14 +142,16 @@ extension Store {
         return hash.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
+    private static func openReferenceFile(_ path: String) throws(StoreError) -> Store {
+        do { return try Store.openExisting(path: path) } catch {
+            throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
+        }
+    }
+
     /// Verifies the reference file at `path` (format, schema version, one active reference, checksum) and
     /// returns its reference as recorded there.
     package static func verifyReferenceFile(at path: String) throws(StoreError) -> ReferenceRecord {
-        let file: Store
-        do { file = try Store.openExisting(path: path) } catch {
-            throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
-        }
-        return try file.verifiedReference(path: path)
+        try openReferenceFile(path).verifiedReference(path: path)
     }
 
     private func verifiedReference(path: String) throws(StoreError) -> ReferenceRecord {
@@ -110,8 +165,8 @@ extension Store {
             throw StoreError(.corrupt, "'\(path)' is a reference file of format \(header.0), schema version \(header.1); this mechwatch reads format \(Self.referenceFileFormat), schema version \(Migration.latestVersion)")
         }
         let records = try references()
-        guard records.count == 1, let record = records.first, record.name == header.2, record.state == .active else {
-            throw StoreError(.corrupt, "'\(path)' should hold exactly the active reference '\(header.2)'; it holds \(records.map { "'\($0.name)' (\($0.state.rawValue))" }.joined(separator: ", "))")
+        guard records.count == 1, let record = records.first, record.name == header.2 else {
+            throw StoreError(.corrupt, "'\(path)' should hold exactly the reference '\(header.2)'; it holds \(records.map { "'\($0.name)' (\($0.state.rawValue))" }.joined(separator: ", "))")
         }
         let actual = try checksum(of: record.id)
         guard actual == header.3 else {
@@ -121,14 +176,12 @@ extension Store {
     }
 
     /// Copies the reference of the reference file at `path` into this store as reference `id` called
-    /// `name`, active, verifying the file as it reads it (inside the caller's transaction, if any).
+    /// `name` (in the state it has there), verifying the file as it reads it (inside the caller's
+    /// transaction, if any).
     package func importReference(from path: String, id: Int64, name: String) throws(StoreError) -> ReferenceRecord {
-        let file: Store
-        do { file = try Store.openExisting(path: path) } catch {
-            throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
-        }
+        let file = try Self.openReferenceFile(path)
         let source = try file.verifiedReference(path: path)
-        try transaction { () throws(StoreError) in try copyReference(from: file, sourceID: source.id, id: id, name: name) }
+        try transaction { () throws(StoreError) in try copyReference(from: file, sourceID: source.id, state: source.state, id: id, name: name) }
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
         return record
     }

@@ -90,3 +90,46 @@ def test_import_needs_a_reference_file(daemon):
     # A plain MechWatch database is not a reference file.
     out = cli("reference", "import", daemon.database, "--as", "x", "--socket", daemon.socket)
     assert out.returncode == 65 and "not a reference file" in out.stderr, out.stderr
+
+
+def test_shards_merged_fit_as_all_traces_on_one_daemon(tmp_path):
+    """Three collecting shards exported, merged and imported fit the same reference as every trace sent to
+    one reference (no local sample: a sample is seeded by the reference id, so it differs by design)."""
+    (tmp_path / "d").mkdir(mode=0o700)
+    d = Daemon(tmp_path / "d").start("--local-sample-size", "0")
+    try:
+        rng = np.random.default_rng(5)
+        sites, outputs = traces(rng, 1800, WIDTHS)
+        ids = [f"t-{k}" for k in range(1800)]
+        with Client(d.socket) as c:
+            for shard in range(3):
+                part = slice(600 * shard, 600 * (shard + 1))
+                c.fit_arrays(f"shard{shard}", {k: v[part] for k, v in sites.items()}, outputs=outputs[part], ids=ids[part])
+            c.fit_arrays("all", sites, outputs=outputs, ids=ids)
+        files = []
+        for shard in range(3):
+            files.append(str(tmp_path / f"shard{shard}.mwref"))
+            out = cli("reference", "export", f"shard{shard}", files[-1], "--database", d.database)
+            assert out.returncode == 0, out.stderr
+        merged = str(tmp_path / "merged.mwref")
+        out = cli("reference", "merge", *files, "--into", merged, "--as", "merged")
+        assert out.returncode == 0, out.stderr
+        assert "collecting reference 'merged'" in out.stdout, out.stdout
+        out = cli("reference", "import", merged, "--socket", d.socket)
+        assert out.returncode == 0 and "collecting" in out.stdout, out.stderr
+        with Client(d.socket) as c:
+            a, m = c.finalize("all"), c.finalize("merged")
+            assert (a.fit_traces, a.calibration_traces) == (m.fit_traces, m.calibration_traces)
+            probe, probe_outputs = traces(rng, 100, WIDTHS)
+            all_scores = c.score_arrays("all", probe, outputs=probe_outputs)
+            merged_scores = c.score_arrays("merged", probe, outputs=probe_outputs)
+        for x, y in zip(all_scores, merged_scores):
+            assert abs(x.score - y.score) <= 1e-9 * max(1.0, abs(x.score)), (x, y)
+            assert x.flagged == y.flagged
+        # Shards of different layouts do not merge; an active reference is not a shard.
+        other = str(tmp_path / "all.mwref")
+        assert cli("reference", "export", "all", other, "--database", d.database).returncode == 0
+        out = cli("reference", "merge", files[0], other, "--into", str(tmp_path / "bad.mwref"))
+        assert out.returncode == 65 and "only collecting references" in out.stderr, out.stderr
+    finally:
+        d.stop()
