@@ -68,6 +68,12 @@ def test_exported_reference_scores_identically_on_another_daemon(tmp_path):
         assert out.returncode == 65, out.stderr
         assert "'copy' exists" in out.stderr, out.stderr
 
+        # The Python client's import (path made absolute).
+        with Client(b.socket) as c:
+            reply = c.import_reference(str(file), name="copy2")
+            assert reply["state"] == "active" and reply["model"] == "subspace"
+            assert [r.score for r in c.score_arrays("copy2", probe, outputs=probe_outputs)] == [r.score for r in original]
+
         # A damaged file is refused, naming the file and the mismatch; nothing is created.
         db = sqlite3.connect(file)
         db.execute("UPDATE reference_sites SET shrinkage = shrinkage + 1e-12 WHERE position = 0")
