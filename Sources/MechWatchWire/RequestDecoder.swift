@@ -80,7 +80,7 @@ extension Request {
                 throw ProtocolError(.invalidField, "alpha: expected a number strictly between 0 and 1, got \(alpha)")
             }
             var scorer: Scorer?
-            if f.value["scorer"] != nil {
+            if f.present("scorer") {
                 let name = try f.string("scorer")
                 guard let s = Scorer(rawValue: name) else {
                     throw ProtocolError(.invalidField, "scorer: expected one of \(Scorer.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(name)\"")
@@ -88,7 +88,7 @@ extension Request {
                 scorer = s
             }
             var model: SubspacePolicy.Mode?
-            if f.value["model"] != nil {
+            if f.present("model") {
                 let name = try f.string("model")
                 guard let m = SubspacePolicy.Mode(rawValue: name) else {
                     throw ProtocolError(.invalidField, "model: expected one of \(SubspacePolicy.Mode.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(name)\"")
@@ -115,7 +115,7 @@ extension Request {
             guard path.hasPrefix("/"), !path.utf8.contains(0) else {
                 throw ProtocolError(.invalidField, "path: expected the absolute path of a reference file (the daemon reads it), got \"\(path)\"")
             }
-            return .importReference(path: path, name: f.value["as"] == nil ? nil : try f.name("as"))
+            return .importReference(path: path, name: f.present("as") ? try f.name("as") : nil)
         case "status":
             try f.allow(["op", "id"])
             return .status
@@ -180,6 +180,9 @@ private struct Fields {
             guard seen.insert(m.key).inserted else { throw ProtocolError(.invalidField, "\(m.key): field appears more than once") }
         }
     }
+
+    /// Whether an optional field is given (`null` counts as absent: the default applies).
+    func present(_ key: String) -> Bool { value[key].map { $0 != .null } ?? false }
 
     func required(_ key: String, _ expected: String) throws(ProtocolError) -> JSONValue {
         guard let v = value[key], v != .null else { throw ProtocolError(.missingField, "\(key): missing; expected \(expected)") }

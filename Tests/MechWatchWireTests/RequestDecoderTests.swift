@@ -19,6 +19,9 @@ import Testing
         #expect(try decode(#"{"op":"finalize","reference":"m","model":"subspace"}"#).request.get() == .finalize(reference: "m", alpha: nil, scorer: nil, model: .subspace))
         #expect(try decode(#"{"op":"import","path":"/tmp/r.mwref","as":"copy"}"#).request.get() == .importReference(path: "/tmp/r.mwref", name: "copy"))
         #expect(try decode(#"{"op":"import","path":"/tmp/r.mwref"}"#).request.get() == .importReference(path: "/tmp/r.mwref", name: nil))
+        // An optional field given as null takes its default.
+        #expect(try decode(#"{"op":"finalize","reference":"m","model":null,"scorer":null}"#).request.get() == .finalize(reference: "m", alpha: nil, scorer: nil))
+        #expect(try decode(#"{"op":"import","path":"/tmp/r.mwref","as":null}"#).request.get() == .importReference(path: "/tmp/r.mwref", name: nil))
         #expect(error(#"{"op":"import","path":"r.mwref"}"#)?.message.hasPrefix("path: expected the absolute path") == true)
         #expect(error(#"{"op":"finalize","reference":"m","model":"half"}"#)?.message == "model: expected one of auto, full, subspace, got \"half\"")
         let fit = decode(#"{"op":"fit","reference":"mlp","id":"t-1","output":3,"sites":{"h2":[1,2],"h1":[3]},"meta":{"k":1}}"#)
