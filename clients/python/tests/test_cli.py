@@ -79,7 +79,8 @@ def test_query_commands_find_the_daemons_database(daemon, tmp_path):
     fit = tmp_path / "fit.jsonl"
     traces(fit, 300, 5)
     assert cli("send", str(fit), "--fit", "--reference", "r", "--socket", daemon.socket).returncode == 0
-    env = dict(os.environ, MECHWATCH_SOCKET=daemon.socket)
+    # STATE_DIRECTORY: the default database's place, empty here, whatever a demo left in /var/lib/mechwatch.
+    env = dict(os.environ, MECHWATCH_SOCKET=daemon.socket, STATE_DIRECTORY=str(tmp_path / "state"))
     env.pop("MECHWATCH_CONFIG", None)
     listed = cli("reference", "list", "--format", "json", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
