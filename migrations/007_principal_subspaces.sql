@@ -7,8 +7,8 @@
 -- the columns below hold the subspace itself. `width` stays the width of the traces' site.
 
 -- 'full': every site at full rank; 'subspace': some or all sites in principal subspaces. While a
--- reference collects, 'subspace' means it keeps single-precision moments of each site only (enough for
--- the subspaces; the rest is fitted from the stored fit traces at finalize).
+-- reference collects, 'subspace' means it keeps each site's co-moment only, its lower triangle packed in
+-- Float64 (enough for the subspaces; the rest is fitted from the stored fit traces at finalize).
 ALTER TABLE reference_models ADD COLUMN model TEXT NOT NULL DEFAULT 'full' CHECK (model IN ('full', 'subspace'));
 
 -- Per site of a subspace reference (all NULL for a site kept at full rank):

@@ -39,7 +39,7 @@ package struct NearestNeighbours: Sendable {
         let whole = values.count / 16 * 16
         var i = 0
         while i < whole {
-            lanes = pointwiseMin(lanes, SIMD16<Float>(values[i..<i + 16]))
+            lanes = pointwiseMin(lanes, UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self))
             i += 16
         }
         var smallest = lanes.min()

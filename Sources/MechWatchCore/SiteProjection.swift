@@ -25,6 +25,12 @@ package struct SiteProjection: Sendable, Equatable {
     package let totalVariance: Double
     /// Per-coordinate variances (floored as `SiteModel`'s are) for the independence term over the whole site.
     package let variances: [Double]
+    /// `½ (Σ log vᵢ + d log 2π)`: the constant of the independence surprise over the whole site.
+    let independenceConstant: Double
+    /// `½ (d − r) log 2πσ²`: the constant of the residual surprise.
+    let residualConstant: Double
+    /// `1 / variances`, for the independence term.
+    let inverseVariances: [Double]
 
     /// The rank `r`.
     package var rank: Int { eigenvalues.count }
@@ -41,6 +47,9 @@ package struct SiteProjection: Sendable, Equatable {
         self.residualVariance = residualVariance
         self.totalVariance = totalVariance
         self.variances = variances
+        independenceConstant = 0.5 * (variances.reduce(0) { $0 + log($1) } + Double(mean.count) * SiteModel.logTwoPi)
+        residualConstant = 0.5 * Double(mean.count - eigenvalues.count) * (SiteModel.logTwoPi + log(residualVariance))
+        inverseVariances = variances.map { 1 / $0 }
     }
 
     /// Estimates the subspace from a site's biased covariance (`d × d`, column-major) and mean. The rank
@@ -91,10 +100,6 @@ package struct SiteProjection: Sendable, Equatable {
     /// The largest ratio of the strongest discarded eigenvalue to the mean discarded one that the rank rule accepts.
     package static let edge = 4.0
 
-    /// `½ (Σ log vᵢ + d log 2π)`: the constant of the independence surprise over the whole site.
-    var independenceConstant: Double { 0.5 * (variances.reduce(0) { $0 + log($1) } + Double(width) * SiteModel.logTwoPi) }
-    /// `½ (d − r) log 2πσ²`: the constant of the residual surprise.
-    var residualConstant: Double { 0.5 * Double(width - rank) * (SiteModel.logTwoPi + log(residualVariance)) }
 }
 
 /// A reference's projections: each site's principal subspace, or nil for a site kept at full rank.
@@ -172,8 +177,6 @@ extension SiteProjection {
         let block = Projection.block
         var centred = [Float](repeating: 0, count: d * min(n, block))
         var z = [Float](repeating: 0, count: r * min(n, block))
-        let independenceConstant = self.independenceConstant, residualConstant = self.residualConstant
-        let inverseVariances = variances.map { 1 / $0 }
         // Beyond this a row's float32 products could overflow (|z| ≤ Σ|cᵢ|): such rows are redone in Float64.
         let safe = Double(Float.greatestFiniteMagnitude) / Double(2 * d)
         for start in stride(from: 0, to: n, by: block) {

@@ -172,12 +172,16 @@ extension Engine {
         do {
             _ = try await writer.submit(.importReference(path: path, id: placeholder.id, name: name)).get()
         } catch {
-            references[name] = nil
+            if case .finalizing(let current)? = references[name], current.id == placeholder.id { references[name] = nil }
             // The file can fail its checks again as the writer reads it (it changed); anything else is the store's.
             if let failure = error as? StoreError, [.corrupt, .cannotOpen, .newerSchema].contains(failure.code) {
                 return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(failure.message)"))
             }
             return .failure(id: id, storeFailure(error))
+        }
+        // Another connection may have deleted it while the copy was written (the delete is ordered after it).
+        guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
+            return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
         }
         do {
             guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }

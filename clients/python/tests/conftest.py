@@ -49,6 +49,18 @@ class Daemon:
         return self.process.returncode
 
 
+def fitted_reference(daemon, seed, name="r"):
+    """A client of `daemon` and a finalized 4-wide reference `name` fitted from 400 normal traces (ids f0…),
+    with the generator that drew them."""
+    from mechwatch import Client  # noqa: E402 (the package is importable once PYTHONPATH is set)
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    client = Client(daemon.socket)
+    client.fit_arrays(name, {"h": rng.normal(size=(400, 4))}, ids=[f"f{j}" for j in range(400)])
+    client.finalize(name)
+    return client, rng
+
+
 @pytest.fixture
 def daemon(tmp_path):
     d = Daemon(tmp_path).start()

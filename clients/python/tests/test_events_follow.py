@@ -6,9 +6,8 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 
-from conftest import BINARY, Daemon
+from conftest import BINARY, Daemon, fitted_reference
 from mechwatch import Client
 
 
@@ -24,10 +23,7 @@ def read_lines(process, sink):
 
 def test_follow_misses_nothing_and_repeats_nothing(tmp_path):
     daemon = Daemon(tmp_path).start()
-    rng = np.random.default_rng(3)
-    client = Client(daemon.socket)
-    client.fit_arrays("r", {"h": rng.normal(size=(400, 4))}, ids=[f"f{j}" for j in range(400)])
-    client.finalize("r")
+    client, rng = fitted_reference(daemon, 3)
     seen = []
     f = follower(daemon, 0)
     reader = threading.Thread(target=read_lines, args=(f, seen))

@@ -4,16 +4,13 @@ import time
 
 import numpy as np
 
-from conftest import Daemon
+from conftest import Daemon, fitted_reference
 from mechwatch import Client
 
 
 def test_the_daemon_prunes_old_events(tmp_path):
     daemon = Daemon(tmp_path).start()
-    rng = np.random.default_rng(1)
-    client = Client(daemon.socket)
-    client.fit_arrays("r", {"h": rng.normal(size=(400, 4))}, ids=[f"f{j}" for j in range(400)])
-    client.finalize("r")
+    client, rng = fitted_reference(daemon, 1)
     client.score_arrays("r", {"h": rng.normal(size=(200, 4)) + np.where(np.arange(200)[:, None] < 20, 6.0, 0.0)},
                         ids=[f"old{j}" for j in range(200)])
     client.close()

@@ -1,7 +1,6 @@
 """Running as a service: the systemd unit verifies, the daemon notifies systemd, uses systemd's
 directories, and reports metrics in the Prometheus text format."""
 import os
-import pathlib
 import shutil
 import signal
 import socket
