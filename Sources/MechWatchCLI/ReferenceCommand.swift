@@ -14,25 +14,36 @@ struct ReferenceCommand: AsyncParsableCommand {
 
     struct Merge: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Merge reference files of collecting references (shards fitted on several hosts) into one.",
+            abstract: "Merge shards of one reference fitted on several hosts (or partitions) into one file.",
             discussion: """
-                Every file must hold a collecting reference (exported before finalize) with the same sites, widths, \
-                calibration fraction and model. The merged file holds one collecting reference with all their fit \
-                traces, in file order: `mechwatch reference import` it into a daemon and finalize it there, exactly \
-                as if that daemon had received every shard's traces.
+                Moment shard files (`export --moments`, or the Python client's mechwatch.moments) merge by Chan et al.'s \
+                pairwise formulas into one moment shard: `mechwatch reference import` it to get the active reference \
+                one daemon fitting every trace would have. Reference files of collecting references (`export` before \
+                finalize) merge into one collecting reference holding all their fit traces, in file order: import it \
+                and finalize it there. Every file must be of the same kind and reference (sites, widths, calibration \
+                fraction; for reference files also the model).
                 """)
-        @Argument(help: "Reference files of collecting references.") var files: [String]
-        @Option(help: "The merged reference file to write (must not exist).") var into: String
+        @Argument(help: "Moment shard files, or reference files of collecting references.") var files: [String]
+        @Option(help: "The merged file to write (must not exist).") var into: String
         @Option(name: .customLong("as"), help: "Name of the merged reference. Default: the first file's.") var name: String?
 
         func validate() throws {
-            guard !files.isEmpty else { throw ValidationError("name at least one reference file to merge") }
+            guard !files.isEmpty else { throw ValidationError("name at least one file to merge") }
         }
 
         func run() throws {
+            let shards = files.filter(MomentShardFile.isShard(at:))
+            guard shards.isEmpty || shards.count == files.count else {
+                throw CommandFailure("\(shards.count) of the \(files.count) files are moment shards (\(shards.joined(separator: ", "))) and the others are not; merge files of one kind (export the collecting references with --moments)", status: .rejected)
+            }
             do throws(StoreError) {
-                let merged = try Store.mergeReferenceFiles(files, into: into, name: name)
-                print("merged \(files.count) files into \(into): collecting reference '\(merged.name)', \(merged.fitCount) fit traces, \(merged.calibrationCount) calibration traces")
+                if shards.isEmpty {
+                    let merged = try Store.mergeReferenceFiles(files, into: into, name: name)
+                    print("merged \(files.count) files into \(into): collecting reference '\(merged.name)', \(merged.fitCount) fit traces, \(merged.calibrationCount) calibration traces")
+                } else {
+                    let (merged, shard) = try MomentShardFile.merge(files, into: into, name: name)
+                    print("merged \(files.count) moment shards into \(into): '\(merged)', \(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled; import it with `mechwatch reference import \(into)`")
+                }
             } catch {
                 throw CommandFailure(error.message, status: error.code == .cannotOpen ? .notFound : .rejected)
             }
@@ -41,47 +52,80 @@ struct ReferenceCommand: AsyncParsableCommand {
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a reference to a reference file, for `mechwatch reference import` on other hosts (or `merge`).",
+            abstract: "Write a reference to a reference file (or a collecting one's moments to a moment shard), for other hosts.",
             discussion: """
                 The file is a SQLite database holding an active reference's fitted statistics, calibration traces, \
                 local sample, scorer, alpha and combination (a collecting reference's fit traces instead), plus a \
                 table reference_file with the format, the schema version and a SHA-256 checksum of the reference's \
                 rows. Read from the database directly (the daemon may keep running); a collecting reference's \
                 traces acknowledged before the export are in it.
+
+                With --moments, a collecting reference is written as a moment shard instead: the full-rank moments \
+                of its fit traces (per site, per consecutive pair, per output), its calibration traces and a sample of \
+                --sample fit traces chosen by a hash of their ids, without the other fit traces. Shards of one \
+                reference from several hosts `merge` exactly; `import` estimates the reference from them.
                 """)
         @Argument(help: "Reference name.") var name: String
         @Argument(help: "The file to write (must not exist).") var file: String
+        @Flag(help: "Write a collecting reference's moments (a moment shard), not its traces.") var moments = false
+        @Option(help: "With --moments: fit traces kept for the local terms (the daemon uses up to its local_sample_size of them).") var sample = 5_000
         @OptionGroup var store: StoreOptions
 
+        func validate() throws {
+            guard sample >= 0 else { throw ValidationError("--sample: expected a number of traces ≥ 0, got \(sample)") }
+        }
+
         func run() async throws {
-            let path = file
-            let record = try await withStore(store) { s -> ReferenceRecord in
-                do throws(StoreError) { return try s.exportReference(named: name, to: path) } catch {
+            let path = file, moments = moments, sampleCapacity = sample
+            let summary = try await withStore(store) { s -> String in
+                do {
+                    guard moments else {
+                        let record = try s.exportReference(named: name, to: path)
+                        return "exported '\(record.name)' (\(record.fitCount) fit traces, \(record.calibrationCount) calibration traces) to \(path)"
+                    }
+                    guard let record = try s.reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
+                    guard record.state == .collecting else {
+                        throw CommandFailure("reference '\(name)' is \(record.state.rawValue): its fit traces are gone into its statistics; export moments before finalize, or export the reference without --moments", status: .rejected)
+                    }
+                    let (shard, skipped) = try s.momentShard(of: record, sampleCapacity: sampleCapacity)
+                    try MomentShardFile.write(shard, name: record.name, to: path)
+                    return "exported the moments of '\(record.name)' (\(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled\(skipped > 0 ? ", \(skipped) unreadable rows skipped" : "")) to \(path)"
+                } catch let error as StoreError {
                     throw CommandFailure(error.message, status: error.code == .notFound ? .notFound : .failure)
                 }
             }
-            print("exported '\(record.name)' (\(record.fitCount) fit traces, \(record.calibrationCount) calibration traces) to \(file)")
+            print(summary)
         }
     }
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Have the running daemon take the reference of a reference file as a new active reference.",
-            discussion: "The daemon reads the file itself (its path is made absolute): format, schema version and checksum must match.")
-        @Argument(help: "The reference file (`mechwatch reference export`).") var file: String
+            abstract: "Have the running daemon take a reference file's reference, or estimate one from a moment shard.",
+            discussion: """
+                The daemon reads the file itself (its path is made absolute). A reference file (`export`, `merge`): \
+                format, schema version and checksum must match; its reference comes in active or collecting, as \
+                exported. A moment shard (`export --moments`, `merge`, mechwatch.moments): its checksum must match; \
+                the daemon estimates a full-rank reference from the moments, calibrates it on the shard's calibration \
+                traces and makes it active, at --alpha (default: the shard's) with --scorer.
+                """)
+        @Argument(help: "The reference file or moment shard file.") var file: String
         @Option(name: .customLong("as"), help: "Name for the reference. Default: its name in the file.") var name: String?
+        @Option(help: "Moment shards: flagging level, in (0, 1). Default: the shard's alpha.") var alpha: Double?
+        @Option(help: "Moment shards: statistic that flags: mechanism (default), mahalanobis or independence.") var scorer: Scorer?
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
             let path = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
             var request: [JSONValue.Member] = [.init("op", "import"), .init("path", .string(path))]
             if let name { request.append(.init("as", .string(name))) }
+            if let alpha { request.append(.init("alpha", .number(alpha))) }
+            if let scorer { request.append(.init("scorer", .string(scorer.rawValue))) }
             let reply = try await call(client, .object(request))
             let imported = reply["reference"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "?"
             if reply["state"] == "collecting" {
                 print("imported '\(imported)' from \(path): collecting, \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces; finalize it with `mechwatch reference finalize \(imported)`")
             } else {
-                print("imported '\(imported)' from \(path): \(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
+                print("imported '\(imported)' from \(path): \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, \(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
             }
         }
     }

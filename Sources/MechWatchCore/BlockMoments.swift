@@ -66,25 +66,8 @@ package struct CentredBlock: Sendable {
 }
 
 extension RunningMoments {
-    /// Adds the block's vectors (loaded about this accumulator's shift, or any shift while it is empty);
-    /// equal to adding them one by one, up to rounding.
-    package mutating func add(_ block: CentredBlock) {
-        let b = block.moments
-        precondition(b.width == width && b.count > 0)
-        if shift.isEmpty { shift = b.shift } else { precondition(b.shift == shift, "block loaded about another shift") }
-        let n1 = Double(count), n2 = Double(b.count), n = n1 + n2
-        var delta = [Double](repeating: 0, count: width)
-        sumQ2 += b.sumQ2
-        for i in 0..<width {
-            sumQA[i] += b.sumQA[i]
-            delta[i] = b.mean[i] - mean[i]
-            mean[i] += delta[i] * n2 / n
-        }
-        comoment.addLowerTriangle(b.comoment, width: width)
-        // Chan et al.: C = C₁ + C₂ + (n₁n₂/n) δδᵀ with δ = μ₂ − μ₁.
-        if count > 0 { cblas_dsyr(CblasColMajor, CblasLower, Int32(width), n1 * n2 / n, delta, 1, &comoment, Int32(width)) }
-        count += b.count
-    }
+    /// Adds the block's vectors; equal to adding them one by one, up to rounding.
+    package mutating func add(_ block: CentredBlock) { merge(block.moments) }
 }
 
 extension CrossMoments {
@@ -150,7 +133,7 @@ extension OutputMoments {
     }
 
     /// Chan et al. for one output's mean; with `comoment`, the pooled co-moment gains `n₁n₂/n δδᵀ` (lower triangle).
-    private mutating func merge(label: Int, count k: Int, mean: [Double], comoment updating: Bool) {
+    mutating func merge(label: Int, count k: Int, mean: [Double], comoment updating: Bool) {
         let n1 = Double(counts[label, default: 0]), n2 = Double(k), total = n1 + n2
         var old = means[label] ?? mean
         let delta = (0..<width).map { mean[$0] - old[$0] }

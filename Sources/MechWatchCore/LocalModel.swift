@@ -166,36 +166,3 @@ package struct LocalModel: Sendable {
         }
     }
 }
-
-/// A uniform sample of at most `capacity` items from a stream of unknown length (Vitter's Algorithm R),
-/// seeded so that the same stream gives the same sample.
-package struct ReservoirSample<Element>: Sendable where Element: Sendable {
-    package let capacity: Int
-    package private(set) var items: [Element] = []
-    package private(set) var seen = 0
-    private var state: UInt64
-
-    package init(capacity: Int, seed: UInt64) {
-        precondition(capacity >= 0)
-        self.capacity = capacity
-        state = seed
-    }
-
-    package mutating func add(_ item: Element) {
-        seen += 1
-        if items.count < capacity {
-            items.append(item)
-            return
-        }
-        let j = Int(next() % UInt64(seen))
-        if j < capacity { items[j] = item }
-    }
-
-    private mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}

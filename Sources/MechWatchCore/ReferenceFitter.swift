@@ -48,6 +48,21 @@ package struct ReferenceFitter: Sendable {
         }
     }
 
+    /// A full-rank fitter holding moments accumulated elsewhere (a merged `MomentShard`); traces added to it
+    /// join them.
+    package init(layout: SiteLayout, split: CalibrationSplit, moments: [RunningMoments], crosses: [CrossMoments], outputs: [OutputMoments],
+                 calibrationCount: Int) {
+        self.layout = layout
+        self.split = split
+        collectsSubspaces = false
+        wide = []
+        self.moments = moments
+        self.crosses = crosses
+        labelled = outputs
+        everyTraceLabelled = false
+        self.calibrationCount = calibrationCount
+    }
+
     /// Number of traces in the fitting moments.
     package var fitCount: Int { collectsSubspaces ? (wide.first?.count ?? 0) : (moments.first?.count ?? 0) }
 
@@ -282,12 +297,6 @@ package struct CalibrationSplit: Sendable, Equatable {
 
     /// Whether the trace with this id is held out for calibration.
     package func holdsOut(_ id: String) -> Bool {
-        // FNV-1a over the UTF-8 bytes, then the SplitMix64 finaliser to spread the bits.
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in id.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        h = (h ^ (h >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        h = (h ^ (h >> 27)) &* 0x94d0_49bb_1331_11eb
-        h ^= h >> 31
-        return Double(h >> 11) / Double(1 << 53) < fraction
+        Double(TraceIDHash.hash(id, seed: TraceIDHash.splitSeed) >> 11) / Double(1 << 53) < fraction
     }
 }

@@ -47,14 +47,7 @@ extension Engine {
     /// The moments of a collecting reference's stored fit traces (the moments its `model` collects, or
     /// full-rank ones when `subspaces` is false).
     static func replay(_ record: ReferenceRecord, from store: Store, logger: Logger, subspaces: Bool? = nil) throws -> ReferenceFitter {
-        var fitter = ReferenceFitter(layout: record.layout, split: CalibrationSplit(fraction: record.calibrationFraction),
-                                     collectsSubspaces: subspaces ?? (record.model == .subspace))
-        var traces: [Trace] = []
-        let skipped = try store.forEachFitTrace(of: record, heldOut: false) { trace in
-            traces.append(trace)
-            if traces.count == BatchScorer.blockSize { fitter.add(TraceBatch(layout: record.layout, traces: traces)); traces = [] }
-        }
-        fitter.add(TraceBatch(layout: record.layout, traces: traces))
+        let (fitter, skipped) = try store.replay(record, subspaces: subspaces)
         if skipped > 0 {
             logger.warning("skipped unreadable fit traces", metadata: ["reference": "\(record.name)", "rows": "\(skipped)"])
         }
@@ -149,7 +142,12 @@ extension Engine {
     /// with the writes before it:
     /// the file is verified (format, schema version, checksum), refused if its reference would exceed
     /// `max_reference_bytes` or its name is taken, copied under a new id, and loaded as stored.
-    func importReference(_ path: String, as requested: String?, id: String?) async -> Reply {
+    /// A moment shard file goes to `importMoments`; `alpha` and `scorer` apply to those only.
+    func importReference(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
+        if MomentShardFile.isShard(at: path) { return await importMoments(path, as: requested, alpha: alpha, scorer: scorer, id: id) }
+        guard alpha == nil, scorer == nil else {
+            return .failure(id: id, ProtocolError(.invalidField, "\(alpha == nil ? "scorer" : "alpha"): applies to moment shard files only; '\(path)' is not one (a reference file's reference keeps the alpha and scorer it was finalized with)"))
+        }
         let source: ReferenceRecord
         do { source = try Store.verifyReferenceFile(at: path) } catch {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
@@ -314,12 +312,13 @@ extension Engine {
             }
             do { fitter = try Self.replay(record, from: store, logger: logger, subspaces: false) } catch { throw storeFailure(error) }
         }
-        var sample = ReservoirSample<[Float]>(capacity: configuration.localSampleSize, seed: UInt64(record.id))
+        var sample = HashSample(capacity: configuration.localSampleSize)
         if configuration.localSampleSize > 0 {
-            do { try store.forEachFitVector(of: record, heldOut: false) { sample.add($0) } } catch { throw storeFailure(error) }
+            do { try store.forEachFitVector(of: record, heldOut: false) { sample.add(id: $0, output: $1, vector: $2) } } catch { throw storeFailure(error) }
         }
+        let vectors = sample.vectors
         do {
-            return (try fitter.estimate(alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK), sample.items)
+            return (try fitter.estimate(alpha: alpha, scorer: scorer, sample: vectors, localK: configuration.localK), vectors)
         } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
         }
@@ -333,14 +332,16 @@ extension Engine {
         let projection: Projection
         do { projection = try fitter.projection(policy: policy) } catch { throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)") }
         var inner = ReferenceFitter(layout: projection.innerLayout, split: fitter.split)
-        var sample = ReservoirSample<[Float]>(capacity: configuration.localSampleSize, seed: UInt64(record.id))
+        var sample = HashSample(capacity: configuration.localSampleSize)
         var traces: [Trace] = []
         let keepSample = configuration.localSampleSize > 0, width = projection.innerLayout.totalWidth
         func flush() {
             guard !traces.isEmpty else { return }
             let (batch, _) = projection.project(TraceBatch(layout: record.layout, traces: traces))
             inner.add(batch)
-            if keepSample { for j in 0..<batch.count { sample.add(batch.values[j * width..<(j + 1) * width].map { Float($0) }) } }
+            if keepSample {
+                for j in 0..<batch.count { sample.add(id: batch.ids[j], output: batch.outputs[j], vector: batch.values[j * width..<(j + 1) * width].map { Float($0) }) }
+            }
             traces.removeAll(keepingCapacity: true)
         }
         do {
@@ -350,9 +351,9 @@ extension Engine {
             }
         } catch { throw storeFailure(error) }
         flush()
+        let vectors = sample.vectors
         do {
-            return (try inner.estimate(alpha: alpha, scorer: scorer, sample: sample.items, localK: configuration.localK, projection: projection),
-                    sample.items)
+            return (try inner.estimate(alpha: alpha, scorer: scorer, sample: vectors, localK: configuration.localK, projection: projection), vectors)
         } catch {
             throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
         }

@@ -108,8 +108,8 @@ package actor Engine {
                 continue
             case .success(.finalize(let name, let alpha, let scorer, let model, let retention)):
                 steps.append(.done(await finalize(name, alpha: alpha, scorer: scorer ?? .mechanism, model: model, retention: retention, id: message.id)))
-            case .success(.importReference(let path, let name)):
-                steps.append(.done(await importReference(path, as: name, id: message.id)))
+            case .success(.importReference(let path, let name, let alpha, let scorer)):
+                steps.append(.done(await importReference(path, as: name, alpha: alpha, scorer: scorer, id: message.id)))
             default:
                 steps.append(step(message))
             }

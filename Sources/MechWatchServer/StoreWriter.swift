@@ -16,6 +16,7 @@ enum WriteJob: Sendable {
     case activate(ReferenceRecord, ReferenceModel, sample: [[Float]], retention: RetentionPolicy.Overrides)
     /// Copies the reference of a reference file in as reference `id` called `name` (verifying the file).
     case importReference(path: String, id: Int64, name: String)
+    case importMoments(MomentShard, id: Int64, name: String, model: ReferenceModel, sample: [[Float]])
     /// Deletes at most `limit` events the retention policy no longer keeps; its result holds the count.
     case prune(RetentionPolicy, limit: Int)
     /// Nothing: its future completes once everything submitted before it is committed.
@@ -91,6 +92,8 @@ final class StoreWriter: @unchecked Sendable {
             try store.activate(record, model: model, sample: sample, retention: retention)
         case .importReference(let path, let id, let name):
             _ = try store.importReference(from: path, id: id, name: name)
+        case .importMoments(let shard, let id, let name, let model, let sample):
+            try store.importMoments(shard, id: id, name: name, model: model, sample: sample)
         case .prune(let policy, let limit):
             return [Int64(try store.prune(policy, limit: limit))]
         case .barrier:

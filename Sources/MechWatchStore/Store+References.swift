@@ -101,15 +101,15 @@ extension Store {
     }
 
     /// Streams the stored trusted traces of one role as float32 vectors (sites concatenated in site
-    /// order), skipping rows `forEachFitTrace` would skip.
-    package func forEachFitVector(of reference: ReferenceRecord, heldOut: Bool, _ body: ([Float]) throws -> Void) throws {
-        let stmt = try db.prepare("SELECT vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
+    /// order) with their ids and outputs, skipping rows `forEachFitTrace` would skip.
+    package func forEachFitVector(of reference: ReferenceRecord, heldOut: Bool, _ body: (_ id: String, _ output: Int?, _ vector: [Float]) throws -> Void) throws {
+        let stmt = try db.prepare("SELECT client_id, output, vector FROM fit_traces WHERE reference_id = ?1 AND role = ?2 ORDER BY id")
         try stmt.bind(.integer(reference.id), .text(heldOut ? "calibration" : "fit"))
         let width = reference.layout.totalWidth
         while try stmt.step() {
-            let vector = Blob.float32Values(stmt.blob(0))
+            let vector = Blob.float32Values(stmt.blob(2))
             guard vector.count == width, vector.allSatisfy(\.isFinite) else { continue }
-            try body(vector)
+            try body(stmt.text(0), stmt.optionalInt(1).map { Int($0) }, vector)
         }
     }
 

@@ -18,13 +18,21 @@ package enum Request: Sendable, Equatable {
     case finalize(reference: String, alpha: Double?, scorer: Scorer?, model: SubspacePolicy.Mode? = nil, retention: RetentionPolicy.Overrides = .none)
     /// `{"op":"delete","reference":…}`: remove a reference with its traces and events.
     case delete(reference: String)
-    /// `{"op":"import","path":…,"as":…}`: take the reference of a reference file (`mechwatch reference
-    /// export`) as a new active reference, named as in the file or `as`.
-    case importReference(path: String, name: String?)
+    /// `{"op":"import","path":…,"as":…,"alpha":…,"scorer":…}`: take the reference of a reference file
+    /// (`mechwatch reference export`, `merge`) as a new reference named as in the file or `as`; or estimate
+    /// and calibrate a new active reference from a moment shard file (`export --moments`, `mechwatch.moments`)
+    /// at `alpha` (default: the shard's) with `scorer`.
+    case importReference(path: String, name: String?, alpha: Double? = nil, scorer: Scorer? = nil)
     /// `{"op":"status"}`: uptime, counts and references.
     case status
     /// `{"op":"metrics"}`: the daemon's metrics in the Prometheus text format.
     case metrics
+
+    /// Whether `s` can name a reference: 1–`maximumNameLength` bytes of letters, digits or `-_.:`.
+    package static func isValidName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= maximumNameLength
+            && s.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.:".unicodeScalars.contains($0) }
+    }
 
     /// The protocol version this build speaks.
     package static let protocolVersion = 1

@@ -75,18 +75,7 @@ extension Request {
         case "finalize":
             try f.allow(["op", "reference", "alpha", "scorer", "model", "id", "retention_days", "retention_flagged_days", "max_events"])
             let reference = try f.name("reference")
-            let alpha = try f.optionalNumber("alpha")
-            if let alpha, !(alpha > 0 && alpha < 1) {
-                throw ProtocolError(.invalidField, "alpha: expected a number strictly between 0 and 1, got \(alpha)")
-            }
-            var scorer: Scorer?
-            if f.present("scorer") {
-                let name = try f.string("scorer")
-                guard let s = Scorer(rawValue: name) else {
-                    throw ProtocolError(.invalidField, "scorer: expected one of \(Scorer.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(name)\"")
-                }
-                scorer = s
-            }
+            let alpha = try f.alpha(), scorer = try f.scorer()
             var model: SubspacePolicy.Mode?
             if f.present("model") {
                 let name = try f.string("model")
@@ -110,12 +99,12 @@ extension Request {
             try f.allow(["op", "reference", "id"])
             return .delete(reference: try f.name("reference"))
         case "import":
-            try f.allow(["op", "path", "as", "id"])
+            try f.allow(["op", "path", "as", "alpha", "scorer", "id"])
             let path = try f.string("path")
             guard path.hasPrefix("/"), !path.utf8.contains(0) else {
-                throw ProtocolError(.invalidField, "path: expected the absolute path of a reference file (the daemon reads it), got \"\(path)\"")
+                throw ProtocolError(.invalidField, "path: expected the absolute path of a reference file or moment shard (the daemon reads it), got \"\(path)\"")
             }
-            return .importReference(path: path, name: f.present("as") ? try f.name("as") : nil)
+            return .importReference(path: path, name: f.present("as") ? try f.name("as") : nil, alpha: try f.alpha(), scorer: try f.scorer())
         case "status":
             try f.allow(["op", "id"])
             return .status
@@ -198,9 +187,7 @@ private struct Fields {
 
     func name(_ key: String) throws(ProtocolError) -> String {
         let s = try string(key)
-        guard !s.isEmpty, s.utf8.count <= Request.maximumNameLength,
-              s.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.:".unicodeScalars.contains($0) })
-        else {
+        guard Request.isValidName(s) else {
             throw ProtocolError(.invalidField, "\(key): expected 1–\(Request.maximumNameLength) letters, digits or '-_.:', got \"\(s)\"")
         }
         return s
@@ -227,6 +214,25 @@ private struct Fields {
         guard let v = value[key], v != .null else { return nil }
         guard case .number(let d) = v else { throw ProtocolError(.invalidField, "\(key): expected a number, got \(v.typeName)") }
         return d
+    }
+
+    /// `alpha`, if given: a number strictly between 0 and 1.
+    func alpha() throws(ProtocolError) -> Double? {
+        let alpha = try optionalNumber("alpha")
+        if let alpha, !(alpha > 0 && alpha < 1) {
+            throw ProtocolError(.invalidField, "alpha: expected a number strictly between 0 and 1, got \(alpha)")
+        }
+        return alpha
+    }
+
+    /// `scorer`, if given: one of the scorers' names.
+    func scorer() throws(ProtocolError) -> Scorer? {
+        guard present("scorer") else { return nil }
+        let name = try string("scorer")
+        guard let s = Scorer(rawValue: name) else {
+            throw ProtocolError(.invalidField, "scorer: expected one of \(Scorer.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(name)\"")
+        }
+        return s
     }
 
     func optionalObject(_ key: String) throws(ProtocolError) -> JSONValue? {

@@ -63,12 +63,25 @@ import Testing
         #expect(NearestNeighbours(dimension: 2, points: [1, 2, 3, 4], k: 1).kthDistances([.infinity, 0], count: 1) == [.infinity])
     }
 
-    @Test func reservoirIsSeededAndUniform() {
-        var a = ReservoirSample<Int>(capacity: 100, seed: 7), b = ReservoirSample<Int>(capacity: 100, seed: 7)
-        for i in 0..<10_000 { a.add(i); b.add(i) }
-        #expect(a.items == b.items && a.items.count == 100 && a.seen == 10_000)
-        // Uniform: about half the sample from each half of the stream (binomial sd 5; 4 sd bound).
-        let firstHalf = a.items.filter { $0 < 5000 }.count
+    @Test func hashSampleIsUniformAndIndependentOfOrderAndPartition() {
+        let ids = (0..<10_000).map { "t\($0)" }
+        var whole = HashSample(capacity: 100)
+        for id in ids { whole.add(id: id, output: nil, vector: [Float(id.count)]) }
+        var parts = [HashSample(capacity: 100), HashSample(capacity: 300), HashSample(capacity: 100)]
+        for (j, id) in ids.reversed().enumerated() { parts[j % 3].add(id: id, output: nil, vector: [Float(id.count)]) }
+        var merged = parts[1]
+        merged.merge(parts[0])
+        merged.merge(parts[2])
+        // Merging at a larger capacity is cut to the smaller one by `MomentShard`; here parts[1]'s is larger.
+        #expect(merged.prefix(100) == whole)
+        #expect(whole.items.count == 100 && whole.items.map(\.key) == whole.items.map(\.key).sorted())
+        // Uniform: about half the sample from each half of the ids (binomial sd 5; 4 sd bound).
+        let firstHalf = whole.items.filter { Int($0.id.dropFirst())! < 5000 }.count
         #expect(abs(firstHalf - 50) <= 20)
+        // A repeated id: the tie is broken by the values, whatever the order.
+        var a = HashSample(capacity: 1), b = HashSample(capacity: 1)
+        a.add(id: "x", output: 1, vector: [2]); a.add(id: "x", output: 1, vector: [1])
+        b.add(id: "x", output: 1, vector: [1]); b.add(id: "x", output: 1, vector: [2])
+        #expect(a == b && a.vectors == [[1]])
     }
 }

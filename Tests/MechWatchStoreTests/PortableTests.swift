@@ -17,7 +17,7 @@ import Testing
         var calibration: [Trace] = [], sample: [[Float]] = []
         let record = try #require(try store.reference(named: "mlp"))
         try store.forEachFitTrace(of: record, heldOut: true) { calibration.append($0) }
-        try store.forEachFitVector(of: record, heldOut: false) { if sample.count < 40 { sample.append($0) } }
+        try store.forEachFitVector(of: record, heldOut: false) { _, _, vector in if sample.count < 40 { sample.append(vector) } }
         let model = try fitter.finalize(calibration: calibration, alpha: 0.05, sample: sample)
         try store.activate(record, model: model, sample: sample)
         return (store, model)

@@ -156,13 +156,20 @@ class Client:
                               scorer=r.get("scorer", "mahalanobis"), terms=int(r.get("terms", 0)),
                               model=r.get("model", "full"), ranks={k: int(v) for k, v in r.get("ranks", {}).items()})
 
-    def import_reference(self, path: str, name: Optional[str] = None) -> Dict[str, Any]:
+    def import_reference(self, path: str, name: Optional[str] = None, alpha: Optional[float] = None,
+                         scorer: Optional[str] = None) -> Dict[str, Any]:
         """Has the daemon take the reference of a reference file (`mechwatch reference export` or `merge`) as
-        a new reference, named as in the file or `name`. The daemon reads `path` itself (made absolute
-        here). Returns the reply: `state` is `active` (with `terms`, `model`, `ranks`) or `collecting`."""
+        a new reference, named as in the file or `name`; or estimate a new active reference from a moment
+        shard file (`export --moments`, `merge`, `mechwatch.moments.MomentShard.write`) at `alpha` (default:
+        the shard's) with `scorer`. The daemon reads `path` itself (made absolute here). Returns the reply:
+        `state` is `active` (with `terms`, `model`, `ranks`, `fit_traces`) or `collecting`."""
         request = {"op": "import", "path": os.path.abspath(path)}
         if name is not None:
             request["as"] = name
+        if alpha is not None:
+            request["alpha"] = alpha
+        if scorer is not None:
+            request["scorer"] = scorer
         return self._call(request)
 
     def delete(self, reference: str) -> None:

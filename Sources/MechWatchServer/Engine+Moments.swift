@@ -1,0 +1,63 @@
+import MechWatchCore
+import MechWatchStore
+import MechWatchWire
+
+extension Engine {
+    /// Estimates and calibrates a new active reference from the moment shard file at `path` (`mechwatch
+    /// reference export --moments`, `merge`, or the Python client's `mechwatch.moments`), called `requested`
+    /// (default: the shard's name), at `alpha` (default: the shard's) with `scorer`, ordered with the writes
+    /// before it. The model is full-rank (a shard holds full moments, not the traces a subspace model is
+    /// fitted from); the local terms use the shard's first `local_sample_size` sampled traces — the sample
+    /// one daemon fitting every trace would draw.
+    func importMoments(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
+        let file: (name: String, shard: MomentShard)
+        do { file = try MomentShardFile.read(at: path) } catch {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
+        }
+        let name = requested ?? file.name, shard = file.shard
+        guard Request.isValidName(name) else {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: the shard's reference name \"\(name)\" is not a valid name (1–\(Request.maximumNameLength) letters, digits or '-_.:'); import it with \"as\""))
+        }
+        guard references[name] == nil else {
+            return .failure(id: id, ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")"))
+        }
+        let need = ReferenceFootprint(layout: shard.layout, sampleSize: configuration.localSampleSize).bytes
+        let used = footprint, budget = Double(configuration.maxReferenceBytes)
+        guard used + need <= budget else {
+            return .failure(id: id, ProtocolError(.referenceTooLarge, "path: a full-rank reference of the shard '\(path)' (\(Self.describe(shard.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
+        }
+        let alpha = alpha ?? shard.alpha
+        let placeholder = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: alpha,
+                                          calibrationFraction: shard.calibrationFraction, layout: shard.layout, createdAt: "")
+        nextReferenceID += 1
+        references[name] = .finalizing(placeholder)  // the name is taken while the reference is estimated and written
+        let model: ReferenceModel, sample: [[Float]]
+        do throws(FitError) {
+            try FitError.check(calibrationCount: shard.calibration.count, alpha: alpha)
+            sample = shard.sample.prefix(configuration.localSampleSize).vectors
+            let draft = try shard.fitter.estimate(alpha: alpha, scorer: scorer ?? .mechanism, sample: sample, localK: configuration.localK)
+            model = draft.calibrated(on: draft.accounts(TraceBatch(layout: shard.layout, traces: shard.calibration)))
+        } catch {
+            if case .finalizing(let current)? = references[name], current.id == placeholder.id { references[name] = nil }
+            return .failure(id: id, ProtocolError(.cannotFinalize, "path: the shard's reference '\(file.name)': \(error)"))
+        }
+        do {
+            _ = try await writer.submit(.importMoments(shard, id: placeholder.id, name: name, model: model, sample: model.local == nil ? [] : sample)).get()
+        } catch {
+            if case .finalizing(let current)? = references[name], current.id == placeholder.id { references[name] = nil }
+            return .failure(id: id, storeFailure(error))
+        }
+        guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
+            return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
+        }
+        do {
+            guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
+            references[name] = .active(record, model)
+            logger.info("imported moment shard", metadata: ["reference": "\(name)", "file": "\(path)", "fit_traces": "\(shard.fitCount)"])
+            return .finalized(id: id, reference: name, fitTraces: shard.fitCount, calibrationTraces: shard.calibration.count, model: model)
+        } catch {
+            references[name] = .unavailable(placeholder, reason: "it was imported but could not be loaded: \(error)")
+            return .failure(id: id, storeFailure(error))
+        }
+    }
+}

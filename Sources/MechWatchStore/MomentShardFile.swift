@@ -1,0 +1,274 @@
+import Crypto
+import CSQLite
+import Foundation
+import MechWatchCore
+
+/// Moment shard files (issue 13): a `MomentShard` in a small SQLite file of its own, written by
+/// `mechwatch reference export --moments`, `mechwatch reference merge` and the Python client's
+/// `mechwatch.moments` (for corpora fitted on Dask or any other engine), read by `import`.
+///
+/// The format is independent of the daemon's schema version (a shard written by any MechWatch of this
+/// format imports into any other). Tables — vectors are little-endian blobs, float64 for moments and
+/// float32 for traces; "packed" is the lower triangle column by column, `(i, j)` for `j` ascending, `i ≥ j`:
+/// - `moment_shard`, one row: `format`, `reference`, `calibration_fraction`, `alpha`, `fit_count`,
+///   `calibration_count`, `sample_capacity`, `written_at`, `checksum`;
+/// - `shard_sites`, per site by `position`: `name`, `width`, `count`, `mean`, `comoment` (packed
+///   `Σ(x−μ)(x−μ)ᵀ`), `third` (`Σ‖x−μ‖²(x−μ)`), `fourth` (`Σ‖x−μ‖⁴`), `labelled` (fit traces with an
+///   output), `within` (packed pooled within-output co-moment);
+/// - `shard_transitions`, per consecutive pair by `position` (of the earlier site): `comoment`, `C_yx` of
+///   the later site `y` against the earlier `x`, `width_y × width_x` column-major;
+/// - `shard_outputs`, by `(position, output)`: `count`, `mean`;
+/// - `shard_sample`, by `row`: `trace_id`, `output`, `vector` — the sample's traces (`HashSample`);
+/// - `shard_calibration`, by `row`: `trace_id`, `output`, `vector` — the held-out traces.
+/// `checksum` is the SHA-256 (hex) of the header's other columns but `written_at`, then of each table's
+/// name and rows in that order (`Statement.hashRow`), so a file edited or damaged in any value is refused.
+package enum MomentShardFile {
+    /// The format `moment_shard.format` holds.
+    package static let format = 1
+
+    static let schema = """
+        CREATE TABLE moment_shard (format INTEGER NOT NULL, reference TEXT NOT NULL, calibration_fraction REAL NOT NULL,
+            alpha REAL NOT NULL, fit_count INTEGER NOT NULL, calibration_count INTEGER NOT NULL, sample_capacity INTEGER NOT NULL,
+            written_at TEXT NOT NULL, checksum TEXT NOT NULL);
+        CREATE TABLE shard_sites (position INTEGER PRIMARY KEY, name TEXT NOT NULL, width INTEGER NOT NULL, count INTEGER NOT NULL,
+            mean BLOB NOT NULL, comoment BLOB NOT NULL, third BLOB NOT NULL, fourth REAL NOT NULL, labelled INTEGER NOT NULL,
+            within BLOB NOT NULL);
+        CREATE TABLE shard_transitions (position INTEGER PRIMARY KEY, comoment BLOB NOT NULL);
+        CREATE TABLE shard_outputs (position INTEGER NOT NULL, output INTEGER NOT NULL, count INTEGER NOT NULL, mean BLOB NOT NULL,
+            PRIMARY KEY (position, output));
+        CREATE TABLE shard_sample (row INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, output INTEGER, vector BLOB NOT NULL);
+        CREATE TABLE shard_calibration (row INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, output INTEGER, vector BLOB NOT NULL);
+        """
+
+    /// The tables the checksum covers, in order, with their row order.
+    static let tables = [("shard_sites", "position"), ("shard_transitions", "position"), ("shard_outputs", "position, output"),
+                         ("shard_sample", "row"), ("shard_calibration", "row")]
+
+    /// Whether the file at `path` is a moment shard file (an SQLite database with a `moment_shard` table).
+    package static func isShard(at path: String) -> Bool {
+        guard let db = try? SQLiteConnection(path: path, readOnly: true) else { return false }
+        return (try? db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'moment_shard'").firstRow { $0.int(0) }) == 1
+    }
+
+    /// Writes `shard`, as reference `name`, to a new file at `path` (which must not exist); removes the
+    /// file if anything fails.
+    package static func write(_ shard: MomentShard, name: String, to path: String) throws(StoreError) {
+        guard access(path, F_OK) != 0 else { throw StoreError(.cannotOpen, "'\(path)' exists; a moment shard file is always written new") }
+        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0o644)
+        guard fd >= 0 else { throw StoreError(.cannotOpen, "cannot create moment shard file '\(path)': \(String(cString: strerror(errno)))") }
+        close(fd)
+        do {
+            let db = try SQLiteConnection(path: path)
+            try db.transaction { () throws(StoreError) in
+                try db.execute(schema)
+                try insert(shard, into: db)
+                try db.prepare("""
+                    INSERT INTO moment_shard VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), '')
+                    """).bind(.integer(Int64(format)), .text(name), .real(shard.calibrationFraction), .real(shard.alpha),
+                              .integer(Int64(shard.fitCount)), .integer(Int64(shard.calibration.count)),
+                              .integer(Int64(shard.sample.capacity))).run()
+                try db.prepare("UPDATE moment_shard SET checksum = ?1").bind(.text(try checksum(db))).run()
+            }
+        } catch {
+            unlink(path)
+            throw error
+        }
+    }
+
+    private static func insert(_ shard: MomentShard, into db: SQLiteConnection) throws(StoreError) {
+        let site = try db.prepare("INSERT INTO shard_sites VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+        let output = try db.prepare("INSERT INTO shard_outputs VALUES (?1, ?2, ?3, ?4)")
+        for (s, (m, o)) in zip(shard.moments, shard.outputs).enumerated() {
+            let spec = shard.layout.sites[s]
+            let fourth = m.rebased(to: m.mean)
+            try site.bind(.integer(Int64(s)), .text(spec.name), .integer(Int64(spec.width)), .integer(Int64(m.count)),
+                          .blob(Blob.float64(m.mean)), .blob(Blob.float64(packed(m.comoment, width: m.width))),
+                          .blob(Blob.float64(fourth.sumQA)), .real(fourth.sumQ2), .integer(Int64(o.count)),
+                          .blob(Blob.float64(packed(o.comoment, width: o.width)))).run()
+            for label in o.counts.keys.sorted() {
+                try output.bind(.integer(Int64(s)), .integer(Int64(label)), .integer(Int64(o.counts[label]!)), .blob(Blob.float64(o.means[label]!))).run()
+            }
+        }
+        let transition = try db.prepare("INSERT INTO shard_transitions VALUES (?1, ?2)")
+        for (k, c) in shard.crosses.enumerated() { try transition.bind(.integer(Int64(k)), .blob(Blob.float64(c.comoment))).run() }
+        let sample = try db.prepare("INSERT INTO shard_sample VALUES (?1, ?2, ?3, ?4)")
+        for (row, item) in shard.sample.items.enumerated() {
+            try sample.bind(.integer(Int64(row)), .text(item.id), .optional(item.output), .blob(Blob.float32(item.vector))).run()
+        }
+        let calibration = try db.prepare("INSERT INTO shard_calibration VALUES (?1, ?2, ?3, ?4)")
+        let width = shard.layout.totalWidth
+        for (row, trace) in shard.calibration.enumerated() {
+            let flat = trace.sites.flatMap { $0 }
+            precondition(flat.count == width)
+            try calibration.bind(.integer(Int64(row)), .text(trace.id), .optional(trace.output), .blob(Blob.float32(flat[...]))).run()
+        }
+    }
+
+    /// The SHA-256 (hex) of the shard's header values and rows.
+    private static func checksum(_ db: SQLiteConnection) throws(StoreError) -> String {
+        var hash = SHA256()
+        let header = try db.prepare("SELECT format, reference, calibration_fraction, alpha, fit_count, calibration_count, sample_capacity FROM moment_shard")
+        while try header.step() { header.hashRow(into: &hash) }
+        for (table, order) in tables {
+            hash.update(data: Array("\(table)\u{0}".utf8))
+            let rows = try db.prepare("SELECT * FROM \(table) ORDER BY \(order)")
+            while try rows.step() { rows.hashRow(into: &hash) }
+        }
+        return hash.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Reads and verifies the moment shard file at `path` (format, checksum, every value's size and
+    /// finiteness): its reference's name and the shard.
+    package static func read(at path: String) throws(StoreError) -> (name: String, shard: MomentShard) {
+        func corrupt(_ what: String) -> StoreError { StoreError(.corrupt, "'\(path)': \(what)") }
+        guard access(path, R_OK) == 0 else { throw StoreError(.cannotOpen, "cannot read '\(path)': \(String(cString: strerror(errno)))") }
+        let db: SQLiteConnection
+        do { db = try SQLiteConnection(path: path, readOnly: true) } catch {
+            throw StoreError(error.code, "'\(path)' is not a moment shard file: \(error.message)")
+        }
+        typealias Header = (format: Int, name: String, fraction: Double, alpha: Double, fit: Int, calibration: Int, capacity: Int, checksum: String)
+        let header: Header?
+        do {
+            header = try db.prepare("SELECT format, reference, calibration_fraction, alpha, fit_count, calibration_count, sample_capacity, checksum FROM moment_shard")
+                .firstRow { (Int($0.int(0)), $0.text(1), $0.double(2), $0.double(3), Int($0.int(4)), Int($0.int(5)), Int($0.int(6)), $0.text(7)) }
+        } catch {
+            throw StoreError(.corrupt, "'\(path)' is not a moment shard file (\(error.message)); write one with `mechwatch reference export --moments` or mechwatch.moments")
+        }
+        guard let h = header else { throw corrupt("table moment_shard has no row") }
+        guard h.format == format else { throw corrupt("moment shard format \(h.format); this mechwatch reads format \(format)") }
+        let actual = try checksum(db)
+        guard actual == h.checksum else { throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of its moments is \(actual), the file records \(h.checksum)") }
+        guard h.fraction > 0, h.fraction < 1 else { throw corrupt("moment_shard.calibration_fraction is \(h.fraction); expected a number in (0, 1)") }
+        guard h.alpha > 0, h.alpha < 1 else { throw corrupt("moment_shard.alpha is \(h.alpha); expected a number in (0, 1)") }
+        guard h.fit >= 0, h.capacity >= 0 else { throw corrupt("moment_shard.fit_count and sample_capacity must not be negative") }
+
+        var sites: [SiteLayout.Site] = [], moments: [RunningMoments] = [], within: [(count: Int, comoment: [Double])] = []
+        let rows = try db.prepare("SELECT position, name, width, count, mean, comoment, third, fourth, labelled, within FROM shard_sites ORDER BY position")
+        while try rows.step() {
+            let s = sites.count, width = Int(rows.int(2)), name = rows.text(1)
+            guard rows.int(0) == Int64(s) else { throw corrupt("shard_sites.position \(rows.int(0)) out of sequence; expected \(s)") }
+            guard width > 0, !name.isEmpty else { throw corrupt("shard_sites row \(s): expected a name and a positive width") }
+            func vector(_ column: Int32, _ field: String, count: Int) throws(StoreError) -> [Double] {
+                let v = rows.isNull(column) ? [] : Blob.float64(rows.blob(column))
+                guard rows.blob(column).count == 8 * count, v.allSatisfy(\.isFinite) else {
+                    throw corrupt("shard_sites.\(field) of site '\(name)': expected \(count) finite float64 values")
+                }
+                return v
+            }
+            let packedCount = width * (width + 1) / 2
+            let count = Int(rows.int(3)), labelled = Int(rows.int(8))
+            guard count == h.fit, labelled >= 0, labelled <= count else {
+                throw corrupt("shard_sites.count/labelled of site '\(name)' are \(count)/\(labelled); expected count = fit_count (\(h.fit)) and 0 ≤ labelled ≤ count")
+            }
+            let fourth = rows.double(7)
+            guard fourth.isFinite, fourth >= 0 else { throw corrupt("shard_sites.fourth of site '\(name)': expected a finite non-negative number") }
+            moments.append(RunningMoments(count: count, mean: try vector(4, "mean", count: width),
+                                          comoment: unpacked(try vector(5, "comoment", count: packedCount), width: width),
+                                          third: try vector(6, "third", count: width), fourth: fourth))
+            within.append((labelled, unpacked(try vector(9, "within", count: packedCount), width: width)))
+            sites.append(.init(name: name, width: width))
+        }
+        guard !sites.isEmpty else { throw corrupt("shard_sites has no row") }
+        guard Set(sites.map(\.name)).count == sites.count else { throw corrupt("shard_sites names a site twice") }
+        let layout = SiteLayout(sites)
+
+        var counts = [[Int: Int]](repeating: [:], count: sites.count), means = [[Int: [Double]]](repeating: [:], count: sites.count)
+        let outputs = try db.prepare("SELECT position, output, count, mean FROM shard_outputs ORDER BY position, output")
+        while try outputs.step() {
+            let s = Int(outputs.int(0)), label = Int(outputs.int(1)), n = Int(outputs.int(2))
+            guard sites.indices.contains(s) else { throw corrupt("shard_outputs.position \(s) names no site") }
+            let mean = Blob.float64(outputs.blob(3))
+            guard n > 0, outputs.blob(3).count == 8 * sites[s].width, mean.allSatisfy(\.isFinite) else {
+                throw corrupt("shard_outputs row (\(s), \(label)): expected a positive count and \(sites[s].width) finite float64 values")
+            }
+            counts[s][label] = n
+            means[s][label] = mean
+        }
+        var outputMoments: [OutputMoments] = []
+        for s in sites.indices {
+            guard counts[s].values.reduce(0, +) == within[s].count, Set(counts[s].keys) == Set(counts[0].keys) else {
+                throw corrupt("shard_outputs of site '\(sites[s].name)': the counts add to \(counts[s].values.reduce(0, +)), shard_sites.labelled is \(within[s].count); every site must list the same outputs")
+            }
+            outputMoments.append(OutputMoments(width: sites[s].width, counts: counts[s], means: means[s], comoment: within[s].comoment))
+        }
+
+        var crosses: [CrossMoments] = []
+        let transitions = try db.prepare("SELECT position, comoment FROM shard_transitions ORDER BY position")
+        while try transitions.step() {
+            let k = crosses.count
+            guard transitions.int(0) == Int64(k), k + 1 < sites.count else { throw corrupt("shard_transitions.position \(transitions.int(0)) out of sequence; expected \(k) of \(sites.count - 1)") }
+            let c = Blob.float64(transitions.blob(1))
+            guard transitions.blob(1).count == 8 * sites[k].width * sites[k + 1].width, c.allSatisfy(\.isFinite) else {
+                throw corrupt("shard_transitions.comoment \(k): expected \(sites[k].width * sites[k + 1].width) finite float64 values")
+            }
+            crosses.append(CrossMoments(count: h.fit, meanX: moments[k].mean, meanY: moments[k + 1].mean, comoment: c))
+        }
+        guard crosses.count == sites.count - 1 else { throw corrupt("shard_transitions has \(crosses.count) rows; expected \(sites.count - 1)") }
+
+        func traces(_ table: String) throws(StoreError) -> [(id: String, output: Int?, vector: [Float])] {
+            var out: [(String, Int?, [Float])] = []
+            let rows = try db.prepare("SELECT trace_id, output, vector FROM \(table) ORDER BY row")
+            while try rows.step() {
+                let v = Blob.float32Values(rows.blob(2))
+                guard rows.blob(2).count == 4 * layout.totalWidth, v.allSatisfy(\.isFinite) else {
+                    throw corrupt("\(table) row \(out.count): expected \(layout.totalWidth) finite float32 values")
+                }
+                out.append((rows.text(0), rows.optionalInt(1).map { Int($0) }, v))
+            }
+            return out
+        }
+        var sample = HashSample(capacity: h.capacity)
+        let sampled = try traces("shard_sample")
+        guard sampled.count <= h.capacity, sampled.count <= h.fit else {
+            throw corrupt("shard_sample has \(sampled.count) rows; expected at most sample_capacity (\(h.capacity)) and fit_count (\(h.fit))")
+        }
+        for item in sampled { sample.add(id: item.id, output: item.output, vector: item.vector) }
+        let calibration = try traces("shard_calibration").map { item in
+            var offset = 0
+            return Trace(id: item.id, output: item.output, sites: sites.map { site in
+                defer { offset += site.width }
+                return item.vector[offset..<offset + site.width].map(Double.init)
+            })
+        }
+        guard calibration.count == h.calibration else { throw corrupt("shard_calibration has \(calibration.count) rows; moment_shard.calibration_count is \(h.calibration)") }
+        return (h.name, MomentShard(layout: layout, calibrationFraction: h.fraction, alpha: h.alpha, moments: moments, crosses: crosses,
+                                    outputs: outputMoments, sample: sample, calibration: calibration))
+    }
+
+    /// Merges the moment shard files `paths` (shards of one reference: the same sites, widths and
+    /// calibration fraction, disjoint traces) into a new one at `path`, as reference `name` (default: the
+    /// first one's) at the first one's alpha; returns it.
+    package static func merge(_ paths: [String], into path: String, name: String?) throws(StoreError) -> (name: String, shard: MomentShard) {
+        precondition(!paths.isEmpty)
+        var (first, merged) = try read(at: paths[0])
+        for p in paths.dropFirst() {
+            let (other, shard) = try read(at: p)
+            guard merged.matches(shard) else {
+                throw StoreError(.corrupt, "'\(p)': shard of '\(other)' differs from '\(first)' of '\(paths[0])' in its sites, widths or calibration fraction; only shards of one reference merge")
+            }
+            merged.merge(shard)
+        }
+        try write(merged, name: name ?? first, to: path)
+        return (name ?? first, merged)
+    }
+
+    /// The lower triangle of a `width × width` column-major matrix, column by column.
+    static func packed(_ matrix: [Double], width: Int) -> [Double] {
+        var out: [Double] = []
+        out.reserveCapacity(width * (width + 1) / 2)
+        for j in 0..<width { out.append(contentsOf: matrix[j * width + j..<(j + 1) * width]) }
+        return out
+    }
+
+    /// The `width × width` column-major matrix whose lower triangle is `packed` (upper triangle zero).
+    static func unpacked(_ packed: [Double], width: Int) -> [Double] {
+        var out = [Double](repeating: 0, count: width * width), k = 0
+        for j in 0..<width {
+            for i in j..<width {
+                out[j * width + i] = packed[k]
+                k += 1
+            }
+        }
+        return out
+    }
+}
