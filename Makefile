@@ -41,11 +41,11 @@ test: deps
 	@scripts/install-deps.sh --test
 	$(SWIFT) build
 	$(SWIFT) test
-	@python3 -c "import numpy, pytest, scipy, sklearn, pandas, matplotlib" 2>/dev/null || python3 -m pip install --quiet numpy pytest scipy scikit-learn pandas matplotlib
+	@python3 -c "import numpy, pytest, scipy, sklearn, pandas, matplotlib, dask, distributed, pyarrow" 2>/dev/null || python3 -m pip install --quiet numpy pytest scipy scikit-learn pandas matplotlib dask distributed pyarrow
 	python3 scripts/kill_test.py $(BIN)
 	python3 scripts/flood_test.py $(BIN)
 	python3 scripts/sequence_fuzz.py $(BIN) --seconds 60
-	MECHWATCH_BIN=$(BIN) PYTHONPATH=clients/python python3 -m pytest -q clients/python/tests --ignore=clients/python/tests/test_recorder.py
+	MECHWATCH_BIN=$(BIN) MECHWATCH_REQUIRE_DASK=1 PYTHONPATH=clients/python python3 -m pytest -q -p no:logging clients/python/tests --ignore=clients/python/tests/test_recorder.py
 	MECHWATCH_BIN=$(BIN) MECHWATCH_REQUIRE_TORCH=1 PYTHONPATH=clients/python /usr/bin/python3 -m pytest -q -rs clients/python/tests/test_recorder.py
 
 # 8 clients flooding 12x768 traces; the daemon's peak RSS must stay bounded (also run by `test`).
