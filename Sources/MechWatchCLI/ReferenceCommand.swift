@@ -87,6 +87,11 @@ struct ReferenceCommand: AsyncParsableCommand {
                     guard record.state == .collecting else {
                         throw CommandFailure("reference '\(name)' is \(record.state.rawValue): its fit traces are gone into its statistics; export moments before finalize, or export the reference without --moments", status: .rejected)
                     }
+                    // The shard's full-rank moments are accumulated here: refuse what this machine cannot hold.
+                    let need = ReferenceFootprint(layout: record.layout).bytes, memory = Double(ProcessInfo.processInfo.physicalMemory)
+                    guard need <= memory / 2 else {
+                        throw CommandFailure("the full-rank moments of '\(name)' need about \(ReferenceFootprint.describe(need)), more than half of this machine's memory (\(ReferenceFootprint.describe(memory))); export it without --moments (its traces) and merge those files", status: .rejected)
+                    }
                     let (shard, skipped) = try s.momentShard(of: record, sampleCapacity: sampleCapacity)
                     try MomentShardFile.write(shard, name: record.name, to: path)
                     return "exported the moments of '\(record.name)' (\(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled\(skipped > 0 ? ", \(skipped) unreadable rows skipped" : "")) to \(path)"

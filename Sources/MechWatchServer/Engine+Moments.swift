@@ -10,21 +10,30 @@ extension Engine {
     /// fitted from); the local terms use the shard's first `local_sample_size` sampled traces — the sample
     /// one daemon fitting every trace would draw.
     func importMoments(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
-        let file: (name: String, shard: MomentShard)
-        do { file = try MomentShardFile.read(at: path) } catch {
+        // Name and budget first, from the sites alone: a shard beyond the budget is refused before its moments are read.
+        let header: (name: String, layout: SiteLayout)
+        do { header = try MomentShardFile.layout(at: path) } catch {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
         }
-        let name = requested ?? file.name, shard = file.shard
+        let name = requested ?? header.name
         guard Request.isValidName(name) else {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: the shard's reference name \"\(name)\" is not a valid name (1–\(Request.maximumNameLength) letters, digits or '-_.:'); import it with \"as\""))
         }
         guard references[name] == nil else {
             return .failure(id: id, ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")"))
         }
-        let need = ReferenceFootprint(layout: shard.layout, sampleSize: configuration.localSampleSize).bytes
+        let need = ReferenceFootprint(layout: header.layout, sampleSize: configuration.localSampleSize).bytes
         let used = footprint, budget = Double(configuration.maxReferenceBytes)
         guard used + need <= budget else {
-            return .failure(id: id, ProtocolError(.referenceTooLarge, "path: a full-rank reference of the shard '\(path)' (\(Self.describe(shard.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
+            return .failure(id: id, ProtocolError(.referenceTooLarge, "path: a full-rank reference of the shard '\(path)' (\(Self.describe(header.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
+        }
+        let file: (name: String, shard: MomentShard)
+        do { file = try MomentShardFile.read(at: path) } catch {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
+        }
+        let shard = file.shard
+        guard shard.layout == header.layout, file.name == header.name else {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: '\(path)' changed while it was read; import it again"))
         }
         let alpha = alpha ?? shard.alpha
         let placeholder = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: alpha,

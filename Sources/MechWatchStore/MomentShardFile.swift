@@ -44,10 +44,54 @@ package enum MomentShardFile {
     static let tables = [("shard_sites", "position"), ("shard_transitions", "position"), ("shard_outputs", "position, output"),
                          ("shard_sample", "row"), ("shard_calibration", "row")]
 
+    /// The widest site a shard may describe (its full-rank moments alone would need terabytes).
+    package static let maximumWidth = 1 << 20
+
+    /// The reference name and sites of the moment shard file at `path`, read without its moments (to
+    /// check what estimating it would need before reading them); `read` verifies the rest.
+    package static func layout(at path: String) throws(StoreError) -> (name: String, layout: SiteLayout) {
+        let db = try openShard(path)
+        guard let name = try db.prepare("SELECT reference FROM moment_shard").firstRow({ $0.text(0) }) else {
+            throw StoreError(.corrupt, "'\(path)': table moment_shard has no row")
+        }
+        var sites: [SiteLayout.Site] = []
+        let rows = try db.prepare("SELECT position, name, width FROM shard_sites ORDER BY position")
+        while try rows.step() { sites.append(try site(rows, position: sites.count, path: path)) }
+        guard !sites.isEmpty else { throw StoreError(.corrupt, "'\(path)': shard_sites has no row") }
+        return (name, SiteLayout(sites))
+    }
+
+    /// Opens a shard file read-only; an unreadable file or one without the shard tables is an error naming it.
+    private static func openShard(_ path: String) throws(StoreError) -> SQLiteConnection {
+        guard access(path, R_OK) == 0 else { throw StoreError(.cannotOpen, "cannot read '\(path)': \(String(cString: strerror(errno)))") }
+        let db: SQLiteConnection
+        do { db = try SQLiteConnection(path: path, readOnly: true) } catch {
+            throw StoreError(error.code, "'\(path)' is not a moment shard file: \(error.message)")
+        }
+        guard isShard(db) else {
+            throw StoreError(.corrupt, "'\(path)' is not a moment shard file (no table moment_shard); write one with `mechwatch reference export --moments` or mechwatch.moments")
+        }
+        return db
+    }
+
+    /// A `shard_sites` row's site (columns position, name, width first), checked.
+    private static func site(_ rows: Statement, position s: Int, path: String) throws(StoreError) -> SiteLayout.Site {
+        guard rows.int(0) == Int64(s) else { throw StoreError(.corrupt, "'\(path)': shard_sites.position \(rows.int(0)) out of sequence; expected \(s)") }
+        let name = rows.text(1), width = rows.int(2)
+        guard (1...Int64(maximumWidth)).contains(width), !name.isEmpty else {
+            throw StoreError(.corrupt, "'\(path)': shard_sites row \(s): expected a name and a width from 1 to \(maximumWidth), got \"\(name)\", \(width)")
+        }
+        return .init(name: name, width: Int(width))
+    }
+
+    private static func isShard(_ db: SQLiteConnection) -> Bool {
+        (try? db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'moment_shard'").firstRow { $0.int(0) }) == 1
+    }
+
     /// Whether the file at `path` is a moment shard file (an SQLite database with a `moment_shard` table).
     package static func isShard(at path: String) -> Bool {
         guard let db = try? SQLiteConnection(path: path, readOnly: true) else { return false }
-        return (try? db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'moment_shard'").firstRow { $0.int(0) }) == 1
+        return isShard(db)
     }
 
     /// Writes `shard`, as reference `name`, to a new file at `path` (which must not exist); removes the
@@ -121,11 +165,7 @@ package enum MomentShardFile {
     /// finiteness): its reference's name and the shard.
     package static func read(at path: String) throws(StoreError) -> (name: String, shard: MomentShard) {
         func corrupt(_ what: String) -> StoreError { StoreError(.corrupt, "'\(path)': \(what)") }
-        guard access(path, R_OK) == 0 else { throw StoreError(.cannotOpen, "cannot read '\(path)': \(String(cString: strerror(errno)))") }
-        let db: SQLiteConnection
-        do { db = try SQLiteConnection(path: path, readOnly: true) } catch {
-            throw StoreError(error.code, "'\(path)' is not a moment shard file: \(error.message)")
-        }
+        let db = try openShard(path)
         typealias Header = (format: Int, name: String, fraction: Double, alpha: Double, fit: Int, calibration: Int, capacity: Int, checksum: String)
         let header: Header?
         do {
@@ -145,9 +185,7 @@ package enum MomentShardFile {
         var sites: [SiteLayout.Site] = [], moments: [RunningMoments] = [], within: [(count: Int, comoment: [Double])] = []
         let rows = try db.prepare("SELECT position, name, width, count, mean, comoment, third, fourth, labelled, within FROM shard_sites ORDER BY position")
         while try rows.step() {
-            let s = sites.count, width = Int(rows.int(2)), name = rows.text(1)
-            guard rows.int(0) == Int64(s) else { throw corrupt("shard_sites.position \(rows.int(0)) out of sequence; expected \(s)") }
-            guard width > 0, !name.isEmpty else { throw corrupt("shard_sites row \(s): expected a name and a positive width") }
+            let spec = try site(rows, position: sites.count, path: path), width = spec.width, name = spec.name
             func vector(_ column: Int32, _ field: String, count: Int) throws(StoreError) -> [Double] {
                 let v = rows.isNull(column) ? [] : Blob.float64(rows.blob(column))
                 guard rows.blob(column).count == 8 * count, v.allSatisfy(\.isFinite) else {
@@ -166,7 +204,7 @@ package enum MomentShardFile {
                                           comoment: unpacked(try vector(5, "comoment", count: packedCount), width: width),
                                           third: try vector(6, "third", count: width), fourth: fourth))
             within.append((labelled, unpacked(try vector(9, "within", count: packedCount), width: width)))
-            sites.append(.init(name: name, width: width))
+            sites.append(spec)
         }
         guard !sites.isEmpty else { throw corrupt("shard_sites has no row") }
         guard Set(sites.map(\.name)).count == sites.count else { throw corrupt("shard_sites names a site twice") }
