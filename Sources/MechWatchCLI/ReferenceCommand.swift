@@ -21,7 +21,9 @@ struct ReferenceCommand: AsyncParsableCommand {
                 one daemon fitting every trace would have. Reference files of collecting references (`export` before \
                 finalize) merge into one collecting reference holding all their fit traces, in file order: import it \
                 and finalize it there. Every file must be of the same kind and reference (sites, widths, calibration \
-                fraction; for reference files also the model).
+                fraction; for reference files also the model), and moment shards must hold disjoint traces: a trace \
+                (same id and values) held by two shards is refused, as merging a shard twice would count it twice. The \
+                merged sample keeps the smallest capacity of the shards'.
                 """)
         @Argument(help: "Moment shard files, or reference files of collecting references.") var files: [String]
         @Option(help: "The merged file to write (must not exist).") var into: String
@@ -29,9 +31,18 @@ struct ReferenceCommand: AsyncParsableCommand {
 
         func validate() throws {
             guard !files.isEmpty else { throw ValidationError("name at least one file to merge") }
+            if let name, !Request.isValidName(name) {
+                throw ValidationError("--as: expected 1–\(Request.maximumNameLength) letters, digits or '-_.:', got \"\(name)\"")
+            }
         }
 
         func run() throws {
+            for file in files {
+                do throws(StoreError) { try RegularFile.check(file) } catch {
+                    throw CommandFailure(error.message, status: error.code == .notFound ? .notFound : .rejected)
+                }
+            }
+            guard !FileManager.default.fileExists(atPath: into) else { throw CommandFailure("--into: '\(into)' exists; the merged file is always written new", status: .rejected) }
             let shards = files.filter(MomentShardFile.isShard(at:))
             guard shards.isEmpty || shards.count == files.count else {
                 throw CommandFailure("\(shards.count) of the \(files.count) files are moment shards (\(shards.joined(separator: ", "))) and the others are not; merge files of one kind (export the collecting references with --moments)", status: .rejected)
@@ -42,7 +53,7 @@ struct ReferenceCommand: AsyncParsableCommand {
                     print("merged \(files.count) files into \(into): collecting reference '\(merged.name)', \(merged.fitCount) fit traces, \(merged.calibrationCount) calibration traces")
                 } else {
                     let (merged, shard) = try MomentShardFile.merge(files, into: into, name: name)
-                    print("merged \(files.count) moment shards into \(into): '\(merged)', \(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled; import it with `mechwatch reference import \(into)`")
+                    print("merged \(files.count) moment shards into \(into): '\(merged)', \(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled (capacity \(shard.sample.capacity): the smallest of the shards'); import it with `mechwatch reference import \(into)`")
                 }
             } catch {
                 throw CommandFailure(error.message, status: error.code == .cannotOpen ? .notFound : .rejected)
@@ -68,38 +79,50 @@ struct ReferenceCommand: AsyncParsableCommand {
         @Argument(help: "Reference name.") var name: String
         @Argument(help: "The file to write (must not exist).") var file: String
         @Flag(help: "Write a collecting reference's moments (a moment shard), not its traces.") var moments = false
-        @Option(help: "With --moments: fit traces kept for the local terms (the daemon uses up to its local_sample_size of them).") var sample = 5_000
+        @Option(help: "With --moments: fit traces kept for the local terms (default 5000; the importing daemon uses up to its local_sample_size of them).") var sample: Int?
         @OptionGroup var store: StoreOptions
 
         func validate() throws {
-            guard sample >= 0 else { throw ValidationError("--sample: expected a number of traces ≥ 0, got \(sample)") }
+            if let sample {
+                guard moments else { throw ValidationError("--sample applies to --moments only") }
+                guard (0...MomentShardFile.maximumSample).contains(sample) else {
+                    throw ValidationError("--sample: expected a number of traces from 0 to \(MomentShardFile.maximumSample), got \(sample)")
+                }
+            }
         }
 
         func run() async throws {
-            let path = file, moments = moments, sampleCapacity = sample
+            guard !FileManager.default.fileExists(atPath: file) else { throw CommandFailure("'\(file)' exists; the file is always written new", status: .rejected) }
+            let path = file, moments = moments, sampleCapacity = sample ?? 5_000
             let summary = try await withStore(store) { s -> String in
                 do {
                     guard moments else {
                         let record = try s.exportReference(named: name, to: path)
                         return "exported '\(record.name)' (\(record.fitCount) fit traces, \(record.calibrationCount) calibration traces) to \(path)"
                     }
-                    guard let record = try s.reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
-                    guard record.state == .collecting else {
-                        throw CommandFailure("reference '\(name)' is \(record.state.rawValue): its fit traces are gone into its statistics; export moments before finalize, or export the reference without --moments", status: .rejected)
-                    }
-                    // The shard's full-rank moments are accumulated here: refuse what this machine cannot hold.
-                    let need = ReferenceFootprint(layout: record.layout).bytes, memory = Double(ProcessInfo.processInfo.physicalMemory)
-                    guard need <= memory / 2 else {
-                        throw CommandFailure("the full-rank moments of '\(name)' need about \(ReferenceFootprint.describe(need)), more than half of this machine's memory (\(ReferenceFootprint.describe(memory))); export it without --moments (its traces) and merge those files", status: .rejected)
-                    }
-                    let (shard, skipped) = try s.momentShard(of: record, sampleCapacity: sampleCapacity)
-                    try MomentShardFile.write(shard, name: record.name, to: path)
-                    return "exported the moments of '\(record.name)' (\(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled\(skipped > 0 ? ", \(skipped) unreadable rows skipped" : "")) to \(path)"
+                    // One snapshot: the fit and calibration traces of the same moment, whatever the daemon commits meanwhile.
+                    return try s.snapshot { try Self.exportMoments(of: name, from: s, to: path, sampleCapacity: sampleCapacity) }
                 } catch let error as StoreError {
                     throw CommandFailure(error.message, status: error.code == .notFound ? .notFound : .failure)
                 }
             }
             print(summary)
+        }
+
+        /// Writes the moment shard of the collecting reference `name`; returns what to print.
+        static func exportMoments(of name: String, from s: Store, to path: String, sampleCapacity: Int) throws -> String {
+            guard let record = try s.reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
+            guard record.state == .collecting else {
+                throw CommandFailure("reference '\(name)' is \(record.state.rawValue): its fit traces are gone into its statistics; export moments before finalize, or export the reference without --moments", status: .rejected)
+            }
+            // The shard's full-rank moments are accumulated here: refuse what this machine cannot hold.
+            let need = ReferenceFootprint(layout: record.layout).bytes, memory = Double(ProcessInfo.processInfo.physicalMemory)
+            guard need <= memory / 2 else {
+                throw CommandFailure("the full-rank moments of '\(name)' need about \(ReferenceFootprint.describe(need)), more than half of this machine's memory (\(ReferenceFootprint.describe(memory))); export it without --moments (its traces) and merge those files", status: .rejected)
+            }
+            let (shard, skipped) = try s.momentShard(of: record, sampleCapacity: sampleCapacity)
+            try MomentShardFile.write(shard, name: record.name, to: path)
+            return "exported the moments of '\(record.name)' (\(shard.fitCount) fit traces, \(shard.calibration.count) calibration traces, \(shard.sample.items.count) sampled\(skipped > 0 ? ", \(skipped) unreadable rows skipped" : "")) to \(path)"
         }
     }
 
@@ -130,7 +153,7 @@ struct ReferenceCommand: AsyncParsableCommand {
             if reply["state"] == "collecting" {
                 print("imported '\(imported)' from \(path): collecting, \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces; finalize it with `mechwatch reference finalize \(imported)`")
             } else {
-                print("imported '\(imported)' from \(path): \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, \(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
+                print("imported '\(imported)' from \(path): \(reply["fit_traces"]?.jsonText ?? "?") fit traces, \(reply["calibration_traces"]?.jsonText ?? "?") calibration traces, local sample \(reply["local_sample"]?.jsonText ?? "?"), \(reply["terms"]?.jsonText ?? "?") terms, alpha \(reply["alpha"]?.jsonText ?? "?"), \(Finalize.describe(model: reply))")
             }
         }
     }

@@ -19,6 +19,10 @@ package struct BatchScorer: Sendable {
         var mean: [Double]
         var inverseVariances: [Double]
         var independenceConstant: Double
+        /// The covariance is diagonal and equals the independence variances (Ledoit–Wolf shrank it fully): the
+        /// joint surprise is the independence surprise and the interaction exactly 0. Computed apart, they would
+        /// differ by rounding, and the interaction's calibrated probability would rank that noise.
+        var diagonal: Bool
         /// `L⁻¹` of the site covariance, column-major lower, and `log det + p log 2π`.
         var whitening: [Double]
         var jointConstant: Double
@@ -51,7 +55,7 @@ package struct BatchScorer: Sendable {
             let p = site.width
             var plan = SitePlan(
                 offset: offsets[s], width: p, mean: site.mean, inverseVariances: site.variances.map { 1 / $0 },
-                independenceConstant: site.independenceLogNormaliser,
+                independenceConstant: site.independenceLogNormaliser, diagonal: site.isDiagonal,
                 whitening: try site.cholesky.inverse(), jointConstant: site.cholesky.logDeterminant + Double(p) * SiteModel.logTwoPi,
                 outputWhitening: nil, outputShifts: [:], outputConstant: 0,
                 transitionWhitening: nil, transitionCoupling: [], transitionConstant: 0)
@@ -121,7 +125,8 @@ package struct BatchScorer: Sendable {
                                 let d2 = block.norms[j]
                                 mahalanobis[(start + j) * siteCount + s] = d2
                                 row[3 * s] = 0.5 * independence + plan.independenceConstant
-                                row[3 * s + 1] = 0.5 * (d2 + plan.jointConstant)
+                                // A diagonal covariance: the joint estimate is the independent one (exactly, not to rounding).
+                                row[3 * s + 1] = plan.diagonal ? row[3 * s] : 0.5 * (d2 + plan.jointConstant)
                                 row[3 * s + 2] = row[3 * s] - row[3 * s + 1]
                             }
                             if let w = plan.transitionWhitening {

@@ -46,7 +46,7 @@ package struct HashSample: Sendable, Equatable {
     package mutating func add(_ item: Item) {
         guard capacity > 0, bound.map({ item.key <= $0 }) ?? true else { return }
         candidates.append(item)
-        if candidates.count >= 2 * capacity + 64 { trim() }
+        if candidates.count - capacity >= max(capacity, 64) { trim() }
     }
 
     package mutating func add(id: String, output: Int?, vector: [Float]) {

@@ -273,12 +273,18 @@ package enum FitError: Error, Equatable, Sendable, CustomStringConvertible {
         guard n > 0, 1 / Double(n + 1) <= alpha else { throw .tooFewCalibrationTraces(have: n, alpha: alpha) }
     }
 
+    /// The calibration traces alpha needs, `⌈1/α⌉ − 1`, written as an integer while it is one.
+    private static func needed(_ alpha: Double) -> String {
+        let n = (1 / alpha).rounded(.up) - 1
+        return n < 9e15 ? "\(Int(n))" : "\(n)"
+    }
+
     package var description: String {
         switch self {
         case .tooFewFitTraces(let have, let need):
             "reference has \(have) fit traces (after holding out calibration traces); at least \(need) are needed"
         case .tooFewCalibrationTraces(let have, let alpha):
-            "reference has \(have) calibration traces; at alpha \(alpha) at least \(Int((1 / alpha).rounded(.up)) - 1) are needed for any trace to be flaggable (p ≥ 1/(n+1)); send more fit traces or raise alpha"
+            "reference has \(have) calibration traces; at alpha \(alpha) at least \(Self.needed(alpha)) are needed for any trace to be flaggable (p ≥ 1/(n+1)); send more fit traces or raise alpha"
         case .numerical(let site, let error):
             "site '\(site)': \(error)"
         }

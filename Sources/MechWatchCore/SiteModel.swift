@@ -20,6 +20,9 @@ package struct SiteModel: Sendable {
     package let cholesky: Cholesky
     /// `½ (Σ log σᵢ² + p log 2π)`, the constant of the independence surprise.
     let independenceLogNormaliser: Double
+    /// Whether `covariance` is diagonal with `variances` on its diagonal (a fully shrunk estimate): the joint
+    /// and independence estimates are then the same model.
+    package let isDiagonal: Bool
 
     /// Fraction of the mean variance below which a coordinate's variance is raised (dead units).
     package static let varianceFloor = 1e-6
@@ -35,6 +38,7 @@ package struct SiteModel: Sendable {
         self.covariance = covariance
         self.shrinkage = shrinkage
         cholesky = try Cholesky(covariance, dimension: p)
+        isDiagonal = (0..<p).allSatisfy { j in (0..<p).allSatisfy { i in covariance[j * p + i] == (i == j ? variances[i] : 0) } }
         independenceLogNormaliser = 0.5 * (variances.reduce(0) { $0 + log($1) } + Double(p) * SiteModel.logTwoPi)
     }
 
@@ -59,10 +63,11 @@ package struct SiteModel: Sendable {
             independence += c * c / variances[i]
         }
         let mahalanobis = cholesky.squaredMahalanobis(centred)
+        let independenceSurprise = 0.5 * independence + independenceLogNormaliser
         return SiteScore(
             mahalanobis: mahalanobis,
-            jointSurprise: 0.5 * (mahalanobis + cholesky.logDeterminant + Double(width) * SiteModel.logTwoPi),
-            independenceSurprise: 0.5 * independence + independenceLogNormaliser)
+            jointSurprise: isDiagonal ? independenceSurprise : 0.5 * (mahalanobis + cholesky.logDeterminant + Double(width) * SiteModel.logTwoPi),
+            independenceSurprise: independenceSurprise)
     }
 
     static let logTwoPi = 1.8378770664093453

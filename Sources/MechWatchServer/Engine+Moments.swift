@@ -16,6 +16,9 @@ extension Engine {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
         }
         let name = requested ?? header.name
+        if let site = header.layout.sites.first(where: { $0.name.utf8.count > Request.maximumNameLength }) {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: site name '\(site.name.prefix(40))…' is longer than \(Request.maximumNameLength) bytes"))
+        }
         guard Request.isValidName(name) else {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: the shard's reference name \"\(name)\" is not a valid name (1–\(Request.maximumNameLength) letters, digits or '-_.:'); import it with \"as\""))
         }
@@ -40,14 +43,27 @@ extension Engine {
                                           calibrationFraction: shard.calibrationFraction, layout: shard.layout, createdAt: "")
         nextReferenceID += 1
         references[name] = .finalizing(placeholder)  // the name is taken while the reference is estimated and written
+        // Estimated off the engine (the shard is all it needs), so other connections are served meanwhile.
+        let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism
+        let estimated = await Task.detached { () -> Result<(ReferenceModel, [[Float]]), FitError> in
+            do throws(FitError) {
+                try FitError.check(calibrationCount: shard.calibration.count, alpha: alpha)
+                let sample = shard.sample.prefix(sampleSize).vectors
+                let draft = try shard.fitter.estimate(alpha: alpha, scorer: scorer, sample: sample, localK: localK)
+                return .success((draft.calibrated(on: draft.accounts(TraceBatch(layout: shard.layout, traces: shard.calibration))), sample))
+            } catch {
+                return .failure(error)
+            }
+        }.value
+        // Another connection may have deleted the name meanwhile (nothing is written yet).
+        guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
+            return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
+        }
         let model: ReferenceModel, sample: [[Float]]
-        do throws(FitError) {
-            try FitError.check(calibrationCount: shard.calibration.count, alpha: alpha)
-            sample = shard.sample.prefix(configuration.localSampleSize).vectors
-            let draft = try shard.fitter.estimate(alpha: alpha, scorer: scorer ?? .mechanism, sample: sample, localK: configuration.localK)
-            model = draft.calibrated(on: draft.accounts(TraceBatch(layout: shard.layout, traces: shard.calibration)))
-        } catch {
-            if case .finalizing(let current)? = references[name], current.id == placeholder.id { references[name] = nil }
+        switch estimated {
+        case .success(let result): (model, sample) = result
+        case .failure(let error):
+            references[name] = nil
             return .failure(id: id, ProtocolError(.cannotFinalize, "path: the shard's reference '\(file.name)': \(error)"))
         }
         do {

@@ -144,6 +144,9 @@ extension Engine {
     /// `max_reference_bytes` or its name is taken, copied under a new id, and loaded as stored.
     /// A moment shard file goes to `importMoments`; `alpha` and `scorer` apply to those only.
     func importReference(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
+        do throws(StoreError) { try RegularFile.check(path) } catch {
+            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
+        }
         if MomentShardFile.isShard(at: path) { return await importMoments(path, as: requested, alpha: alpha, scorer: scorer, id: id) }
         guard alpha == nil, scorer == nil else {
             return .failure(id: id, ProtocolError(.invalidField, "\(alpha == nil ? "scorer" : "alpha"): applies to moment shard files only; '\(path)' is not one (a reference file's reference keeps the alpha and scorer it was finalized with)"))

@@ -44,8 +44,12 @@ package enum MomentShardFile {
     static let tables = [("shard_sites", "position"), ("shard_transitions", "position"), ("shard_outputs", "position, output"),
                          ("shard_sample", "row"), ("shard_calibration", "row")]
 
-    /// The widest site a shard may describe (its full-rank moments alone would need terabytes).
-    package static let maximumWidth = 1 << 20
+    /// The widest site a shard may describe (as the protocol's layouts).
+    package static let maximumWidth = 1 << 24
+    /// The most traces a shard may count: every count stays exact in a Double and sums of two stay in an Int.
+    package static let maximumCount = 1 << 53
+    /// The largest sample a shard may keep.
+    package static let maximumSample = 1 << 31
 
     /// The reference name and sites of the moment shard file at `path`, read without its moments (to
     /// check what estimating it would need before reading them); `read` verifies the rest.
@@ -63,7 +67,7 @@ package enum MomentShardFile {
 
     /// Opens a shard file read-only; an unreadable file or one without the shard tables is an error naming it.
     private static func openShard(_ path: String) throws(StoreError) -> SQLiteConnection {
-        guard access(path, R_OK) == 0 else { throw StoreError(.cannotOpen, "cannot read '\(path)': \(String(cString: strerror(errno)))") }
+        try RegularFile.check(path)
         let db: SQLiteConnection
         do { db = try SQLiteConnection(path: path, readOnly: true) } catch {
             throw StoreError(error.code, "'\(path)' is not a moment shard file: \(error.message)")
@@ -90,7 +94,7 @@ package enum MomentShardFile {
 
     /// Whether the file at `path` is a moment shard file (an SQLite database with a `moment_shard` table).
     package static func isShard(at path: String) -> Bool {
-        guard let db = try? SQLiteConnection(path: path, readOnly: true) else { return false }
+        guard (try? RegularFile.check(path)) != nil, let db = try? SQLiteConnection(path: path, readOnly: true) else { return false }
         return isShard(db)
     }
 
@@ -175,12 +179,15 @@ package enum MomentShardFile {
             throw StoreError(.corrupt, "'\(path)' is not a moment shard file (\(error.message)); write one with `mechwatch reference export --moments` or mechwatch.moments")
         }
         guard let h = header else { throw corrupt("table moment_shard has no row") }
+        guard try db.prepare("SELECT count(*) FROM moment_shard").firstRow({ $0.int(0) }) == 1 else { throw corrupt("table moment_shard has more than one row") }
         guard h.format == format else { throw corrupt("moment shard format \(h.format); this mechwatch reads format \(format)") }
         let actual = try checksum(db)
         guard actual == h.checksum else { throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of its moments is \(actual), the file records \(h.checksum)") }
         guard h.fraction > 0, h.fraction < 1 else { throw corrupt("moment_shard.calibration_fraction is \(h.fraction); expected a number in (0, 1)") }
         guard h.alpha > 0, h.alpha < 1 else { throw corrupt("moment_shard.alpha is \(h.alpha); expected a number in (0, 1)") }
-        guard h.fit >= 0, h.capacity >= 0 else { throw corrupt("moment_shard.fit_count and sample_capacity must not be negative") }
+        guard (0...maximumCount).contains(h.fit), (0...maximumCount).contains(h.calibration), (0...maximumSample).contains(h.capacity) else {
+            throw corrupt("moment_shard.fit_count, calibration_count and sample_capacity are \(h.fit), \(h.calibration), \(h.capacity); expected 0–\(maximumCount) traces and a sample of 0–\(maximumSample)")
+        }
 
         var sites: [SiteLayout.Site] = [], moments: [RunningMoments] = [], within: [(count: Int, comoment: [Double])] = []
         let rows = try db.prepare("SELECT position, name, width, count, mean, comoment, third, fourth, labelled, within FROM shard_sites ORDER BY position")
@@ -200,8 +207,13 @@ package enum MomentShardFile {
             }
             let fourth = rows.double(7)
             guard fourth.isFinite, fourth >= 0 else { throw corrupt("shard_sites.fourth of site '\(name)': expected a finite non-negative number") }
-            moments.append(RunningMoments(count: count, mean: try vector(4, "mean", count: width),
-                                          comoment: unpacked(try vector(5, "comoment", count: packedCount), width: width),
+            let mean = try vector(4, "mean", count: width), comoment = try vector(5, "comoment", count: packedCount)
+            // Traces are float32: a mean beyond its range, or a co-moment beyond n·(2·max)², no traces produced.
+            let largest = Double(Float.greatestFiniteMagnitude)
+            guard mean.allSatisfy({ abs($0) <= largest }), comoment.allSatisfy({ abs($0) <= Double(max(count, 1)) * 4 * largest * largest }) else {
+                throw corrupt("shard_sites.mean or comoment of site '\(name)' holds values float32 traces cannot produce")
+            }
+            moments.append(RunningMoments(count: count, mean: mean, comoment: unpacked(comoment, width: width),
                                           third: try vector(6, "third", count: width), fourth: fourth))
             within.append((labelled, unpacked(try vector(9, "within", count: packedCount), width: width)))
             sites.append(spec)
@@ -216,16 +228,16 @@ package enum MomentShardFile {
             let s = Int(outputs.int(0)), label = Int(outputs.int(1)), n = Int(outputs.int(2))
             guard sites.indices.contains(s) else { throw corrupt("shard_outputs.position \(s) names no site") }
             let mean = Blob.float64(outputs.blob(3))
-            guard n > 0, outputs.blob(3).count == 8 * sites[s].width, mean.allSatisfy(\.isFinite) else {
-                throw corrupt("shard_outputs row (\(s), \(label)): expected a positive count and \(sites[s].width) finite float64 values")
+            guard (1...max(1, within[s].count)).contains(n), outputs.blob(3).count == 8 * sites[s].width, mean.allSatisfy(\.isFinite) else {
+                throw corrupt("shard_outputs row (\(s), \(label)): expected a count from 1 to the site's labelled traces (\(within[s].count)) and \(sites[s].width) finite float64 values")
             }
             counts[s][label] = n
             means[s][label] = mean
         }
         var outputMoments: [OutputMoments] = []
         for s in sites.indices {
-            guard counts[s].values.reduce(0, +) == within[s].count, Set(counts[s].keys) == Set(counts[0].keys) else {
-                throw corrupt("shard_outputs of site '\(sites[s].name)': the counts add to \(counts[s].values.reduce(0, +)), shard_sites.labelled is \(within[s].count); every site must list the same outputs")
+            guard counts[s].values.reduce(0, +) == within[s].count, counts[s] == counts[0] else {
+                throw corrupt("shard_outputs of site '\(sites[s].name)': the counts add to \(counts[s].values.reduce(0, +)), shard_sites.labelled is \(within[s].count); every site must list the same outputs with the same counts")
             }
             outputMoments.append(OutputMoments(width: sites[s].width, counts: counts[s], means: means[s], comoment: within[s].comoment))
         }
@@ -279,15 +291,35 @@ package enum MomentShardFile {
     package static func merge(_ paths: [String], into path: String, name: String?) throws(StoreError) -> (name: String, shard: MomentShard) {
         precondition(!paths.isEmpty)
         var (first, merged) = try read(at: paths[0])
+        var seen = traceKeys(merged)
         for p in paths.dropFirst() {
             let (other, shard) = try read(at: p)
             guard merged.matches(shard) else {
                 throw StoreError(.corrupt, "'\(p)': shard of '\(other)' differs from '\(first)' of '\(paths[0])' in its sites, widths or calibration fraction; only shards of one reference merge")
             }
+            guard merged.fitCount + shard.fitCount <= maximumCount, merged.calibration.count + shard.calibration.count <= maximumCount else {
+                throw StoreError(.corrupt, "'\(p)': the merged shard would count more than \(maximumCount) traces")
+            }
+            let keys = traceKeys(shard)
+            if let twice = keys.first(where: seen.contains) {
+                throw StoreError(.corrupt, "'\(p)' holds trace '\(twice.id)' (same id and values) that an earlier shard holds too; shards must hold disjoint traces (a shard merged twice would count its traces twice)")
+            }
+            seen.formUnion(keys)
             merged.merge(shard)
         }
         try write(merged, name: name ?? first, to: path)
         return (name ?? first, merged)
+    }
+
+    /// A shard's calibration and sampled traces, by id and values: two shards of disjoint traces share none.
+    private static func traceKeys(_ shard: MomentShard) -> Set<TraceKey> {
+        Set(shard.calibration.map { TraceKey(id: $0.id, values: $0.sites.flatMap { $0 }) }
+            + shard.sample.items.map { TraceKey(id: $0.id, values: $0.vector.map(Double.init)) })
+    }
+
+    private struct TraceKey: Hashable {
+        var id: String
+        var values: [Double]
     }
 
     /// The lower triangle of a `width × width` column-major matrix, column by column.

@@ -32,12 +32,21 @@ extension Store {
 
     /// Writes the reference `name` (active; or collecting, and then its fit traces travel) to a new
     /// reference file at `path` (which must not exist).
+    /// The reference's rows are read from one snapshot, so fits committed meanwhile are wholly in or out.
     package func exportReference(named name: String, to path: String) throws(StoreError) -> ReferenceRecord {
-        guard let record = try reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
-        try Self.writeReferenceFile(at: path, name: name, id: record.id) { file throws(StoreError) in
-            try file.copyReference(from: self, sourceID: record.id, state: record.state, id: record.id, name: name)
+        do {
+            return try snapshot { () throws -> ReferenceRecord in
+                guard let record = try reference(named: name) else { throw StoreError(.notFound, "no reference named '\(name)'") }
+                try Self.writeReferenceFile(at: path, name: name, id: record.id) { file throws(StoreError) in
+                    try file.copyReference(from: self, sourceID: record.id, state: record.state, id: record.id, name: name)
+                }
+                return record
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.sqlite, "\(error)")
         }
-        return record
     }
 
     /// Merges the collecting references of the reference files `paths` (the same sites, widths, calibration
@@ -143,6 +152,7 @@ extension Store {
     }
 
     private static func openReferenceFile(_ path: String) throws(StoreError) -> Store {
+        try RegularFile.check(path)
         do { return try Store.openExisting(path: path) } catch {
             throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
         }

@@ -63,6 +63,15 @@ package final class Store {
         try db.transaction(body)
     }
 
+    /// Runs `body`'s reads against one snapshot of the database (a deferred read transaction: in WAL mode
+    /// commits made meanwhile by the daemon are not seen), so what they read belongs together.
+    package func snapshot<T>(_ body: () throws -> T) throws -> T {
+        guard sqlite3_get_autocommit(db.handle) != 0 else { return try body() }
+        try db.execute("BEGIN DEFERRED")
+        defer { try? db.execute("COMMIT") }
+        return try body()
+    }
+
     /// `PRAGMA integrity_check`'s answer: `["ok"]` for a sound database.
     package func integrityCheck() throws(StoreError) -> [String] {
         let stmt = try db.prepare("PRAGMA integrity_check")

@@ -39,6 +39,7 @@ extension Reply {
             "calibration_traces": .int(calibrationTraces), "alpha": .number(model.alpha), "scorer": .string(model.scorer.rawValue),
             "terms": .int(model.termLayout.terms.count), "shrinkage": shrinkage, "model": .string(model.projection == nil ? "full" : "subspace"),
             "ranks": .object(zip(model.layout.sites, model.modelLayout.sites).map { JSONValue.Member($0.name, .int($1.width)) }),
+            "local_sample": .int(model.local?.sampleCount ?? 0),
         ])
     }
 

@@ -50,6 +50,20 @@ import Testing
         #expect(close(lw.covariance, [0.5, 0, 0, 0.5]))
     }
 
+    @Test func fullyShrunkSiteHasNoInteraction() throws {
+        // Independent unit normals in 5 dimensions, 1,000 draws: Ledoit–Wolf shrinks fully (shrinkage 1), the
+        // covariance is (tr/p) I, and joint and independence are one model: interaction exactly 0, not rounding.
+        var seed: UInt64 = 11, m = RunningMoments(width: 5)
+        for _ in 0..<1000 { m.add((0..<5).map { _ in SeededNormal.next(&seed) }) }
+        let site = try SiteModel(name: "a", moments: m)
+        #expect(site.shrinkage == 1 && site.isDiagonal)
+        let x = [0.3, -2, 1, 0.5, 4.0]
+        #expect(site.score(x).explainedInteraction == 0)
+        let batch = TraceBatch(layout: SiteLayout([.init(name: "a", width: 5)]), traces: [Trace(id: "x", sites: [x])])
+        let scorer = try BatchScorer(layout: batch.layout, sites: [site], transitions: [], outputs: [])
+        #expect(scorer.accounts(batch).termValues[2] == 0)
+    }
+
     @Test func constantCoordinateIsRegularisedNotFatal() throws {
         var m = RunningMoments(width: 3)
         for k in 0..<10 { m.add([Double(k), Double(k * k % 7), 5]) }  // third unit is dead

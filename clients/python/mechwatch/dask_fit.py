@@ -52,20 +52,22 @@ def site_columns(path: str) -> List[str]:
 
 
 def shard_of_partition(path: str, name: str, sites: Sequence[str], calibration_fraction: float, alpha: float,
-                       sample_size: int) -> MomentShard:
-    """The moment shard of one Parquet partition."""
+                       sample_size: int) -> Optional[MomentShard]:
+    """The moment shard of one Parquet partition; None for a partition without rows."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path, columns=["trace_id", *(["output"] if "output" in pq.read_schema(path).names else []), *sites])
     ids = table.column("trace_id").to_pylist()
+    if not ids:
+        return None
     outputs = table.column("output").to_pylist() if "output" in table.column_names else None
     arrays: Dict[str, np.ndarray] = {}
     for site in sites:
         column = table.column(site).combine_chunks()
         values = column.flatten().to_numpy(zero_copy_only=False)
-        if len(ids) and values.size % len(ids):
+        if values.size % len(ids):
             raise ValueError(f"{path}: site column {site!r} does not hold one vector of equal width per trace")
-        arrays[site] = values.reshape(len(ids), -1) if len(ids) else values.reshape(0, 0)
+        arrays[site] = values.reshape(len(ids), -1)
     return MomentShard.from_arrays(name, arrays, ids, outputs, calibration_fraction=calibration_fraction, alpha=alpha,
                                    sample_size=sample_size)
 
@@ -81,9 +83,17 @@ def fit_parquet(client, paths: Sequence[str], name: str, sites: Optional[Sequenc
     futures = client.map(shard_of_partition, list(paths), name=name, sites=sites, calibration_fraction=calibration_fraction,
                          alpha=alpha, sample_size=sample_size, pure=False)
     while len(futures) > 1:
-        pairs = [client.submit(MomentShard.merge, futures[i], futures[i + 1], pure=False) for i in range(0, len(futures) - 1, 2)]
+        pairs = [client.submit(merge_pair, futures[i], futures[i + 1], pure=False) for i in range(0, len(futures) - 1, 2)]
         futures = pairs + ([futures[-1]] if len(futures) % 2 else [])
-    return futures[0].result()
+    shard = futures[0].result()
+    if shard is None:
+        raise ValueError(f"the {len(paths)} Parquet partitions hold no traces")
+    return shard
+
+
+def merge_pair(a: Optional[MomentShard], b: Optional[MomentShard]) -> Optional[MomentShard]:
+    """Two partitions' shards merged (None: a partition without rows)."""
+    return b if a is None else a if b is None else a.merge(b)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -28,6 +28,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 FORMAT = 1
+MAXIMUM_COUNT = 1 << 53  # as the daemon: counts stay exact in a float64
 _MASK = (1 << 64) - 1
 SPLIT_SEED = 0xCBF29CE484222325
 SAMPLE_SEED = SPLIT_SEED ^ 0x9E3779B97F4A7C15
@@ -170,10 +171,19 @@ class MomentShard:
                    sample=sample, calibration=calibration)
 
     def merge(self, other: "MomentShard") -> "MomentShard":
-        """The shard of both shards' traces (disjoint traces of one reference): Chan et al.'s pairwise
-        formulas, the third and fourth moments carried to the merged mean first."""
+        """The shard of both shards' traces (disjoint traces of one reference: a calibration or sampled trace
+        with the same id and values in both is refused): Chan et al.'s pairwise formulas, the third and
+        fourth moments carried to the merged mean first. The sample keeps the smaller capacity."""
         if self.sites != other.sites or self.calibration_fraction != other.calibration_fraction:
             raise ShardError(f"shard of {other.name!r} differs from {self.name!r} in its sites, widths or calibration fraction; only shards of one reference merge")
+        if self.count + other.count > MAXIMUM_COUNT:
+            raise ShardError(f"the merged shard would count more than {MAXIMUM_COUNT} traces")
+        mine = {(i, v.tobytes()) for i, _, v in self.calibration} | {(t.trace_id, t.vector.tobytes()) for t in self.sample}
+        twice = next((i for i, _, v in other.calibration if (i, v.tobytes()) in mine), None) or \
+            next((t.trace_id for t in other.sample if (t.trace_id, t.vector.tobytes()) in mine), None)
+        if twice is not None:
+            raise ShardError(f"trace {twice!r} (same id and values) is in both shards; shards must hold disjoint traces "
+                             "(a shard merged twice would count its traces twice)")
         n1, n2 = self.count, other.count
         if n1 == 0 or n2 == 0:
             base = other if n1 == 0 else self

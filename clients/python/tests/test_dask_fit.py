@@ -33,6 +33,9 @@ def test_dask_fit_of_parquet_partitions_equals_the_daemon_fitting_them(tmp_path)
     for k, rows in enumerate(np.array_split(np.arange(3000), 6)):
         paths.append(str(tmp_path / f"part-{k}.parquet"))
         write_partition(paths[-1], {s: v[rows] for s, v in sites.items()}, [ids[j] for j in rows], [outputs[j] for j in rows])
+    # A partition without rows counts for nothing.
+    paths.append(str(tmp_path / "empty.parquet"))
+    write_partition(paths[-1], {s: v[:0] for s, v in sites.items()}, [], [])
 
     # Worker processes import mechwatch from the same place as this test.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])

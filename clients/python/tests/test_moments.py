@@ -182,3 +182,126 @@ def test_bad_shards_and_misuse_are_refused_clearly(tmp_path):
         daemon.stop()
     with pytest.raises(ShardError, match="damaged"):
         MomentShard.read(str(damaged))
+
+
+def test_a_fully_shrunk_site_scores_alike_from_a_shard(tmp_path):
+    """Independent unit-variance sites: Ledoit–Wolf shrinks them fully, the interaction term is exactly 0
+    (it was rounding noise whose calibrated probability differed between the shard and the traces)."""
+    (tmp_path / "d").mkdir(mode=0o700)
+    daemon = Daemon(tmp_path / "d").start("--local-sample-size", "100")
+    try:
+        rng = np.random.default_rng(5)
+        ids = [f"t{j}" for j in range(1500)]
+        sites = {"a": rng.normal(size=(1500, 5)).astype(np.float32), "b": rng.normal(size=(1500, 3)).astype(np.float32)}
+        outputs = [int(x) for x in rng.integers(0, 6, 1500)]
+        with Client(daemon.socket) as c:
+            c.fit_arrays("u", sites, outputs=outputs, ids=ids)
+            shard = str(tmp_path / "u.shard")
+            out = cli("reference", "export", "u", shard, "--moments", "--database", daemon.database)
+            assert out.returncode == 0, out.stderr
+            c.import_reference(shard, name="imported")
+            finalized = c.finalize("u")
+            assert finalized.shrinkage["a"] == 1.0
+            probe = {"a": rng.normal(size=(200, 5)).astype(np.float32), "b": rng.normal(size=(200, 3)).astype(np.float32)}
+            probe_outputs = [int(x) for x in rng.integers(0, 3, 200)]
+            a = c.score_arrays("u", probe, outputs=probe_outputs)
+            b = c.score_arrays("imported", probe, outputs=probe_outputs)
+        assert [r.flagged for r in a] == [r.flagged for r in b]
+        assert np.allclose([r.score for r in b], [r.score for r in a], rtol=1e-9, atol=0)
+    finally:
+        daemon.stop()
+
+
+def test_export_reads_one_snapshot_while_the_daemon_fits(tmp_path):
+    """The shard's fit and calibration traces are those of one moment: a prefix of a stream fitted in order."""
+    import threading
+    (tmp_path / "d").mkdir(mode=0o700)
+    daemon = Daemon(tmp_path / "d").start()
+    try:
+        rng = np.random.default_rng(1)
+        with Client(daemon.socket) as c:
+            for k in range(10):
+                c.fit_arrays("r", {"h": rng.normal(size=(2000, 64)).astype(np.float32)}, ids=[f"t{k * 2000 + j}" for j in range(2000)])
+        stop, sent = threading.Event(), [20_000]
+
+        def fit_more():
+            with Client(daemon.socket) as c:
+                while not stop.is_set():
+                    c.fit_arrays("r", {"h": rng.normal(size=(200, 64)).astype(np.float32)}, ids=[f"t{sent[0] + j}" for j in range(200)])
+                    sent[0] += 200
+
+        thread = threading.Thread(target=fit_more)
+        thread.start()
+        try:
+            out = cli("reference", "export", "r", str(tmp_path / "r.shard"), "--moments", "--database", daemon.database)
+        finally:
+            stop.set()
+            thread.join()
+        assert out.returncode == 0, out.stderr
+        shard = MomentShard.read(str(tmp_path / "r.shard"))
+        last = max(int(i[1:]) for i, _, _ in shard.calibration)
+        held = [holds_out(f"t{j}", 0.2) for j in range(sent[0])]
+        nxt = next((j for j in range(last + 1, sent[0]) if held[j]), sent[0])
+        # Every trace up to the last calibration trace is in, none from the next calibration trace on.
+        assert held[:last + 1].count(False) <= shard.count < held[:nxt].count(False) + 1, (shard.count, last, nxt)
+        assert len(shard.calibration) == held[:last + 1].count(True)
+    finally:
+        daemon.stop()
+
+
+def test_hostile_shards_and_paths_are_refused_and_the_daemon_lives(tmp_path):
+    import os
+    rng = np.random.default_rng(2)
+    sites, outputs, ids = traces(rng, 600, 0)
+    good = tmp_path / "good.shard"
+    MomentShard.from_arrays("mlp", sites, ids, outputs).write(str(good))
+
+    def edited(name, *sql):
+        path = tmp_path / name
+        path.write_bytes(good.read_bytes())
+        from mechwatch.moments import checksum
+        with sqlite3.connect(path) as db:
+            for q in sql:
+                db.execute(q)
+            db.execute("UPDATE moment_shard SET checksum = ?", (checksum(db),))
+        return str(path)
+
+    fifo = str(tmp_path / "fifo.shard")
+    os.mkfifo(fifo)
+    cases = {
+        edited("cap.shard", "UPDATE moment_shard SET sample_capacity = 4611686018427387904"): "sample_capacity",
+        edited("counts.shard", "UPDATE shard_outputs SET count = 9223372036854775807 WHERE output = 0"): "shard_outputs",
+        edited("huge.shard", "UPDATE moment_shard SET fit_count = 4611686018427387904",
+               "UPDATE shard_sites SET count = 4611686018427387904"): "fit_count",
+        edited("mean.shard", "UPDATE shard_sites SET mean = CAST(x'000000000000f07f' || substr(mean, 9) AS BLOB) WHERE position = 0"): "finite",
+        edited("two.shard", "INSERT INTO moment_shard SELECT * FROM moment_shard"): "more than one row",
+        fifo: "not a regular file",
+        str(tmp_path / "missing.shard"): "No such file",
+    }
+    (tmp_path / "d").mkdir(mode=0o700)
+    daemon = Daemon(tmp_path / "d").start()
+    try:
+        with Client(daemon.socket) as c:
+            for path, message in cases.items():
+                with pytest.raises(MechWatchError) as e:
+                    c.import_reference(path, name="x")
+                assert e.value.code == "invalid_reference_file" and message in str(e.value), (path, str(e.value))
+            with pytest.raises(MechWatchError) as e:
+                c.import_reference(str(good), name="x", alpha=1e-300)
+            assert e.value.code == "cannot_finalize" and "calibration traces" in str(e.value)
+            assert "x" not in {r["name"] for r in c.status()["references"]}
+        # The CLI: a shard merged with itself, a bad name, --sample without --moments.
+        out = cli("reference", "merge", str(good), str(good), "--into", str(tmp_path / "twice.shard"))
+        assert out.returncode == 65 and "disjoint" in out.stderr and not (tmp_path / "twice.shard").exists()
+        out = cli("reference", "merge", str(good), "--into", str(tmp_path / "n.shard"), "--as", "bad name!")
+        assert out.returncode == 64 and "--as" in out.stderr
+        out = cli("reference", "merge", str(good), str(tmp_path / "missing.shard"), "--into", str(tmp_path / "m.shard"))
+        assert out.returncode == 66 and "No such file" in out.stderr
+        out = cli("reference", "merge", str(good), "--into", str(good))
+        assert out.returncode == 65 and "exists" in out.stderr
+        out = cli("reference", "export", "r", str(tmp_path / "e.shard"), "--sample", "5", "--database", daemon.database)
+        assert out.returncode == 64 and "--moments" in out.stderr
+    finally:
+        assert daemon.stop() == 0
+    with pytest.raises(ShardError, match="disjoint"):
+        MomentShard.read(str(good)).merge(MomentShard.read(str(good)))
