@@ -12,7 +12,7 @@ import pytest
 
 from conftest import BINARY, Daemon
 from mechwatch import Client, MechWatchError
-from mechwatch.moments import MomentShard, ShardError, holds_out
+from mechwatch.moments import MomentShard, ShardError, checksum, holds_out
 
 WIDTHS = (24, 16, 8)
 MIXING = [np.random.default_rng(11).normal(size=(5, w)) for w in WIDTHS]
@@ -140,15 +140,30 @@ def test_daemon_shards_merge_to_the_reference_of_all_traces(tmp_path):
             d.stop()
 
 
+def good_shard(tmp_path, sites, outputs, ids):
+    path = tmp_path / "good.shard"
+    MomentShard.from_arrays("mlp", sites, ids, outputs).write(str(path))
+    return path
+
+
+def edited_copy(source, path, *sql, checksummed=True):
+    """A copy of the shard file `source` changed by `sql`; with `checksummed`, its checksum recomputed (so
+    only the values' own checks can refuse it)."""
+    path.write_bytes(source.read_bytes())
+    with sqlite3.connect(path) as db:
+        for q in sql:
+            db.execute(q)
+        if checksummed:
+            db.execute("UPDATE moment_shard SET checksum = ?", (checksum(db),))
+    return str(path)
+
+
 def test_bad_shards_and_misuse_are_refused_clearly(tmp_path):
     rng = np.random.default_rng(9)
     sites, outputs, ids = traces(rng, 600, 0)
-    good = tmp_path / "good.shard"
-    MomentShard.from_arrays("mlp", sites, ids, outputs).write(str(good))
-    damaged = tmp_path / "damaged.shard"
-    damaged.write_bytes(good.read_bytes())
-    with sqlite3.connect(damaged) as db:
-        db.execute("UPDATE shard_sites SET fourth = fourth * 1.0000001 WHERE position = 1")
+    good = good_shard(tmp_path, sites, outputs, ids)
+    damaged = edited_copy(good, tmp_path / "damaged.shard", "UPDATE shard_sites SET fourth = fourth * 1.0000001 WHERE position = 1",
+                          checksummed=False)
     other = tmp_path / "other.shard"
     MomentShard.from_arrays("mlp", {"s0": sites["s0"]}, ids).write(str(other))
 
@@ -253,18 +268,10 @@ def test_hostile_shards_and_paths_are_refused_and_the_daemon_lives(tmp_path):
     import os
     rng = np.random.default_rng(2)
     sites, outputs, ids = traces(rng, 600, 0)
-    good = tmp_path / "good.shard"
-    MomentShard.from_arrays("mlp", sites, ids, outputs).write(str(good))
+    good = good_shard(tmp_path, sites, outputs, ids)
 
     def edited(name, *sql):
-        path = tmp_path / name
-        path.write_bytes(good.read_bytes())
-        from mechwatch.moments import checksum
-        with sqlite3.connect(path) as db:
-            for q in sql:
-                db.execute(q)
-            db.execute("UPDATE moment_shard SET checksum = ?", (checksum(db),))
-        return str(path)
+        return edited_copy(good, tmp_path / name, *sql)
 
     fifo = str(tmp_path / "fifo.shard")
     os.mkfifo(fifo)
