@@ -11,8 +11,8 @@ extension Engine {
     /// one daemon fitting every trace would draw.
     func importMoments(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
         // Name and budget first, from the sites alone: a shard beyond the budget is refused before its moments are read.
-        let header: (name: String, layout: SiteLayout)
-        do { header = try MomentShardFile.layout(at: path) } catch {
+        let header: MomentShardFile.Header
+        do { header = try MomentShardFile.header(at: path) } catch {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
         }
         let name = requested ?? header.name
@@ -30,41 +30,40 @@ extension Engine {
         guard used + need <= budget else {
             return .failure(id: id, ProtocolError(.referenceTooLarge, "path: a full-rank reference of the shard '\(path)' (\(Self.describe(header.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
         }
-        let file: (name: String, shard: MomentShard)
-        do { file = try MomentShardFile.read(at: path) } catch {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
-        }
-        let shard = file.shard
-        guard shard.layout == header.layout, file.name == header.name else {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: '\(path)' changed while it was read; import it again"))
-        }
-        let alpha = alpha ?? shard.alpha
-        let placeholder = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: alpha,
-                                          calibrationFraction: shard.calibrationFraction, layout: shard.layout, createdAt: "")
+        let placeholder = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: alpha ?? header.alpha,
+                                          calibrationFraction: header.calibrationFraction, layout: header.layout, createdAt: "")
         nextReferenceID += 1
-        references[name] = .finalizing(placeholder)  // the name is taken while the reference is estimated and written
-        // Estimated off the engine (the shard is all it needs), so other connections are served meanwhile.
+        references[name] = .finalizing(placeholder)  // the name is taken while the shard is read, estimated and written
+        // Read, verified and estimated off the engine (the file is all it needs), so other connections are served meanwhile.
         let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism
-        let estimated = await Task.detached { () -> Result<(ReferenceModel, [[Float]]), FitError> in
+        let estimated = await Task.detached { () -> Result<(shard: MomentShard, model: ReferenceModel, sample: [[Float]]), ProtocolError> in
+            let file: (name: String, shard: MomentShard)
+            do throws(StoreError) { file = try MomentShardFile.read(at: path) } catch {
+                return .failure(ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
+            }
+            let shard = file.shard, alpha = alpha ?? shard.alpha
+            guard shard.layout == header.layout, file.name == header.name else {
+                return .failure(ProtocolError(.invalidReferenceFile, "path: '\(path)' changed while it was read; import it again"))
+            }
             do throws(FitError) {
                 try FitError.check(calibrationCount: shard.calibration.count, alpha: alpha)
                 let sample = shard.sample.prefix(sampleSize).vectors
                 let draft = try shard.fitter.estimate(alpha: alpha, scorer: scorer, sample: sample, localK: localK)
-                return .success((draft.calibrated(on: draft.accounts(TraceBatch(layout: shard.layout, traces: shard.calibration))), sample))
+                return .success((shard, draft.calibrated(on: draft.accounts(TraceBatch(layout: shard.layout, traces: shard.calibration))), sample))
             } catch {
-                return .failure(error)
+                return .failure(ProtocolError(.cannotFinalize, "path: the shard's reference '\(file.name)': \(error)"))
             }
         }.value
         // Another connection may have deleted the name meanwhile (nothing is written yet).
         guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
             return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
         }
-        let model: ReferenceModel, sample: [[Float]]
+        let shard: MomentShard, model: ReferenceModel, sample: [[Float]]
         switch estimated {
-        case .success(let result): (model, sample) = result
+        case .success(let result): (shard, model, sample) = result
         case .failure(let error):
             references[name] = nil
-            return .failure(id: id, ProtocolError(.cannotFinalize, "path: the shard's reference '\(file.name)': \(error)"))
+            return .failure(id: id, error)
         }
         do {
             _ = try await writer.submit(.importMoments(shard, id: placeholder.id, name: name, model: model, sample: model.local == nil ? [] : sample)).get()

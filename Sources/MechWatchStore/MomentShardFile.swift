@@ -51,18 +51,27 @@ package enum MomentShardFile {
     /// The largest sample a shard may keep.
     package static let maximumSample = 1 << 31
 
-    /// The reference name and sites of the moment shard file at `path`, read without its moments (to
-    /// check what estimating it would need before reading them); `read` verifies the rest.
-    package static func layout(at path: String) throws(StoreError) -> (name: String, layout: SiteLayout) {
+    /// The reference name, sites, calibration fraction and alpha of the moment shard file at `path`, read without
+    /// its moments (to check what estimating it would need before reading them); `read` verifies the rest.
+    package static func header(at path: String) throws(StoreError) -> Header {
         let db = try openShard(path)
-        guard let name = try db.prepare("SELECT reference FROM moment_shard").firstRow({ $0.text(0) }) else {
+        guard let (name, fraction, alpha) = try db.prepare("SELECT reference, calibration_fraction, alpha FROM moment_shard")
+            .firstRow({ ($0.text(0), $0.double(1), $0.double(2)) }) else {
             throw StoreError(.corrupt, "'\(path)': table moment_shard has no row")
         }
         var sites: [SiteLayout.Site] = []
         let rows = try db.prepare("SELECT position, name, width FROM shard_sites ORDER BY position")
         while try rows.step() { sites.append(try site(rows, position: sites.count, path: path)) }
         guard !sites.isEmpty else { throw StoreError(.corrupt, "'\(path)': shard_sites has no row") }
-        return (name, SiteLayout(sites))
+        return Header(name: name, layout: SiteLayout(sites), calibrationFraction: fraction, alpha: alpha)
+    }
+
+    /// What `header(at:)` reads.
+    package struct Header: Sendable {
+        package var name: String
+        package var layout: SiteLayout
+        package var calibrationFraction: Double
+        package var alpha: Double
     }
 
     /// Opens a shard file read-only; an unreadable file or one without the shard tables is an error naming it.
