@@ -18,13 +18,9 @@ package struct ConformalCalibrator: Sendable, Equatable {
 
     /// The conformal p-value of `score`; larger scores are more anomalous.
     package func pValue(_ score: Double) -> Double {
-        // First index whose score is ≥ `score` (binary search over the ascending array).
-        var lo = 0, hi = sortedScores.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if sortedScores[mid] < score { lo = mid + 1 } else { hi = mid }
-        }
-        let atLeast = sortedScores.count - lo
+        // Calibration scores at least `score`, ties within rounding counted (`TermCalibration.tieTolerance`).
+        let atLeast = TermCalibration.beyond(score, in: sortedScores, lowerTail: false,
+                                             tolerance: TermCalibration.tieTolerance(score, sortedScores))
         return Double(1 + atLeast) / Double(sortedScores.count + 1)
     }
 }

@@ -123,7 +123,7 @@ package struct TermCalibration: Sendable, Equatable {
     static func probability(_ v: Double, ascending: [Double], scale: Double, lowerTail: Bool, excludingSelf: Bool) -> Double {
         let others = ascending.count - (excludingSelf ? 1 : 0)
         guard others > 0 else { return 1 }
-        let beyond = Self.beyond(v, in: ascending, lowerTail: lowerTail) - (excludingSelf ? 1 : 0)
+        let beyond = Self.beyond(v, in: ascending, lowerTail: lowerTail, tolerance: tieTolerance(v, ascending)) - (excludingSelf ? 1 : 0)
         let floor = 1 / Double(others + 1)
         guard beyond == 0 else { return Double(1 + beyond) / Double(others + 1) }
         // Beyond every other calibration value: continue with the exponential tail from the most extreme one.
@@ -155,13 +155,27 @@ package struct TermCalibration: Sendable, Equatable {
     }
 
     /// Calibration values at least as extreme as `v` (≥ for the upper tail, ≤ for the lower).
-    static func beyond(_ v: Double, in ascending: [Double], lowerTail: Bool) -> Int {
+    static func beyond(_ v: Double, in ascending: [Double], lowerTail: Bool, tolerance: Double) -> Int {
         var lo = 0, hi = ascending.count
-        if lowerTail {  // count of values ≤ v: first index with value > v
-            while lo < hi { let m = (lo + hi) / 2; if ascending[m] <= v { lo = m + 1 } else { hi = m } }
+        if lowerTail {  // count of values ≤ v + tolerance: first index with a value beyond
+            let bound = v + tolerance
+            while lo < hi { let m = (lo + hi) / 2; if ascending[m] <= bound { lo = m + 1 } else { hi = m } }
             return lo
         }
-        while lo < hi { let m = (lo + hi) / 2; if ascending[m] < v { lo = m + 1 } else { hi = m } }
+        let bound = v - tolerance
+        while lo < hi { let m = (lo + hi) / 2; if ascending[m] < bound { lo = m + 1 } else { hi = m } }
         return ascending.count - lo
+    }
+
+    /// Values this close to `v` count as ties with it: `1e-9` of the term's magnitude (the largest finite
+    /// |value| among `v` and the calibration values). Term values that are equal in exact arithmetic (tied
+    /// data, one-hot units) come out of different but equivalent computations — a reference fitted from
+    /// merged moment shards, or in another order — a few ulps apart, and a rank must not depend on which way
+    /// the rounding fell.
+    static func tieTolerance(_ v: Double, _ ascending: [Double]) -> Double {
+        var magnitude = v.isFinite ? abs(v) : 0
+        if let low = ascending.first(where: \.isFinite) { magnitude = max(magnitude, abs(low)) }
+        if let high = ascending.last(where: \.isFinite) { magnitude = max(magnitude, abs(high)) }
+        return 1e-9 * magnitude
     }
 }

@@ -48,6 +48,8 @@ package enum MomentShardFile {
     package static let maximumWidth = 1 << 24
     /// The most traces a shard may count: every count stays exact in a Double and sums of two stay in an Int.
     package static let maximumCount = 1 << 53
+    /// The longest trace id, in bytes (as the protocol's).
+    package static let maximumIDLength = 256
     /// The largest sample a shard may keep.
     package static let maximumSample = 1 << 31
 
@@ -190,6 +192,15 @@ package enum MomentShardFile {
         guard let h = header else { throw corrupt("table moment_shard has no row") }
         guard try db.prepare("SELECT count(*) FROM moment_shard").firstRow({ $0.int(0) }) == 1 else { throw corrupt("table moment_shard has more than one row") }
         guard h.format == format else { throw corrupt("moment shard format \(h.format); this mechwatch reads format \(format)") }
+        // Trace ids as the protocol takes them (1–256 bytes, no NUL: SQLite text would end there), checked
+        // before the checksum, which a NUL would already fail (as "damaged").
+        for table in ["shard_sample", "shard_calibration"] {
+            let bad = try db.prepare("""
+                SELECT row FROM \(table) WHERE typeof(trace_id) != 'text' OR length(CAST(trace_id AS BLOB)) NOT BETWEEN 1 AND \(maximumIDLength)
+                    OR instr(CAST(trace_id AS BLOB), x'00') > 0 LIMIT 1
+                """).firstRow { $0.int(0) }
+            if let row = bad { throw corrupt("\(table) row \(row): trace_id must be 1–\(maximumIDLength) bytes of text without NUL") }
+        }
         let actual = try checksum(db)
         guard actual == h.checksum else { throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of its moments is \(actual), the file records \(h.checksum)") }
         guard h.fraction > 0, h.fraction < 1 else { throw corrupt("moment_shard.calibration_fraction is \(h.fraction); expected a number in (0, 1)") }

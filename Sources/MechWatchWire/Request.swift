@@ -28,6 +28,12 @@ package enum Request: Sendable, Equatable {
     /// `{"op":"metrics"}`: the daemon's metrics in the Prometheus text format.
     case metrics
 
+    /// Whether `s` can be a trace id or a site name: 1–`maximumNameLength` bytes, no NUL (the store keeps
+    /// them as SQLite text, which would end at one).
+    package static func isValidText(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= maximumNameLength && !s.utf8.contains(0)
+    }
+
     /// Whether `s` can name a reference: 1–`maximumNameLength` bytes of letters, digits or `-_.:`.
     package static func isValidName(_ s: String) -> Bool {
         !s.isEmpty && s.utf8.count <= maximumNameLength

@@ -246,8 +246,8 @@ private struct Fields {
         switch value["id"] {
         case nil, .null?: return nil
         case .string(let s)?:
-            guard !s.isEmpty, s.utf8.count <= Request.maximumNameLength else {
-                throw ProtocolError(.invalidField, "id: expected 1–\(Request.maximumNameLength) bytes of text")
+            guard Request.isValidText(s) else {
+                throw ProtocolError(.invalidField, "id: expected 1–\(Request.maximumNameLength) bytes of text without NUL")
             }
             return s
         case let v?: return String(try Fields.integer(v, field: "id"))
@@ -271,8 +271,8 @@ private struct Fields {
             guard case .array(let pair) = entry, pair.count == 2, case .string(let name) = pair[0] else {
                 throw ProtocolError(.invalidField, "layout[\(k)]: expected [site name, width], got \(entry.displayText)")
             }
-            guard !name.isEmpty, name.utf8.count <= Request.maximumNameLength else {
-                throw ProtocolError(.invalidField, "layout[\(k)]: site names must be 1–\(Request.maximumNameLength) bytes")
+            guard Request.isValidText(name) else {
+                throw ProtocolError(.invalidField, "layout[\(k)]: site names must be 1–\(Request.maximumNameLength) bytes without NUL")
             }
             guard seen.insert(name).inserted else { throw ProtocolError(.invalidField, "layout[\(k)]: site '\(name)' appears more than once") }
             let width = try Fields.integer(pair[1], field: "layout[\(k)] width")
@@ -294,9 +294,9 @@ private struct Fields {
         ids.reserveCapacity(count)
         for (k, entry) in entries.enumerated() {
             switch entry {
-            case .string(let s) where !s.isEmpty && s.utf8.count <= Request.maximumNameLength: ids.append(s)
+            case .string(let s) where Request.isValidText(s): ids.append(s)
             case .number: ids.append(String(try Fields.integer(entry, field: "ids[\(k)]")))
-            default: throw ProtocolError(.invalidField, "ids[\(k)]: expected 1–\(Request.maximumNameLength) bytes of text or an integer, got \(entry.displayText)")
+            default: throw ProtocolError(.invalidField, "ids[\(k)]: expected 1–\(Request.maximumNameLength) bytes of text without NUL or an integer, got \(entry.displayText)")
             }
         }
         return ids
@@ -320,8 +320,8 @@ private struct Fields {
         var result: [TraceMessage.Site] = []
         result.reserveCapacity(members.count)
         for m in members {
-            guard !m.key.isEmpty, m.key.utf8.count <= Request.maximumNameLength else {
-                throw ProtocolError(.invalidField, "sites: site names must be 1–\(Request.maximumNameLength) bytes")
+            guard Request.isValidText(m.key) else {
+                throw ProtocolError(.invalidField, "sites: site names must be 1–\(Request.maximumNameLength) bytes without NUL")
             }
             guard seen.insert(m.key).inserted else { throw ProtocolError(.invalidField, "sites.\(m.key): site appears more than once") }
             guard case .array(let elements) = m.value else {

@@ -8,6 +8,15 @@ import Testing
         #expect(c.queries.map(cal.pValue) == c.p_values)
     }
 
+    @Test func rankIsTheSameWhicheverWayRoundingFell() {
+        // 0.1 + 0.2 and 0.3 are equal in exact arithmetic and one ulp apart in doubles: ties, both ways.
+        let cal = ConformalCalibrator(scores: [0.1, 0.3, 0.3, 0.7])
+        #expect(cal.pValue(0.1 + 0.2) == cal.pValue(0.3) && cal.pValue(0.3) == 0.8)
+        #expect(ConformalCalibrator(scores: [0.1, 0.1 + 0.2, 0.7]).pValue(0.3) == 0.75)
+        // Beyond 1e-9 of the scores' magnitude it is a real difference.
+        #expect(cal.pValue(0.3 + 1e-8) == 0.4)
+    }
+
     @Test func extremesAndMinimum() {
         let cal = ConformalCalibrator(scores: [1, 2, 3])
         #expect(cal.pValue(100) == 0.25)

@@ -134,6 +134,10 @@ class MomentShard:
                 raise ShardError(f"site {s!r}: expected an array of shape ({n}, width), got {a.shape}")
             if not np.isfinite(a).all():
                 raise ShardError(f"site {s!r}: values must be finite in float32")
+        for i in ids:
+            b = str(i).encode("utf-8")
+            if not 1 <= len(b) <= 256 or b"\0" in b:
+                raise ShardError(f"trace id {str(i)[:40]!r}: expected 1–256 bytes of text without NUL, as the daemon takes them")
         outputs = list(outputs) if outputs is not None else [None] * n
         if len(outputs) != n:
             raise ShardError(f"outputs: expected {n} values, got {len(outputs)}")
