@@ -12,6 +12,18 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 BINARY = pathlib.Path(os.environ.get("MECHWATCH_BIN", REPO / ".build" / "debug" / "mechwatch")).resolve()
 
 
+def accepting(path):
+    """Whether a daemon accepts connections on the socket at `path` (its file exists from bind(), before listen())."""
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 class Daemon:
     def __init__(self, directory):
         self.socket = str(directory / "d.sock")
@@ -33,14 +45,7 @@ class Daemon:
         return self
 
     def accepting(self):
-        s = socket.socket(socket.AF_UNIX)
-        try:
-            s.connect(self.socket)
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return accepting(self.socket)
 
     def stop(self):
         if self.process and self.process.poll() is None:

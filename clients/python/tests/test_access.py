@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BINARY
+from conftest import BINARY, accepting
 from mechwatch import Client, MechWatchError
 
 NOBODY = 65534
@@ -32,7 +32,8 @@ def test_peer_credentials_are_checked(allowed, refused):
                          user=NOBODY, group=NOBODY, cwd="/", stderr=open(log, "w"))
     try:
         deadline = time.time() + 20
-        while not os.path.exists(sock):
+        # The socket file appears at bind(), a moment before listen(): wait until a connect gets through.
+        while not accepting(sock):
             assert p.poll() is None and time.time() < deadline, log.read_text()
             time.sleep(0.02)
         if refused:
