@@ -46,7 +46,8 @@ package struct HashSample: Sendable, Equatable {
     package mutating func add(_ item: Item) {
         guard capacity > 0, bound.map({ item.key <= $0 }) ?? true else { return }
         candidates.append(item)
-        if candidates.count - capacity >= max(capacity, 64) { trim() }
+        // At most a quarter over capacity (the sample is most of a finalize's memory), trimmed by a sort.
+        if candidates.count - capacity >= max(capacity / 4, 64) { trim() }
     }
 
     package mutating func add(id: String, output: Int?, vector: [Float]) {
