@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 # What `install` builds and installs: release (default) or debug.
 BUILD ?= release
 
-.PHONY: deps build test kill-test flood-test detection fuzz demo bench bench-wide fixtures clean install uninstall
+.PHONY: deps build test kill-test flood-test detection fuzz demo bench bench-wide bench-shards fixtures clean install uninstall
 
 # The Debian packages MechWatch builds against (installed if missing; as root).
 deps:
@@ -88,6 +88,12 @@ bench-wide: deps
 	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
 	.build/release/mechwatch bench --sites 32 --width 4096 --fit-traces 20000 --batch 64 --clients 2 --keep .bench-wide $(BENCH_ARGS)
 	python3 bench/numpy_baseline.py .bench-wide
+
+# Moment shards at 12 × 768: export --moments, merge, import against finalize (about 3 minutes, 2 GB of disk).
+bench-shards: deps
+	$(SWIFT) build -c release
+	@python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+	python3 bench/shard_bench.py .build/release/mechwatch
 
 # Regenerates the committed numpy/scipy/scikit-learn fixtures of the math tests.
 fixtures:
