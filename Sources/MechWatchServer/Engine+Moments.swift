@@ -1,4 +1,3 @@
-import Dispatch
 import MechWatchCore
 import MechWatchStore
 import MechWatchWire
@@ -37,7 +36,7 @@ extension Engine {
         references[name] = .finalizing(placeholder)  // the name is taken while the shard is read, estimated and written
         // Read, verified and estimated off the engine (the file is all it needs), so other connections are served meanwhile.
         let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism
-        let estimated = await Self.onImportQueue { () -> Result<(shard: MomentShard, model: ReferenceModel, sample: [[Float]]), ProtocolError> in
+        let estimated = await Self.onFittingQueue { () -> Result<(shard: MomentShard, model: ReferenceModel, sample: [[Float]]), ProtocolError> in
             let file: (name: String, shard: MomentShard)
             do throws(StoreError) { file = try MomentShardFile.read(at: path) } catch {
                 return .failure(ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
@@ -84,14 +83,5 @@ extension Engine {
             references[name] = .unavailable(placeholder, reason: "it was imported but could not be loaded: \(error)")
             return .failure(id: id, storeFailure(error))
         }
-    }
-
-    /// Shard imports are read and estimated here: one at a time, on a thread of its own rather than one of
-    /// Swift's cooperative threads, which run the request loop — an estimate's parallel loops there, one per
-    /// core, held every connection up for seconds.
-    private static let importQueue = DispatchQueue(label: "mechwatch.import")
-
-    private static func onImportQueue<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in importQueue.async { continuation.resume(returning: work()) } }
     }
 }

@@ -259,106 +259,32 @@ extension Engine {
         guard case .finalizing(let current)? = references[name], current.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }
-        var fitter = fitter
-        if unsynced.contains(record.id) {
-            // A write failed after its traces entered the moments: take the moments from what is stored (the
-            // mark stays until the reference is active, so a failed finalize replays again next time).
-            do { fitter = try Self.replay(record, from: store, logger: logger) } catch { throw storeFailure(error) }
-        }
-        let (draft, sample) = subspaces.projects(record.layout)
-            ? try fitSubspaces(record, fitter, policy: subspaces, alpha: alpha, scorer: scorer)
-            : try fitFullRank(record, fitter, alpha: alpha, scorer: scorer)
-        // The calibration traces are scored a block at a time, so only their accounts are ever all in memory.
-        var accounts: AccountBatch?
-        var block: [Trace] = []
-        func score() {
-            guard !block.isEmpty else { return }
-            let part = draft.accounts(TraceBatch(layout: record.layout, traces: block))
-            if accounts == nil { accounts = part } else { accounts!.append(part) }
-            block.removeAll(keepingCapacity: true)
-        }
-        do {
-            let skipped = try store.forEachFitTrace(of: record, heldOut: true) { trace in
-                block.append(trace)
-                if block.count == BatchScorer.blockSize { score() }
+        // A full-rank model of a subspace collection is replayed into full moments: only within the budget.
+        var fullRankRefusal: ProtocolError?
+        if !subspaces.projects(record.layout), fitter.collectsSubspaces {
+            let need = ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize).bytes
+            let others = footprint - ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize,
+                                                        subspaces: Self.policy(of: record, configured: configuration.subspaces)).bytes
+            if others + need > Double(configuration.maxReferenceBytes) {
+                fullRankRefusal = ProtocolError(.referenceTooLarge, "model: a full-rank model of '\(name)' (\(Self.describe(record.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, beyond max_reference_bytes (\(ReferenceFootprint.describe(Double(configuration.maxReferenceBytes)))) with the other references; finalize with model subspace or auto")
             }
-            score()
-            if skipped > 0 { logger.warning("skipped unreadable calibration traces", metadata: ["reference": "\(name)", "rows": "\(skipped)"]) }
-        } catch {
-            throw storeFailure(error)
         }
-        let calibrationCount = accounts?.count ?? 0
-        do throws(FitError) { try FitError.check(calibrationCount: calibrationCount, alpha: alpha) } catch {
-            throw ProtocolError(.cannotFinalize, "reference: '\(name)': \(error)")
+        if let fullRankRefusal { throw fullRankRefusal }
+        // Estimated and calibrated from the stored traces off the request loop, with a connection of its own.
+        let job = ReferenceFinalization(database: configuration.database, record: record, fitter: fitter, replay: unsynced.contains(record.id),
+                                        alpha: alpha, scorer: scorer, subspaces: subspaces, localSampleSize: configuration.localSampleSize,
+                                        localK: configuration.localK, logger: logger)
+        let outcome = await Self.onFittingQueue { job.run() }
+        guard case .finalizing(let current)? = references[name], current.id == record.id else {
+            throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }
-        let model = draft.calibrated(on: accounts!)
+        let (model, sample, fitCount, calibrationCount) = try outcome.get()
         do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample, retention: retention)).get() } catch {
             throw storeFailure(error)
         }
         guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }
-        return (active, model, fitter.fitCount, calibrationCount)
-    }
-
-    /// The full-rank model (uncalibrated) and its local sample (raw fit traces). A reference that collected
-    /// subspace moments is first replayed into full moments, if they fit in the memory budget.
-    private func fitFullRank(_ record: ReferenceRecord, _ fitter: ReferenceFitter, alpha: Double,
-                             scorer: Scorer) throws(ProtocolError) -> (ReferenceModel, [[Float]]) {
-        var fitter = fitter
-        if fitter.collectsSubspaces {
-            let need = ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize).bytes
-            let others = footprint - ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize,
-                                                        subspaces: Self.policy(of: record, configured: configuration.subspaces)).bytes
-            guard others + need <= Double(configuration.maxReferenceBytes) else {
-                throw ProtocolError(.referenceTooLarge, "model: a full-rank model of '\(record.name)' (\(Self.describe(record.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, beyond max_reference_bytes (\(ReferenceFootprint.describe(Double(configuration.maxReferenceBytes)))) with the other references; finalize with model subspace or auto")
-            }
-            do { fitter = try Self.replay(record, from: store, logger: logger, subspaces: false) } catch { throw storeFailure(error) }
-        }
-        var sample = HashSample(capacity: configuration.localSampleSize)
-        if configuration.localSampleSize > 0 {
-            do { try store.forEachFitVector(of: record, heldOut: false) { sample.add(id: $0, output: $1, vector: $2) } } catch { throw storeFailure(error) }
-        }
-        let vectors = sample.vectors
-        do {
-            return (try fitter.estimate(alpha: alpha, scorer: scorer, sample: vectors, localK: configuration.localK), vectors)
-        } catch {
-            throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
-        }
-    }
-
-    /// The subspace model (uncalibrated) and its local sample (fit traces' subspace coordinates): the
-    /// subspaces from the collected moments, then the model in them from the stored fit traces, projected a
-    /// block at a time.
-    private func fitSubspaces(_ record: ReferenceRecord, _ fitter: ReferenceFitter, policy: SubspacePolicy,
-                              alpha: Double, scorer: Scorer) throws(ProtocolError) -> (ReferenceModel, [[Float]]) {
-        let projection: Projection
-        do { projection = try fitter.projection(policy: policy) } catch { throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)") }
-        var inner = ReferenceFitter(layout: projection.innerLayout, split: fitter.split)
-        var sample = HashSample(capacity: configuration.localSampleSize)
-        var traces: [Trace] = []
-        let keepSample = configuration.localSampleSize > 0, width = projection.innerLayout.totalWidth
-        func flush() {
-            guard !traces.isEmpty else { return }
-            let (batch, _) = projection.project(TraceBatch(layout: record.layout, traces: traces))
-            inner.add(batch)
-            if keepSample {
-                for j in 0..<batch.count { sample.add(id: batch.ids[j], output: batch.outputs[j], vector: batch.values[j * width..<(j + 1) * width].map { Float($0) }) }
-            }
-            traces.removeAll(keepingCapacity: true)
-        }
-        do {
-            try store.forEachFitTrace(of: record, heldOut: false) { trace in
-                traces.append(trace)
-                if traces.count == BatchScorer.blockSize { flush() }
-            }
-        } catch { throw storeFailure(error) }
-        flush()
-        let vectors = sample.vectors
-        do {
-            return (try inner.estimate(alpha: alpha, scorer: scorer, sample: vectors, localK: configuration.localK, projection: projection), vectors)
-        } catch {
-            throw ProtocolError(.cannotFinalize, "reference: '\(record.name)': \(error)")
-        }
+        return (active, model, fitCount, calibrationCount)
     }
 }

@@ -253,7 +253,10 @@ package actor Engine {
         do { return try body() } catch { throw storeFailure(error) }
     }
 
-    func storeFailure(_ error: any Error) -> ProtocolError {
+    func storeFailure(_ error: any Error) -> ProtocolError { Self.storeFailure(error, logger: logger) }
+
+    /// A store failure as the client's error (logged); a `ProtocolError` as it is.
+    static func storeFailure(_ error: any Error, logger: Logger) -> ProtocolError {
         if let error = error as? ProtocolError { return error }
         logger.error("store failure", metadata: ["error": "\(error)"])
         return ProtocolError(.storeError, "the store failed, nothing was recorded: \(error)")

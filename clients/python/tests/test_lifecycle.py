@@ -1,4 +1,4 @@
-"""Graceful shutdown, stale sockets, and a live daemon's socket."""
+"""Graceful shutdown, stale sockets, a live daemon's socket, and serving while a reference is finalized."""
 import json
 import os
 import signal
@@ -6,8 +6,12 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
+
+import numpy as np
 
 from conftest import BINARY, Daemon
+from mechwatch import Client
 
 
 def test_sigterm_answers_what_it_accepted_and_removes_the_socket(daemon):
@@ -59,3 +63,43 @@ def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
         assert os.path.exists(path)  # not stolen
     finally:
         first.stop()
+
+
+def test_other_references_score_while_one_is_finalized(tmp_path):
+    """Finalize estimates off the request loop: a reference of 4 sites × 512 (seconds of work) does not hold
+    up scoring on another connection (before, every request waited for the whole estimate)."""
+    daemon = Daemon(tmp_path).start("--model", "full")
+    try:
+        rng = np.random.default_rng(0)
+        with Client(daemon.socket) as c:
+            z = rng.normal(size=(3000, 16)).astype(np.float32)
+            c.fit_arrays("big", {f"s{i}": z @ rng.normal(size=(16, 512)).astype(np.float32) + rng.normal(size=(3000, 512)).astype(np.float32)
+                                 for i in range(4)}, ids=[f"t{j}" for j in range(3000)])
+            c.fit_arrays("small", {"a": rng.normal(size=(500, 4)).astype(np.float32)}, ids=[f"s{j}" for j in range(500)])
+            c.finalize("small")
+        latencies, finished = [], threading.Event()
+
+        def score():
+            with Client(daemon.socket) as c:
+                while not finished.is_set():
+                    started = time.monotonic()
+                    c.score_arrays("small", {"a": rng.normal(size=(1, 4)).astype(np.float32)})
+                    latencies.append(time.monotonic() - started)
+                    time.sleep(0.02)
+
+        thread = threading.Thread(target=score)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with Client(daemon.socket, timeout=600) as c:
+                assert c.finalize("big").fit_traces > 2000
+        finally:
+            finalize = time.monotonic() - started
+            finished.set()
+            thread.join()
+        # Scoring went on: replies kept coming, most of them at once (the store's single writer still commits
+        # the finalized model in one transaction, which a few replies wait for).
+        assert len(latencies) >= 10 * finalize / 2, (len(latencies), finalize)
+        assert sorted(latencies)[len(latencies) // 2] < 0.25, sorted(latencies)[-5:]
+    finally:
+        daemon.stop()
