@@ -206,7 +206,12 @@ extension Engine {
     func undo(_ undo: Undo) {
         switch undo {
         case .fit(let record):
-            guard case .collecting(let current, _)? = references[record.name], current.id == record.id else { return }
+            // Also while it is being finalized: a finalize that fails afterwards puts back these moments.
+            let current: ReferenceRecord? = switch references[record.name] {
+            case .collecting(let r, _)?, .finalizing(let r)?: r
+            default: nil
+            }
+            guard current?.id == record.id else { return }
             // If the reference's own row never made it to the store, nothing of it can be: forget it.
             if let stored = try? store.reference(named: record.name), stored.id == record.id {
                 unsynced.insert(record.id)
@@ -274,7 +279,9 @@ extension Engine {
         let job = ReferenceFinalization(database: configuration.database, record: record, fitter: fitter, replay: unsynced.contains(record.id),
                                         alpha: alpha, scorer: scorer, subspaces: subspaces, localSampleSize: configuration.localSampleSize,
                                         localK: configuration.localK, logger: logger)
-        let outcome = await Self.onFittingQueue { job.run() }
+        // On the engine's own connection if the database's path names another file now (moved or replaced
+        // while the daemon runs): slower for the other connections, but it reads the right traces.
+        let outcome = FileIdentity(path: configuration.database) == databaseFile ? await Self.onFittingQueue { job.run() } : job.run(on: store)
         guard case .finalizing(let current)? = references[name], current.id == record.id else {
             throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
         }

@@ -32,6 +32,8 @@ package actor Engine {
     }
 
     let store: Store
+    /// The file `store` opened (finalize opens it again by its path: only while the path still names it).
+    let databaseFile: FileIdentity?
     let writer: StoreWriter
     let scoring: ScoringStage
     /// The daemon's measurements (`metrics` requests, `metrics_textfile`).
@@ -60,6 +62,7 @@ package actor Engine {
         lock = try DatabaseLock(database: configuration.database)
         BLASThreads.set(1)  // the sites run in parallel instead
         store = try Store(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
+        databaseFile = FileIdentity(path: configuration.database)
         writer = try StoreWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds, metrics: metrics)
         scoring = ScoringStage(logger: logger, metrics: metrics)
         nextReferenceID = try store.nextReferenceID()

@@ -24,9 +24,10 @@ struct ReferenceFinalization: Sendable {
     /// The calibrated model, its local sample, and the fit and calibration trace counts.
     typealias Outcome = (model: ReferenceModel, sample: [[Float]], fitCount: Int, calibrationCount: Int)
 
-    func run() -> Result<Outcome, ProtocolError> {
+    /// Runs with `store`, or with a read-only connection of its own to `database`.
+    func run(on store: Store? = nil) -> Result<Outcome, ProtocolError> {
         do {
-            let store = try Store.openExisting(path: database)
+            let store = try store ?? Store.openExisting(path: database)
             return .success(try store.snapshot { () throws -> Outcome in try finalize(store) })
         } catch let error as ProtocolError {
             return .failure(error)
@@ -37,7 +38,12 @@ struct ReferenceFinalization: Sendable {
 
     private func finalize(_ store: Store) throws -> Outcome {
         var fitter = fitter
-        if replay { fitter = try Engine.replay(record, from: store, logger: logger) }
+        // The moments in memory must be those of the stored fit traces: a fit whose write failed (its undo may
+        // come after this job was queued) left them with traces the store does not have.
+        let stored = try store.reference(named: record.name)
+        if replay || stored.map({ $0.id == record.id && $0.fitCount != fitter.fitCount }) == true {
+            fitter = try Engine.replay(record, from: store, logger: logger)
+        }
         let (draft, sample) = subspaces.projects(record.layout) ? try fitSubspaces(store, fitter) : try fitFullRank(store, fitter)
         // The calibration traces are scored a block at a time, so only their accounts are ever all in memory.
         var accounts: AccountBatch?
