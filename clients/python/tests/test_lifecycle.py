@@ -103,3 +103,43 @@ def test_other_references_score_while_one_is_finalized(tmp_path):
         assert sorted(latencies)[len(latencies) // 2] < 0.25, sorted(latencies)[-5:]
     finally:
         daemon.stop()
+
+
+def test_fits_that_fail_while_a_reference_is_finalized_are_not_in_its_model(tmp_path):
+    """Fits pipelined just before a finalize fail to commit (another process holds the write lock past the
+    busy timeout); the finalize then models exactly the stored fit traces (it once kept the failed ones too)."""
+    daemon = Daemon(tmp_path).start("--busy-timeout-ms", "300", "--model", "full")
+    try:
+        rng = np.random.default_rng(3)
+        with Client(daemon.socket) as c:
+            c.fit_arrays("r", {"a": rng.normal(size=(500, 8)).astype(np.float32)}, ids=[f"t{j}" for j in range(500)])
+        fits, finalize = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+        fits.connect(daemon.socket)
+        finalize.connect(daemon.socket)
+        lock = sqlite3.connect(daemon.database, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        bad = rng.normal(size=(300, 8)) * 50 + 100
+        fits.sendall("".join(json.dumps({"op": "fit", "reference": "r", "id": f"bad{j}", "sites": {"a": bad[j].tolist()}}) + "\n"
+                             for j in range(300)).encode())
+        time.sleep(0.05)
+        finalize.sendall(b'{"op":"finalize","reference":"r"}\n')
+        time.sleep(0.45)
+        lock.execute("ROLLBACK")
+        lock.close()
+        fits.shutdown(socket.SHUT_WR)
+        replies = [json.loads(line) for line in fits.makefile("rb")]
+        finalized = json.loads(finalize.makefile("rb").readline())
+        fits.close()
+        finalize.close()
+        assert len(replies) == 300 and any(r.get("error", {}).get("code") == "store_error" for r in replies)
+        with sqlite3.connect(daemon.database) as db:
+            stored = db.execute("SELECT state, fit_count FROM reference_models WHERE name = 'r'").fetchone()
+        if finalized["ok"]:
+            assert stored == ("active", finalized["fit_traces"])
+        else:  # the lock outlasted the finalize's own writes: it stays collecting, and a retry models what is stored
+            with Client(daemon.socket) as c:
+                assert c.finalize("r").fit_traces == stored[1]
+        with Client(daemon.socket) as c:  # a model with the failed traces would have its mean near 100
+            assert not any(r.flagged for r in c.score_arrays("r", {"a": rng.normal(size=(20, 8)).astype(np.float32)}))
+    finally:
+        daemon.stop()
