@@ -124,7 +124,7 @@ final class StoreWriter: @unchecked Sendable {
         } catch { committed = .failure(error) }
         // Pages freed by pruning go back to the file system (outside the transaction, as SQLite requires).
         if case .success = committed, items.contains(where: { if case .prune = $0.0 { true } else { false } }) {
-            try? store.releaseFreePages(budget: .milliseconds(50))
+            _ = try? store.releaseFreePages(budget: .milliseconds(50))
         }
         for (k, (_, promise)) in items.enumerated() {
             switch committed {
