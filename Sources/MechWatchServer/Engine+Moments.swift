@@ -35,12 +35,14 @@ extension Engine {
         nextReferenceID += 1
         references[name] = .finalizing(placeholder)  // the name is taken while the shard is read, estimated and written
         // Read, verified and estimated off the engine (the file is all it needs), so other connections are served meanwhile.
-        let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism
+        let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism, referenceID = placeholder.id
+        let abandoned: @Sendable () -> Bool = { [abandoned] in abandoned.withLockedValue { $0.contains(referenceID) } }
         let estimated = await Self.onFittingQueue { () -> Result<(shard: MomentShard, model: ReferenceModel, sample: [[Float]]), ProtocolError> in
             let file: (name: String, shard: MomentShard)
             do throws(StoreError) { file = try MomentShardFile.read(at: path) } catch {
                 return .failure(ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
             }
+            guard !abandoned() else { return .failure(ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported")) }
             let shard = file.shard, alpha = alpha ?? shard.alpha
             guard shard.layout == header.layout, file.name == header.name else {
                 return .failure(ProtocolError(.invalidReferenceFile, "path: '\(path)' changed while it was read; import it again"))

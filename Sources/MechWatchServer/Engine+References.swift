@@ -127,6 +127,7 @@ extension Engine {
     func delete(_ name: String, requestID: String?) throws(ProtocolError) -> Step {
         guard let loaded = references[name] else { throw unknown(name) }
         let deleted = writer.submit(.deleteReference(id: loaded.record.id))
+        if case .finalizing = loaded { abandoned.withLockedValue { _ = $0.insert(loaded.record.id) } }  // its fitting job stops
         references[name] = nil
         unsynced.remove(loaded.record.id)
         logger.info("deleted reference", metadata: ["reference": "\(name)"])
@@ -278,7 +279,7 @@ extension Engine {
         // Estimated and calibrated from the stored traces off the request loop, with a connection of its own.
         let job = ReferenceFinalization(database: configuration.database, record: record, fitter: fitter, replay: unsynced.contains(record.id),
                                         alpha: alpha, scorer: scorer, subspaces: subspaces, localSampleSize: configuration.localSampleSize,
-                                        localK: configuration.localK, logger: logger)
+                                        localK: configuration.localK, logger: logger, abandoned: { [abandoned] in abandoned.withLockedValue { $0.contains(record.id) } })
         // On the engine's own connection if the database's path names another file now (moved or replaced
         // while the daemon runs): slower for the other connections, but it reads the right traces.
         let outcome = FileIdentity(path: configuration.database) == databaseFile ? await Self.onFittingQueue { job.run() } : job.run(on: store)

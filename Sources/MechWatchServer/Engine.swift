@@ -3,6 +3,7 @@ import Logging
 import MechWatchCore
 import MechWatchStore
 import MechWatchWire
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The daemon's state: references (collecting, finalizing, active or unavailable) and the store.
@@ -48,6 +49,9 @@ package actor Engine {
     /// Collecting references (by id) whose in-memory moments may hold traces a failed write did not
     /// store; they are replayed from the store before finalizing.
     var unsynced: Set<Int64> = []
+    /// References deleted while their fitting job (finalize, shard import) was queued or running: the job
+    /// stops at its next block (ids are never reused, so the set only grows by such deletions).
+    let abandoned = NIOLockedValueBox<Set<Int64>>([])
     /// The id the next new reference gets; ids are never reused (migration 003).
     var nextReferenceID: Int64
     private var requestCount = 0

@@ -20,6 +20,8 @@ struct ReferenceFinalization: Sendable {
     let localSampleSize: Int
     let localK: Int
     let logger: Logger
+    /// Whether the reference was deleted meanwhile: the job stops at its next block instead of running on.
+    let abandoned: @Sendable () -> Bool
 
     /// The calibrated model, its local sample, and the fit and calibration trace counts.
     typealias Outcome = (model: ReferenceModel, sample: [[Float]], fitCount: Int, calibrationCount: Int)
@@ -37,6 +39,7 @@ struct ReferenceFinalization: Sendable {
     }
 
     private func finalize(_ store: Store) throws -> Outcome {
+        try stopIfAbandoned()
         var fitter = fitter
         // The moments in memory must be those of the stored fit traces: a fit whose write failed (its undo may
         // come after this job was queued) left them with traces the store does not have.
@@ -54,9 +57,13 @@ struct ReferenceFinalization: Sendable {
             if accounts == nil { accounts = part } else { accounts!.append(part) }
             block.removeAll(keepingCapacity: true)
         }
+        try stopIfAbandoned()
         let skipped = try store.forEachFitTrace(of: record, heldOut: true) { trace in
             block.append(trace)
-            if block.count == BatchScorer.blockSize { score() }
+            if block.count == BatchScorer.blockSize {
+                try stopIfAbandoned()
+                score()
+            }
         }
         score()
         if skipped > 0 { logger.warning("skipped unreadable calibration traces", metadata: ["reference": "\(record.name)", "rows": "\(skipped)"]) }
@@ -72,6 +79,7 @@ struct ReferenceFinalization: Sendable {
     private func fitFullRank(_ store: Store, _ fitter: ReferenceFitter) throws -> (ReferenceModel, [[Float]]) {
         var fitter = fitter
         if fitter.collectsSubspaces { fitter = try Engine.replay(record, from: store, logger: logger, subspaces: false) }
+        try stopIfAbandoned()
         var sample = HashSample(capacity: localSampleSize)
         if localSampleSize > 0 { try store.forEachFitVector(of: record, heldOut: false) { sample.add(id: $0, output: $1, vector: $2) } }
         let vectors = sample.vectors
@@ -99,7 +107,10 @@ struct ReferenceFinalization: Sendable {
         }
         try store.forEachFitTrace(of: record, heldOut: false) { trace in
             traces.append(trace)
-            if traces.count == BatchScorer.blockSize { flush() }
+            if traces.count == BatchScorer.blockSize {
+                try stopIfAbandoned()
+                flush()
+            }
         }
         flush()
         let vectors = sample.vectors
@@ -108,6 +119,11 @@ struct ReferenceFinalization: Sendable {
         } catch {
             throw cannotFinalize(error)
         }
+    }
+
+    private func stopIfAbandoned() throws(ProtocolError) {
+        guard abandoned() else { return }
+        throw ProtocolError(.unknownReference, "reference: '\(record.name)' was deleted while it was being finalized")
     }
 
     private func cannotFinalize(_ error: FitError) -> ProtocolError {
