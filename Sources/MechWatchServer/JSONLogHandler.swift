@@ -22,15 +22,14 @@ package struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    package func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-                     file: String, function: String, line: UInt) {
+    package func log(event: LogEvent) {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         var members: [JSONValue.Member] = [
-            .init("time", .string(formatter.string(from: Date()))), .init("level", .string(level.rawValue)),
-            .init("label", .string(label)), .init("message", .string(message.description)), .init("source", .string(source)),
+            .init("time", .string(formatter.string(from: Date()))), .init("level", .string(event.level.rawValue)),
+            .init("label", .string(label)), .init("message", .string(event.message.description)), .init("source", .string(event.source)),
         ]
-        let all = metadata.merging(explicit ?? [:]) { $1 }
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
         for key in all.keys.sorted() where !["time", "level", "label", "message", "source"].contains(key) {
             members.append(.init(key, .string("\(all[key]!)")))
         }
