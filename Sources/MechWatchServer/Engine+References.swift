@@ -119,7 +119,8 @@ extension Engine {
         record.fitCount += batch.count - calibration
         references[record.name] = .collecting(record, fitter)
         let reply = Reply.fitted(id: requestID, reference: record.name, ids: batch.ids, roles: heldOut, batch: batchReply)
-        return .pending(stored.map { _ in reply }, requestID: requestID, undo: .fit(record))
+        return .pending(stored.map { _ in reply }, requestID: requestID,
+                        undo: .fit(record, fitTraces: batch.count - calibration, calibrationTraces: calibration))
     }
 
     /// Deletes `name` after every write accepted before it (so its traces and events go with it) and
@@ -206,18 +207,26 @@ extension Engine {
     /// Repairs the in-memory state after a failed write.
     func undo(_ undo: Undo) {
         switch undo {
-        case .fit(let record):
+        case .fit(let record, let fitTraces, let calibrationTraces):
             // Also while it is being finalized: a finalize that fails afterwards puts back these moments.
             let current: ReferenceRecord? = switch references[record.name] {
             case .collecting(let r, _)?, .finalizing(let r)?: r
             default: nil
             }
-            guard current?.id == record.id else { return }
+            guard var current, current.id == record.id else { return }
             // If the reference's own row never made it to the store, nothing of it can be: forget it.
-            if let stored = try? store.reference(named: record.name), stored.id == record.id {
-                unsynced.insert(record.id)
-            } else {
+            guard let stored = try? store.reference(named: record.name), stored.id == record.id else {
                 references[record.name] = nil
+                return
+            }
+            // The moments are replayed from the store before finalizing; the counts (status) drop the lost traces now.
+            unsynced.insert(record.id)
+            current.fitCount -= fitTraces
+            current.calibrationCount -= calibrationTraces
+            switch references[record.name] {
+            case .collecting(_, let fitter)?: references[record.name] = .collecting(current, fitter)
+            case .finalizing?: references[record.name] = .finalizing(current)
+            default: break
             }
         case .delete(let loaded):
             if references[loaded.record.name] == nil { references[loaded.record.name] = loaded }

@@ -148,8 +148,9 @@ package actor Engine {
 
     /// In-memory state to repair when a write fails.
     enum Undo {
-        /// Fit traces of this reference were added to its moments but not stored.
-        case fit(ReferenceRecord)
+        /// Fit traces of this reference (so many fit and calibration traces) were added to its moments and
+        /// counts but not stored.
+        case fit(ReferenceRecord, fitTraces: Int, calibrationTraces: Int)
         /// This reference was taken out of memory but its deletion was not stored.
         case delete(Loaded)
     }

@@ -141,3 +141,33 @@ def test_fits_that_fail_while_a_reference_is_finalized_are_not_in_its_model(tmp_
                 assert c.finalize("r").fit_traces == stored[1]
     finally:
         daemon.stop()
+
+
+def test_status_counts_only_the_fit_traces_that_were_stored(tmp_path):
+    """Fits whose write fails (another process holds the write lock past the busy timeout) answer
+    store_error and drop out of the reference's counts in `status` (they stayed counted before)."""
+    daemon = Daemon(tmp_path).start("--busy-timeout-ms", "300")
+    try:
+        rng = np.random.default_rng(4)
+        with Client(daemon.socket) as c:
+            c.fit_arrays("r", {"a": rng.normal(size=(500, 8)).astype(np.float32)}, ids=[f"t{j}" for j in range(500)])
+        lock = sqlite3.connect(daemon.database, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            with Client(daemon.socket) as c:
+                try:
+                    c.fit_arrays("r", {"a": rng.normal(size=(200, 8)).astype(np.float32)}, ids=[f"u{j}" for j in range(200)])
+                    failed = False
+                except Exception as e:  # the batch's write failed: store_error
+                    failed = "store_error" in str(e)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert failed
+        with Client(daemon.socket) as c:
+            reference = {r["name"]: r for r in c.status()["references"]}["r"]
+        with sqlite3.connect(daemon.database) as db:
+            stored = db.execute("SELECT fit_count, calibration_count FROM reference_models WHERE name = 'r'").fetchone()
+        assert (reference["fit_traces"], reference["calibration_traces"]) == stored and sum(stored) == 500
+    finally:
+        daemon.stop()
