@@ -79,7 +79,7 @@ struct ReferenceCommand: AsyncParsableCommand {
         @Argument(help: "Reference name.") var name: String
         @Argument(help: "The file to write (must not exist).") var file: String
         @Flag(help: "Write a collecting reference's moments (a moment shard), not its traces.") var moments = false
-        @Option(help: "With --moments: fit traces kept for the local terms (default 5000; the importing daemon uses up to its local_sample_size of them).") var sample: Int?
+        @Option(help: "With --moments: fit traces kept for the local terms (default: the default local_sample_size, 5000; the importing daemon uses up to its own local_sample_size of them).") var sample: Int?
         @OptionGroup var store: StoreOptions
 
         func validate() throws {
@@ -93,7 +93,7 @@ struct ReferenceCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard !FileManager.default.fileExists(atPath: file) else { throw CommandFailure("'\(file)' exists; the file is always written new", status: .rejected) }
-            let path = file, moments = moments, sampleCapacity = sample ?? 5_000
+            let path = file, moments = moments, sampleCapacity = sample ?? Configuration().localSampleSize
             let summary = try await withStore(store) { s -> String in
                 do {
                     guard moments else {

@@ -52,9 +52,6 @@ extension RunningMoments {
         return out
     }
 
-    /// `Σ‖x−μ‖²(x−μ)` over the vectors added.
-    package var thirdAboutMean: [Double] { rebased(to: mean).sumQA }
-
     /// Adds the vectors `other` holds, as if they had been added here (up to rounding).
     package mutating func merge(_ other: RunningMoments) {
         precondition(other.width == width)

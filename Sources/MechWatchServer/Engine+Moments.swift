@@ -16,19 +16,12 @@ extension Engine {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
         }
         let name = requested ?? header.name
-        if let site = header.layout.sites.first(where: { $0.name.utf8.count > Request.maximumNameLength }) {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: site name '\(site.name.prefix(40))…' is longer than \(Request.maximumNameLength) bytes"))
-        }
         guard Request.isValidName(name) else {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: the shard's reference name \"\(name)\" is not a valid name (1–\(Request.maximumNameLength) letters, digits or '-_.:'); import it with \"as\""))
         }
-        guard references[name] == nil else {
-            return .failure(id: id, ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")"))
-        }
         let need = ReferenceFootprint(layout: header.layout, sampleSize: configuration.localSampleSize).bytes
-        let used = footprint, budget = Double(configuration.maxReferenceBytes)
-        guard used + need <= budget else {
-            return .failure(id: id, ProtocolError(.referenceTooLarge, "path: a full-rank reference of the shard '\(path)' (\(Self.describe(header.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
+        if let refusal = refusal(of: name, needing: need, for: "a full-rank reference of the shard '\(path)' (\(Self.describe(header.layout)))") {
+            return .failure(id: id, refusal)
         }
         let placeholder = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: alpha ?? header.alpha,
                                           calibrationFraction: header.calibrationFraction, layout: header.layout, createdAt: "")
@@ -42,7 +35,7 @@ extension Engine {
             do throws(StoreError) { file = try MomentShardFile.read(at: path) } catch {
                 return .failure(ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
             }
-            guard !abandoned() else { return .failure(ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported")) }
+            guard !abandoned() else { return .failure(Self.deletedWhileImported(name)) }
             let shard = file.shard, alpha = alpha ?? shard.alpha
             guard shard.layout == header.layout, file.name == header.name else {
                 return .failure(ProtocolError(.invalidReferenceFile, "path: '\(path)' changed while it was read; import it again"))
@@ -57,8 +50,8 @@ extension Engine {
             }
         }
         // Another connection may have deleted the name meanwhile (nothing is written yet).
-        guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
-            return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
+        guard holds(placeholder) else {
+            return .failure(id: id, Self.deletedWhileImported(name))
         }
         let shard: MomentShard, model: ReferenceModel, sample: [[Float]]
         switch estimated {
@@ -70,11 +63,11 @@ extension Engine {
         do {
             _ = try await writer.submit(.importMoments(shard, id: placeholder.id, name: name, model: model, sample: model.local == nil ? [] : sample)).get()
         } catch {
-            if case .finalizing(let current)? = references[name], current.id == placeholder.id { references[name] = nil }
+            if holds(placeholder) { references[name] = nil }
             return .failure(id: id, storeFailure(error))
         }
-        guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
-            return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
+        guard holds(placeholder) else {
+            return .failure(id: id, Self.deletedWhileImported(name))
         }
         do {
             guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }

@@ -130,7 +130,6 @@ extension Engine {
         let deleted = writer.submit(.deleteReference(id: loaded.record.id))
         if case .finalizing = loaded { abandoned.withLockedValue { _ = $0.insert(loaded.record.id) } }  // its fitting job stops
         references[name] = nil
-        unsynced.remove(loaded.record.id)
         logger.info("deleted reference", metadata: ["reference": "\(name)"])
         let reply = Reply.deleted(id: requestID, reference: name)
         return .pending(deleted.map { _ in
@@ -158,14 +157,10 @@ extension Engine {
             return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
         }
         let name = requested ?? source.name
-        guard references[name] == nil else {
-            return .failure(id: id, ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")"))
-        }
         let need = ReferenceFootprint(layout: source.layout, sampleSize: configuration.localSampleSize,
                                       subspaces: Self.policy(of: source, configured: configuration.subspaces)).bytes
-        let used = footprint, budget = Double(configuration.maxReferenceBytes)
-        guard used + need <= budget else {
-            return .failure(id: id, ProtocolError(.referenceTooLarge, "path: the reference in '\(path)' (\(Self.describe(source.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))"))
+        if let refusal = refusal(of: name, needing: need, for: "the reference in '\(path)' (\(Self.describe(source.layout)))") {
+            return .failure(id: id, refusal)
         }
         var placeholder = source
         placeholder.id = nextReferenceID
@@ -175,7 +170,7 @@ extension Engine {
         do {
             _ = try await writer.submit(.importReference(path: path, id: placeholder.id, name: name)).get()
         } catch {
-            if case .finalizing(let current)? = references[name], current.id == placeholder.id { references[name] = nil }
+            if holds(placeholder) { references[name] = nil }
             // The file can fail its checks again as the writer reads it (it changed); anything else is the store's.
             if let failure = error as? StoreError, [.corrupt, .cannotOpen, .newerSchema].contains(failure.code) {
                 return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(failure.message)"))
@@ -183,8 +178,8 @@ extension Engine {
             return .failure(id: id, storeFailure(error))
         }
         // Another connection may have deleted it while the copy was written (the delete is ordered after it).
-        guard case .finalizing(let current)? = references[name], current.id == placeholder.id else {
-            return .failure(id: id, ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported"))
+        guard holds(placeholder) else {
+            return .failure(id: id, Self.deletedWhileImported(name))
         }
         do {
             guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
@@ -204,6 +199,33 @@ extension Engine {
         }
     }
 
+    /// Why a new reference called `name` needing `need` bytes (`what`, for the message) cannot be taken in:
+    /// the name is taken, or it would exceed `max_reference_bytes` with the loaded references; nil if it can.
+    func refusal(of name: String, needing need: Double, for what: String) -> ProtocolError? {
+        guard references[name] == nil else {
+            return ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")")
+        }
+        let used = footprint, budget = Double(configuration.maxReferenceBytes)
+        guard used + need <= budget else {
+            return ProtocolError(.referenceTooLarge, "path: \(what) needs about \(ReferenceFootprint.describe(need)) of memory, and with the \(ReferenceFootprint.describe(used)) the loaded references need that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget)))")
+        }
+        return nil
+    }
+
+    /// Whether `record` still holds its name as the reference being finalized or imported (no `delete`
+    /// came meanwhile).
+    func holds(_ record: ReferenceRecord) -> Bool {
+        if case .finalizing(let current)? = references[record.name], current.id == record.id { true } else { false }
+    }
+
+    static func deletedWhileImported(_ name: String) -> ProtocolError {
+        ProtocolError(.unknownReference, "as: '\(name)' was deleted while it was being imported")
+    }
+
+    static func deletedWhileFinalized(_ name: String) -> ProtocolError {
+        ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
+    }
+
     /// Repairs the in-memory state after a failed write.
     func undo(_ undo: Undo) {
         switch undo {
@@ -219,8 +241,8 @@ extension Engine {
                 references[record.name] = nil
                 return
             }
-            // The moments are replayed from the store before finalizing; the counts (status) drop the lost traces now.
-            unsynced.insert(record.id)
+            // The moments keep the lost traces until finalize replays them from the store (it compares the counts);
+            // the counts (status) drop them now.
             current.fitCount -= fitTraces
             current.calibrationCount -= calibrationTraces
             switch references[record.name] {
@@ -252,14 +274,13 @@ extension Engine {
             if let model { policy.mode = model }
             let (active, model, fitCount, calibrationCount) = try await finalizing(record, fitter, alpha: alpha ?? record.alpha, scorer: scorer,
                                                                                    subspaces: policy, retention: retention)
-            if case .finalizing(let current)? = references[name], current.id == record.id {
+            if holds(record) {
                 references[name] = .active(active, model)
             }
-            unsynced.remove(record.id)
             logger.info("finalized reference", metadata: ["reference": "\(name)", "fit_traces": "\(fitCount)", "calibration_traces": "\(calibrationCount)"])
             return .finalized(id: id, reference: name, fitTraces: fitCount, calibrationTraces: calibrationCount, model: model)
         } catch {
-            if case .finalizing(let current)? = references[name], current.id == record.id {
+            if holds(record) {
                 references[name] = .collecting(record, fitter)
             }
             return .failure(id: id, error)
@@ -271,36 +292,34 @@ extension Engine {
         let name = record.name
         // Every trace acknowledged before this request is committed once this barrier is.
         do { _ = try await writer.submit(.barrier).get() } catch { throw storeFailure(error) }
-        guard case .finalizing(let current)? = references[name], current.id == record.id else {
-            throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
+        guard holds(record) else {
+            throw Self.deletedWhileFinalized(name)
         }
         // A full-rank model of a subspace collection is replayed into full moments: only within the budget.
-        var fullRankRefusal: ProtocolError?
         if !subspaces.projects(record.layout), fitter.collectsSubspaces {
             let need = ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize).bytes
             let others = footprint - ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize,
                                                         subspaces: Self.policy(of: record, configured: configuration.subspaces)).bytes
-            if others + need > Double(configuration.maxReferenceBytes) {
-                fullRankRefusal = ProtocolError(.referenceTooLarge, "model: a full-rank model of '\(name)' (\(Self.describe(record.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, beyond max_reference_bytes (\(ReferenceFootprint.describe(Double(configuration.maxReferenceBytes)))) with the other references; finalize with model subspace or auto")
+            guard others + need <= Double(configuration.maxReferenceBytes) else {
+                throw ProtocolError(.referenceTooLarge, "model: a full-rank model of '\(name)' (\(Self.describe(record.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, beyond max_reference_bytes (\(ReferenceFootprint.describe(Double(configuration.maxReferenceBytes)))) with the other references; finalize with model subspace or auto")
             }
         }
-        if let fullRankRefusal { throw fullRankRefusal }
         // Estimated and calibrated from the stored traces off the request loop, with a connection of its own.
-        let job = ReferenceFinalization(database: configuration.database, record: record, fitter: fitter, replay: unsynced.contains(record.id),
+        let job = ReferenceFinalization(database: configuration.database, record: record, fitter: fitter,
                                         alpha: alpha, scorer: scorer, subspaces: subspaces, localSampleSize: configuration.localSampleSize,
                                         localK: configuration.localK, logger: logger, abandoned: { [abandoned] in abandoned.withLockedValue { $0.contains(record.id) } })
         // On the engine's own connection if the database's path names another file now (moved or replaced
         // while the daemon runs): slower for the other connections, but it reads the right traces.
         let outcome = FileIdentity(path: configuration.database) == databaseFile ? await Self.onFittingQueue { job.run() } : job.run(on: store)
-        guard case .finalizing(let current)? = references[name], current.id == record.id else {
-            throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
+        guard holds(record) else {
+            throw Self.deletedWhileFinalized(name)
         }
         let (model, sample, fitCount, calibrationCount) = try outcome.get()
         do { _ = try await writer.submit(.activate(record, model, sample: model.local == nil ? [] : sample, retention: retention)).get() } catch {
             throw storeFailure(error)
         }
         guard let active = try storing({ () throws(StoreError) in try store.reference(named: name) }), active.id == record.id else {
-            throw ProtocolError(.unknownReference, "reference: '\(name)' was deleted while it was being finalized")
+            throw Self.deletedWhileFinalized(name)
         }
         return (active, model, fitCount, calibrationCount)
     }

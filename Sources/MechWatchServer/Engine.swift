@@ -46,9 +46,6 @@ package actor Engine {
     private let lock: DatabaseLock
     private let started = ContinuousClock.now
     var references: [String: Loaded] = [:]
-    /// Collecting references (by id) whose in-memory moments may hold traces a failed write did not
-    /// store; they are replayed from the store before finalizing.
-    var unsynced: Set<Int64> = []
     /// References deleted while their fitting job (finalize, shard import) was queued or running: the job
     /// stops at its next block (ids are never reused, so the set only grows by such deletions).
     let abandoned = NIOLockedValueBox<Set<Int64>>([])

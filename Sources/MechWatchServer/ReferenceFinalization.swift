@@ -10,10 +10,8 @@ import MechWatchWire
 struct ReferenceFinalization: Sendable {
     let database: String
     let record: ReferenceRecord
-    /// The moments collected in memory.
+    /// The moments collected in memory (replayed from the store if they differ from it).
     let fitter: ReferenceFitter
-    /// Take the moments from the stored traces instead (a write failed after its traces entered `fitter`).
-    let replay: Bool
     let alpha: Double
     let scorer: Scorer
     let subspaces: SubspacePolicy
@@ -41,10 +39,9 @@ struct ReferenceFinalization: Sendable {
     private func finalize(_ store: Store) throws -> Outcome {
         try stopIfAbandoned()
         var fitter = fitter
-        // The moments in memory must be those of the stored fit traces: a fit whose write failed (its undo may
-        // come after this job was queued) left them with traces the store does not have.
-        let stored = try store.reference(named: record.name)
-        if replay || stored.map({ $0.id == record.id && $0.fitCount != fitter.fitCount }) == true {
+        // The moments in memory must be those of the stored fit traces: a fit whose write failed left them with
+        // traces the store does not have (and its undo may come after this job was queued).
+        if let stored = try store.reference(named: record.name), stored.id == record.id, stored.fitCount != fitter.fitCount {
             fitter = try Engine.replay(record, from: store, logger: logger)
         }
         let (draft, sample) = subspaces.projects(record.layout) ? try fitSubspaces(store, fitter) : try fitFullRank(store, fitter)
@@ -123,7 +120,7 @@ struct ReferenceFinalization: Sendable {
 
     private func stopIfAbandoned() throws(ProtocolError) {
         guard abandoned() else { return }
-        throw ProtocolError(.unknownReference, "reference: '\(record.name)' was deleted while it was being finalized")
+        throw Engine.deletedWhileFinalized(record.name)
     }
 
     private func cannotFinalize(_ error: FitError) -> ProtocolError {

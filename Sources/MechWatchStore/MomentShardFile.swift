@@ -48,8 +48,8 @@ package enum MomentShardFile {
     package static let maximumWidth = 1 << 24
     /// The most traces a shard may count: every count stays exact in a Double and sums of two stay in an Int.
     package static let maximumCount = 1 << 53
-    /// The longest trace id, in bytes (as the protocol's).
-    package static let maximumIDLength = 256
+    /// The longest trace id or site name, in bytes (as the protocol's).
+    package static let maximumTextLength = 256
     /// The largest sample a shard may keep.
     package static let maximumSample = 1 << 31
 
@@ -85,6 +85,17 @@ package enum MomentShardFile {
         }
         guard isShard(db) else {
             throw StoreError(.corrupt, "'\(path)' is not a moment shard file (no table moment_shard); write one with `mechwatch reference export --moments` or mechwatch.moments")
+        }
+        // Trace ids and site names as the protocol takes them (1–256 bytes, no NUL: SQLite text would end there,
+        // and the checksum would then fail as if the file were damaged).
+        for (table, key, column) in [("shard_sites", "position", "name"), ("shard_sample", "row", "trace_id"), ("shard_calibration", "row", "trace_id")] {
+            let bad = try? db.prepare("""
+                SELECT \(key) FROM \(table) WHERE typeof(\(column)) != 'text' OR length(CAST(\(column) AS BLOB)) NOT BETWEEN 1 AND \(maximumTextLength)
+                    OR instr(CAST(\(column) AS BLOB), x'00') > 0 LIMIT 1
+                """).firstRow { $0.int(0) }
+            if let row = bad ?? nil {
+                throw StoreError(.corrupt, "'\(path)': \(table) row \(row): \(column) must be 1–\(maximumTextLength) bytes of text without NUL")
+            }
         }
         return db
     }
@@ -139,10 +150,10 @@ package enum MomentShardFile {
         let output = try db.prepare("INSERT INTO shard_outputs VALUES (?1, ?2, ?3, ?4)")
         for (s, (m, o)) in zip(shard.moments, shard.outputs).enumerated() {
             let spec = shard.layout.sites[s]
-            let fourth = m.rebased(to: m.mean)
+            let aboutMean = m.rebased(to: m.mean)  // `third` and `fourth` as the format keeps them
             try site.bind(.integer(Int64(s)), .text(spec.name), .integer(Int64(spec.width)), .integer(Int64(m.count)),
                           .blob(Blob.float64(m.mean)), .blob(Blob.float64(packed(m.comoment, width: m.width))),
-                          .blob(Blob.float64(fourth.sumQA)), .real(fourth.sumQ2), .integer(Int64(o.count)),
+                          .blob(Blob.float64(aboutMean.sumQA)), .real(aboutMean.sumQ2), .integer(Int64(o.count)),
                           .blob(Blob.float64(packed(o.comoment, width: o.width)))).run()
             for label in o.counts.keys.sorted() {
                 try output.bind(.integer(Int64(s)), .integer(Int64(label)), .integer(Int64(o.counts[label]!)), .blob(Blob.float64(o.means[label]!))).run()
@@ -192,15 +203,6 @@ package enum MomentShardFile {
         guard let h = header else { throw corrupt("table moment_shard has no row") }
         guard try db.prepare("SELECT count(*) FROM moment_shard").firstRow({ $0.int(0) }) == 1 else { throw corrupt("table moment_shard has more than one row") }
         guard h.format == format else { throw corrupt("moment shard format \(h.format); this mechwatch reads format \(format)") }
-        // Trace ids as the protocol takes them (1–256 bytes, no NUL: SQLite text would end there), checked
-        // before the checksum, which a NUL would already fail (as "damaged").
-        for table in ["shard_sample", "shard_calibration"] {
-            let bad = try db.prepare("""
-                SELECT row FROM \(table) WHERE typeof(trace_id) != 'text' OR length(CAST(trace_id AS BLOB)) NOT BETWEEN 1 AND \(maximumIDLength)
-                    OR instr(CAST(trace_id AS BLOB), x'00') > 0 LIMIT 1
-                """).firstRow { $0.int(0) }
-            if let row = bad { throw corrupt("\(table) row \(row): trace_id must be 1–\(maximumIDLength) bytes of text without NUL") }
-        }
         let actual = try checksum(db)
         guard actual == h.checksum else { throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of its moments is \(actual), the file records \(h.checksum)") }
         guard h.fraction > 0, h.fraction < 1 else { throw corrupt("moment_shard.calibration_fraction is \(h.fraction); expected a number in (0, 1)") }

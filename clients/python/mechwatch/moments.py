@@ -126,18 +126,24 @@ class MomentShard:
         daemon's config (defaults 0.2 and 0.01); `sample_size` traces are kept for the local terms."""
         if not 0 < calibration_fraction < 1:
             raise ShardError(f"calibration_fraction: expected a number in (0, 1), got {calibration_fraction}")
+        if not 0 < alpha < 1:
+            raise ShardError(f"alpha: expected a number in (0, 1), got {alpha}")
+        if not 0 <= sample_size <= 1 << 31:
+            raise ShardError(f"sample_size: expected a number of traces from 0 to 2**31, got {sample_size}")
+        if not sites:
+            raise ShardError("sites: expected at least one site")
         names = list(sites)
         arrays = [np.asarray(sites[s], dtype=np.float32) for s in names]
         n = len(ids)
         for s, a in zip(names, arrays):
-            if a.ndim != 2 or a.shape[0] != n:
-                raise ShardError(f"site {s!r}: expected an array of shape ({n}, width), got {a.shape}")
+            if a.ndim != 2 or a.shape[0] != n or a.shape[1] == 0:
+                raise ShardError(f"site {s!r}: expected an array of shape ({n}, width ≥ 1), got {a.shape}")
             if not np.isfinite(a).all():
                 raise ShardError(f"site {s!r}: values must be finite in float32")
-        for i in ids:
-            b = str(i).encode("utf-8")
+        for what, text in [("site name", s) for s in names] + [("trace id", str(i)) for i in ids]:
+            b = text.encode("utf-8")
             if not 1 <= len(b) <= 256 or b"\0" in b:
-                raise ShardError(f"trace id {str(i)[:40]!r}: expected 1–256 bytes of text without NUL, as the daemon takes them")
+                raise ShardError(f"{what} {text[:40]!r}: expected 1–256 bytes of text without NUL, as the daemon takes them")
         outputs = list(outputs) if outputs is not None else [None] * n
         if len(outputs) != n:
             raise ShardError(f"outputs: expected {n} values, got {len(outputs)}")

@@ -13,7 +13,7 @@ import pytest
 from conftest import BINARY, Daemon
 from mechwatch import Client
 from mechwatch.moments import MomentShard
-from test_moments import assert_same_moments, traces
+from test_moments import assert_same_moments, assert_scored_alike, traces
 
 try:
     from distributed import Client as DaskClient, LocalCluster
@@ -26,13 +26,19 @@ except ImportError as e:
     pytest.skip(f"the dask extra is not installed for {sys.executable}: {e}", allow_module_level=True)
 
 
+def write_partitions(directory, sites, outputs, ids, parts):
+    """The traces in `parts` Parquet partitions under `directory`; their paths."""
+    paths = []
+    for k, rows in enumerate(np.array_split(np.arange(len(ids)), parts)):
+        paths.append(str(directory / f"part-{k}.parquet"))
+        write_partition(paths[-1], {s: v[rows] for s, v in sites.items()}, [ids[j] for j in rows], [outputs[j] for j in rows])
+    return paths
+
+
 def test_dask_fit_of_parquet_partitions_equals_the_daemon_fitting_them(tmp_path):
     rng = np.random.default_rng(21)
     sites, outputs, ids = traces(rng, 3000, 0)
-    paths = []
-    for k, rows in enumerate(np.array_split(np.arange(3000), 6)):
-        paths.append(str(tmp_path / f"part-{k}.parquet"))
-        write_partition(paths[-1], {s: v[rows] for s, v in sites.items()}, [ids[j] for j in rows], [outputs[j] for j in rows])
+    paths = write_partitions(tmp_path, sites, outputs, ids, 6)
     # A partition without rows counts for nothing.
     paths.append(str(tmp_path / "empty.parquet"))
     write_partition(paths[-1], {s: v[:0] for s, v in sites.items()}, [], [])
@@ -63,8 +69,7 @@ def test_dask_fit_of_parquet_partitions_equals_the_daemon_fitting_them(tmp_path)
             assert c.import_reference(file)["reference"] == "dask"
             a = c.score_arrays("direct", probe, outputs=probe_outputs, ids=probe_ids)
             b = c.score_arrays("dask", probe, outputs=probe_outputs, ids=probe_ids)
-        assert [r.flagged for r in a] == [r.flagged for r in b]
-        assert np.allclose([r.score for r in b], [r.score for r in a], rtol=1e-9, atol=0)
+        assert_scored_alike(a, b)
         assert sum(r.flagged for r in b[:40]) >= 30
     finally:
         daemon.stop()
@@ -73,10 +78,7 @@ def test_dask_fit_of_parquet_partitions_equals_the_daemon_fitting_them(tmp_path)
 def test_dask_fit_command_writes_and_imports_a_shard(tmp_path):
     rng = np.random.default_rng(22)
     sites, outputs, ids = traces(rng, 900, 0)
-    paths = []
-    for k, rows in enumerate(np.array_split(np.arange(900), 3)):
-        paths.append(str(tmp_path / f"p{k}.parquet"))
-        write_partition(paths[-1], {s: v[rows] for s, v in sites.items()}, [ids[j] for j in rows], [outputs[j] for j in rows])
+    paths = write_partitions(tmp_path, sites, outputs, ids, 3)
     (tmp_path / "d").mkdir(mode=0o700)
     daemon = Daemon(tmp_path / "d").start()
     try:

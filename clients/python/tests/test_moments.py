@@ -41,6 +41,12 @@ def assert_close(a, b, what, rel=1e-9):
     assert np.abs(a - b).max(initial=0) <= rel * scale, f"{what}: differs by {np.abs(a - b).max()} (scale {scale})"
 
 
+def assert_scored_alike(a, b):
+    """The same traces scored by two references: flags identical, scores within 1e-9 relative."""
+    assert [r.flagged for r in a] == [r.flagged for r in b]
+    assert np.allclose([r.score for r in b], [r.score for r in a], rtol=1e-9, atol=0)
+
+
 def assert_same_moments(a: MomentShard, b: MomentShard):
     assert a.sites == b.sites and a.count == b.count and a.labelled == b.labelled
     assert a.output_counts == b.output_counts
@@ -123,10 +129,9 @@ def test_daemon_shards_merge_to_the_reference_of_all_traces(tmp_path):
             assert imported["calibration_traces"] == fitted.calibration_traces
             a = c.score_arrays("mlp", probe, outputs=probe_outputs, ids=probe_ids)
             b = c.score_arrays("merged", probe, outputs=probe_outputs, ids=probe_ids)
-        assert [r.flagged for r in a] == [r.flagged for r in b]
         # Equal up to the rounding of summing in another order (p-values in the tail are continuous).
+        assert_scored_alike(a, b)
         assert np.allclose([r.p for r in b], [r.p for r in a], rtol=1e-9, atol=0)
-        assert np.allclose([r.score for r in b], [r.score for r in a], rtol=1e-9, atol=0)
         assert sum(r.flagged for r in b[:30]) >= 25
 
         # And a restart keeps it as imported.
@@ -221,8 +226,7 @@ def test_a_fully_shrunk_site_scores_alike_from_a_shard(tmp_path):
             probe_outputs = [int(x) for x in rng.integers(0, 3, 200)]
             a = c.score_arrays("u", probe, outputs=probe_outputs)
             b = c.score_arrays("imported", probe, outputs=probe_outputs)
-        assert [r.flagged for r in a] == [r.flagged for r in b]
-        assert np.allclose([r.score for r in b], [r.score for r in a], rtol=1e-9, atol=0)
+        assert_scored_alike(a, b)
     finally:
         daemon.stop()
 
@@ -337,8 +341,7 @@ def test_a_numpy_shard_of_tied_data_flags_as_the_daemon(tmp_path, seed):
             probes = {k: (v[:300] + noise * rng.normal(size=v[:300].shape) * v.std()).astype(np.float32) for k, v in sites.items()}
             a = c.score_arrays("tied", probes, outputs=outputs[:300])
             b = c.score_arrays("numpy", probes, outputs=outputs[:300])
-        assert [r.flagged for r in a] == [r.flagged for r in b]
-        assert np.allclose([r.score for r in b], [r.score for r in a], rtol=1e-9, atol=0)
+        assert_scored_alike(a, b)
     finally:
         daemon.stop()
 
