@@ -37,13 +37,14 @@ struct ReferenceCommand: AsyncParsableCommand {
         }
 
         func run() throws {
+            var shards: [String] = []
             for file in files {
-                do throws(StoreError) { try RegularFile.check(file) } catch {
+                do throws(StoreError) { if try MomentShardFile.isShard(at: file) { shards.append(file) } } catch {
                     throw CommandFailure(error.message, status: error.code == .notFound ? .notFound : .rejected)
                 }
             }
-            guard !FileManager.default.fileExists(atPath: into) else { throw CommandFailure("--into: '\(into)' exists; the merged file is always written new", status: .rejected) }
-            let shards = files.filter(MomentShardFile.isShard(at:))
+            var link = stat()
+            guard lstat(into, &link) != 0 else { throw CommandFailure("--into: '\(into)' exists; the merged file is always written new", status: .rejected) }
             guard shards.isEmpty || shards.count == files.count else {
                 throw CommandFailure("\(shards.count) of the \(files.count) files are moment shards (\(shards.joined(separator: ", "))) and the others are not; merge files of one kind (export the collecting references with --moments)", status: .rejected)
             }

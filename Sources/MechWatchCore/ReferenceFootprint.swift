@@ -13,13 +13,19 @@
 /// site (4d² bytes) while collecting; while estimating the subspaces, two sites at a time each hold a Float64
 /// covariance and its working copy (16 d² bytes each); then the model in the subspaces, as above with
 /// each projected site `min(maxRank, d − 1)` wide, plus its basis (4 d r bytes) and mean and variances.
+///
+/// C calibration traces of total width W over s sites: while they are read and their accounts computed,
+/// each is held as stored (4W), as a trace (8W and an array per site, ~64 bytes each), in a batch (8W)
+/// with its account and calibration (T = 8s + 3 terms at most, 16T), ~300 bytes of ids and headers:
+/// `C · (20W + 192s + 348)` bytes — for many calibration traces (a shard's), more than the model.
 package struct ReferenceFootprint: Sendable, Equatable {
     /// Estimated peak bytes.
     package let bytes: Double
 
-    package init(layout: SiteLayout, sampleSize: Int = 0, subspaces: SubspacePolicy = SubspacePolicy(mode: .full)) {
+    package init(layout: SiteLayout, sampleSize: Int = 0, subspaces: SubspacePolicy = SubspacePolicy(mode: .full), calibrationTraces: Int = 0) {
+        let calibration = Double(calibrationTraces) * (20 * Double(layout.totalWidth) + 192 * Double(layout.sites.count) + 348)
         guard subspaces.projects(layout) else {
-            bytes = Self.fullRank(widths: layout.sites.map { Double($0.width) }, sampleSize: sampleSize)
+            bytes = calibration + Self.fullRank(widths: layout.sites.map { Double($0.width) }, sampleSize: sampleSize)
             return
         }
         let widths = layout.sites.map { Double($0.width) }
@@ -27,7 +33,7 @@ package struct ReferenceFootprint: Sendable, Equatable {
         let collecting = widths.reduce(0) { $0 + 4 * $1 * $1 }
         let estimating = widths.sorted().suffix(2).reduce(0) { $0 + 16 * $1 * $1 }
         let bases = zip(widths, ranks).reduce(0) { $0 + ($1.0 == $1.1 ? 0 : 4 * $1.0 * $1.1 + 24 * $1.0) }
-        bytes = collecting + estimating + bases + Self.fullRank(widths: ranks, sampleSize: sampleSize)
+        bytes = calibration + collecting + estimating + bases + Self.fullRank(widths: ranks, sampleSize: sampleSize)
     }
 
     private static func fullRank(widths: [Double], sampleSize: Int) -> Double {

@@ -3,43 +3,36 @@ import MechWatchStore
 import MechWatchWire
 
 extension Engine {
-    /// Estimates and calibrates a new active reference from the moment shard file at `path` (`mechwatch
-    /// reference export --moments`, `merge`, or the Python client's `mechwatch.moments`), called `requested`
-    /// (default: the shard's name), at `alpha` (default: the shard's) with `scorer`, ordered with the writes
-    /// before it. The model is full-rank (a shard holds full moments, not the traces a subspace model is
-    /// fitted from); the local terms use the shard's first `local_sample_size` sampled traces — the sample
-    /// one daemon fitting every trace would draw.
-    func importMoments(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
-        // Name and budget first, from the sites alone: a shard beyond the budget is refused before its moments are read.
-        let header: MomentShardFile.Header
-        do { header = try MomentShardFile.header(at: path) } catch {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
-        }
+    /// Calibration traces one commit of a shard import stores.
+    static let importChunkTraces = 4096
+
+    /// Estimates and calibrates a new active reference from the moment shard `source` (`mechwatch reference
+    /// export --moments`, `merge`, or the Python client's `mechwatch.moments`), called `requested` (default:
+    /// the shard's name), at `alpha` (default: the shard's) with `scorer`, as reference `referenceID`. The
+    /// model is full-rank (a shard holds full moments, not the traces a subspace model is fitted from); the
+    /// local terms use the shard's first `local_sample_size` sampled traces — the sample one daemon fitting
+    /// every trace would draw. Its calibration traces are stored a chunk per commit (`storeImport`).
+    func importMoments(_ source: MomentShardSource, as requested: String?, alpha: Double?, scorer: Scorer?, referenceID: Int64,
+                       interrupt: Interrupt, id: String?) async -> Reply {
+        // Name and budget first, from the header alone: a shard beyond the budget is refused before its moments are read.
+        let header = source.header, path = source.path
         let name = requested ?? header.name
-        guard Request.isValidName(name) else {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: the shard's reference name \"\(name)\" is not a valid name (1–\(Request.maximumNameLength) letters, digits or '-_.:'); import it with \"as\""))
-        }
-        let need = ReferenceFootprint(layout: header.layout, sampleSize: configuration.localSampleSize).bytes
-        if let refusal = refusal(of: name, needing: need, for: "a full-rank reference of the shard '\(path)' (\(Self.describe(header.layout)))") {
+        let need = ReferenceFootprint(layout: header.layout, sampleSize: configuration.localSampleSize, calibrationTraces: header.calibrationCount).bytes
+        if let refusal = refusal(of: name, needing: need, for: "a full-rank reference of the shard '\(path)' (\(Self.describe(header.layout)), \(header.calibrationCount) calibration traces)") {
             return .failure(id: id, refusal)
         }
-        let placeholder = ReferenceRecord(id: nextReferenceID, name: name, state: .collecting, alpha: alpha ?? header.alpha,
+        let placeholder = ReferenceRecord(id: referenceID, name: name, state: .collecting, alpha: alpha ?? header.alpha,
                                           calibrationFraction: header.calibrationFraction, layout: header.layout, createdAt: "")
-        nextReferenceID += 1
         references[name] = .finalizing(placeholder)  // the name is taken while the shard is read, estimated and written
         // Read, verified and estimated off the engine (the file is all it needs), so other connections are served meanwhile.
-        let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism, referenceID = placeholder.id
-        let abandoned: @Sendable () -> Bool = { [abandoned] in abandoned.withLockedValue { $0.contains(referenceID) } }
+        let sampleSize = configuration.localSampleSize, localK = configuration.localK, scorer = scorer ?? .mechanism
         let estimated = await Self.onFittingQueue { () -> Result<(shard: MomentShard, model: ReferenceModel, sample: [[Float]]), ProtocolError> in
             let file: (name: String, shard: MomentShard)
-            do throws(StoreError) { file = try MomentShardFile.read(at: path) } catch {
-                return .failure(ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
+            do throws(StoreError) { file = try source.read() } catch {
+                return .failure(Self.invalidFile(error))
             }
-            guard !abandoned() else { return .failure(Self.deletedWhileImported(name)) }
+            guard !interrupt.due else { return .failure(Self.invalidFile(StoreError(.interrupted, "interrupted"))) }
             let shard = file.shard, alpha = alpha ?? shard.alpha
-            guard shard.layout == header.layout, file.name == header.name else {
-                return .failure(ProtocolError(.invalidReferenceFile, "path: '\(path)' changed while it was read; import it again"))
-            }
             do throws(FitError) {
                 try FitError.check(calibrationCount: shard.calibration.count, alpha: alpha)
                 let sample = shard.sample.prefix(sampleSize).vectors
@@ -60,14 +53,17 @@ extension Engine {
             references[name] = nil
             return .failure(id: id, error)
         }
-        do {
-            _ = try await writer.submit(.importMoments(shard, id: placeholder.id, name: name, model: model, sample: model.local == nil ? [] : sample)).get()
-        } catch {
-            if holds(placeholder) { references[name] = nil }
-            return .failure(id: id, storeFailure(error))
+        // The reference row first, then the calibration traces a chunk per commit, then the model.
+        var jobs: [WriteJob] = [.startImport(id: referenceID, name: name, layout: shard.layout, alpha: model.alpha, calibrationFraction: shard.calibrationFraction)]
+        for start in stride(from: 0, to: shard.calibration.count, by: Self.importChunkTraces) {
+            let traces = Array(shard.calibration[start..<min(start + Self.importChunkTraces, shard.calibration.count)])
+            jobs.append(.fitTraces(referenceID: referenceID, batch: TraceBatch(layout: shard.layout, traces: traces),
+                                   heldOut: Array(repeating: true, count: traces.count)))
         }
-        guard holds(placeholder) else {
-            return .failure(id: id, Self.deletedWhileImported(name))
+        jobs.append(.activateImport(placeholder, model, sample: model.local == nil ? [] : sample, fitCount: shard.fitCount))
+        var remaining = jobs[...]
+        if let failure = await storeImport(placeholder, jobs: { _ in remaining.popFirst() }) {
+            return .failure(id: id, failure)
         }
         do {
             guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }

@@ -13,7 +13,8 @@ extension Engine {
     static func load(_ record: ReferenceRecord, from store: Store, budget: Double, sampleSize: Int, subspaces: SubspacePolicy,
                      used: inout Double, logger: Logger) -> Loaded {
         func policy(_ record: ReferenceRecord) -> SubspacePolicy { Self.policy(of: record, configured: subspaces) }
-        let need = ReferenceFootprint(layout: record.layout, sampleSize: sampleSize, subspaces: policy(record)).bytes
+        let need = ReferenceFootprint(layout: record.layout, sampleSize: sampleSize, subspaces: policy(record),
+                                      calibrationTraces: record.calibrationCount).bytes
         let loaded: Loaded
         if used + need > budget {
             loaded = .unavailable(record, reason: "it needs about \(ReferenceFootprint.describe(need)) of memory (\(describe(record.layout))), and with the \(ReferenceFootprint.describe(used)) of the references loaded before it that exceeds max_reference_bytes (\(ReferenceFootprint.describe(budget))); raise max_reference_bytes and restart, or delete it")
@@ -65,7 +66,8 @@ extension Engine {
         references.values.reduce(0) { total, loaded in
             if case .unavailable = loaded { return total }
             return total + ReferenceFootprint(layout: loaded.record.layout, sampleSize: configuration.localSampleSize,
-                                              subspaces: Self.policy(of: loaded.record, configured: configuration.subspaces)).bytes
+                                              subspaces: Self.policy(of: loaded.record, configured: configuration.subspaces),
+                                              calibrationTraces: loaded.record.calibrationCount).bytes
         }
     }
 
@@ -138,70 +140,13 @@ extension Engine {
         }, requestID: requestID, undo: .delete(loaded))
     }
 
-    /// Takes the reference of the reference file at `path` (`mechwatch reference export` or `merge`) as a
-    /// new reference — active, or collecting — called `requested` (default: its name in the file), ordered
-    /// with the writes before it:
-    /// the file is verified (format, schema version, checksum), refused if its reference would exceed
-    /// `max_reference_bytes` or its name is taken, copied under a new id, and loaded as stored.
-    /// A moment shard file goes to `importMoments`; `alpha` and `scorer` apply to those only.
-    func importReference(_ path: String, as requested: String?, alpha: Double?, scorer: Scorer?, id: String?) async -> Reply {
-        do throws(StoreError) { try RegularFile.check(path) } catch {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
-        }
-        if MomentShardFile.isShard(at: path) { return await importMoments(path, as: requested, alpha: alpha, scorer: scorer, id: id) }
-        guard alpha == nil, scorer == nil else {
-            return .failure(id: id, ProtocolError(.invalidField, "\(alpha == nil ? "scorer" : "alpha"): applies to moment shard files only; '\(path)' is not one (a reference file's reference keeps the alpha and scorer it was finalized with)"))
-        }
-        let source: ReferenceRecord
-        do { source = try Store.verifyReferenceFile(at: path) } catch {
-            return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(error.message)"))
-        }
-        let name = requested ?? source.name
-        let need = ReferenceFootprint(layout: source.layout, sampleSize: configuration.localSampleSize,
-                                      subspaces: Self.policy(of: source, configured: configuration.subspaces)).bytes
-        if let refusal = refusal(of: name, needing: need, for: "the reference in '\(path)' (\(Self.describe(source.layout)))") {
-            return .failure(id: id, refusal)
-        }
-        var placeholder = source
-        placeholder.id = nextReferenceID
-        placeholder.name = name
-        nextReferenceID += 1
-        references[name] = .finalizing(placeholder)  // the name is taken while the copy is written
-        do {
-            _ = try await writer.submit(.importReference(path: path, id: placeholder.id, name: name)).get()
-        } catch {
-            if holds(placeholder) { references[name] = nil }
-            // The file can fail its checks again as the writer reads it (it changed); anything else is the store's.
-            if let failure = error as? StoreError, [.corrupt, .cannotOpen, .newerSchema].contains(failure.code) {
-                return .failure(id: id, ProtocolError(.invalidReferenceFile, "path: \(failure.message)"))
-            }
-            return .failure(id: id, storeFailure(error))
-        }
-        // Another connection may have deleted it while the copy was written (the delete is ordered after it).
-        guard holds(placeholder) else {
-            return .failure(id: id, Self.deletedWhileImported(name))
-        }
-        do {
-            guard let record = try store.reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
-            logger.info("imported reference", metadata: ["reference": "\(name)", "file": "\(path)", "source": "\(source.name)", "state": "\(record.state.rawValue)"])
-            if record.state == .collecting {
-                // Shards merged elsewhere: the moments are replayed from the imported traces, as at start-up.
-                references[name] = .collecting(record, try Self.replay(record, from: store, logger: logger))
-                return .success(id: id, ["reference": .string(name), "state": "collecting", "fit_traces": .int(record.fitCount),
-                                         "calibration_traces": .int(record.calibrationCount)])
-            }
-            let model = try store.model(of: record)
-            references[name] = .active(record, model)
-            return .finalized(id: id, reference: name, fitTraces: record.fitCount, calibrationTraces: record.calibrationCount, model: model)
-        } catch {
-            references[name] = .unavailable(placeholder, reason: "it was imported but could not be loaded: \(error)")
-            return .failure(id: id, storeFailure(error))
-        }
-    }
-
     /// Why a new reference called `name` needing `need` bytes (`what`, for the message) cannot be taken in:
-    /// the name is taken, or it would exceed `max_reference_bytes` with the loaded references; nil if it can.
+    /// the name is not a valid one or is taken, or it would exceed `max_reference_bytes` with the loaded
+    /// references; nil if it can.
     func refusal(of name: String, needing need: Double, for what: String) -> ProtocolError? {
+        guard Request.isValidName(name) else {
+            return ProtocolError(.invalidReferenceFile, "path: the file's reference name \"\(name.prefix(64))\" is not a valid name (1–\(Request.maximumNameLength) letters, digits or '-_.:'); import it with \"as\"")
+        }
         guard references[name] == nil else {
             return ProtocolError(.referenceExists, "as: a reference called '\(name)' exists; delete it or import under another name (\"as\")")
         }
@@ -297,9 +242,10 @@ extension Engine {
         }
         // A full-rank model of a subspace collection is replayed into full moments: only within the budget.
         if !subspaces.projects(record.layout), fitter.collectsSubspaces {
-            let need = ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize).bytes
+            let need = ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize, calibrationTraces: record.calibrationCount).bytes
             let others = footprint - ReferenceFootprint(layout: record.layout, sampleSize: configuration.localSampleSize,
-                                                        subspaces: Self.policy(of: record, configured: configuration.subspaces)).bytes
+                                                        subspaces: Self.policy(of: record, configured: configuration.subspaces),
+                                                        calibrationTraces: record.calibrationCount).bytes
             guard others + need <= Double(configuration.maxReferenceBytes) else {
                 throw ProtocolError(.referenceTooLarge, "model: a full-rank model of '\(name)' (\(Self.describe(record.layout))) needs about \(ReferenceFootprint.describe(need)) of memory, beyond max_reference_bytes (\(ReferenceFootprint.describe(Double(configuration.maxReferenceBytes)))) with the other references; finalize with model subspace or auto")
             }

@@ -20,7 +20,8 @@ extension Engine {
                 .init("fit_traces", .int(r.fitCount)), .init("calibration_traces", .int(r.calibrationCount)),
                 .init("alpha", .number(r.alpha)), .init("events", .int(c.events)), .init("flagged", .int(c.flagged)),
                 .init("memory_bytes", .number(ReferenceFootprint(layout: r.layout, sampleSize: configuration.localSampleSize,
-                                                                 subspaces: Self.policy(of: r, configured: configuration.subspaces)).bytes.rounded())),
+                                                                 subspaces: Self.policy(of: r, configured: configuration.subspaces),
+                                                                 calibrationTraces: r.calibrationCount).bytes.rounded())),
             ]
             if case .unavailable(_, let reason) = loaded { entry.append(.init("reason", .string(reason))) }
             if case .active = loaded, let window = try? store.recentEvents(of: r, limit: Housekeeping.alarmWindow), !window.flags.isEmpty {
@@ -38,6 +39,7 @@ extension Engine {
             "server": "mechwatch", "version": .string(MechWatchVersion.current), "protocol": .int(Request.protocolVersion),
             "uptime_s": .number((uptime * 1000).rounded() / 1000), "requests": .int(requests), "events": .int(events), "flagged": .int(flagged),
             "database": .string(databasePath), "memory_bytes": .number(footprint.rounded()), "max_reference_bytes": .int(configuration.maxReferenceBytes),
+            "wal_bytes": .number(Metrics.fileBytes(configuration.database + "-wal")), "checkpoint_lag_frames": .int(metrics.checkpointLag),
             "references": .array(refs),
         ])
     }
@@ -55,8 +57,21 @@ extension Engine {
             ("mechwatch_resident_bytes", "The daemon's resident set size.", Metrics.residentBytes()),
             ("mechwatch_database_bytes", "The database file with its write-ahead log.",
              Metrics.fileBytes(configuration.database) + Metrics.fileBytes(configuration.database + "-wal")),
+            ("mechwatch_wal_bytes", "The write-ahead log alone (it grows while a reader holds an old snapshot open).",
+             Metrics.fileBytes(configuration.database + "-wal")),
+            ("mechwatch_checkpoint_lag_frames", "Write-ahead log frames the latest checkpoint could not copy into the database.",
+             Double(metrics.checkpointLag)),
         ]
         return Metrics.statusMetrics(status) + metrics.render(gauges: gauges)
+    }
+
+    /// Runs a passive checkpoint after the writes before it (`Store.checkpoint`) and records how many frames it
+    /// could not copy (`checkpoint_lag_frames`); that lag and the log's size in bytes, or nil if it failed.
+    package func checkpoint() async -> (lag: Int, walBytes: Double)? {
+        guard let state = try? await writer.submit(.checkpoint).get(), state.count == 2 else { return nil }
+        let lag = state[0] < 0 ? 0 : Int(state[0] - state[1])
+        metrics.checkpointLag = lag
+        return (lag, Metrics.fileBytes(configuration.database + "-wal"))
     }
 
     /// A reference whose recent flag rate is significantly above its alpha.

@@ -49,6 +49,8 @@ package actor Engine {
     /// References deleted while their fitting job (finalize, shard import) was queued or running: the job
     /// stops at its next block (ids are never reused, so the set only grows by such deletions).
     let abandoned = NIOLockedValueBox<Set<Int64>>([])
+    /// Set once the daemon begins to stop: imports in progress stop reading their files (`importInterrupt`).
+    let stopping = NIOLockedValueBox(false)
     /// The id the next new reference gets; ids are never reused (migration 003).
     var nextReferenceID: Int64
     private var requestCount = 0
@@ -66,6 +68,9 @@ package actor Engine {
         databaseFile = FileIdentity(path: configuration.database)
         writer = try StoreWriter(path: configuration.database, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds, metrics: metrics)
         scoring = ScoringStage(logger: logger, metrics: metrics)
+        for name in try store.discardUnfinishedImports() {
+            logger.warning("removed a reference whose import never finished", metadata: ["reference": "\(name)"])
+        }
         nextReferenceID = try store.nextReferenceID()
         var used = 0.0
         for record in try store.references() {
@@ -81,6 +86,11 @@ package actor Engine {
             logger.error("pruning failed", metadata: ["error": "\(error)"])
             return nil
         }
+    }
+
+    /// Tells work that reads untrusted files (imports) to stop: the daemon is stopping.
+    package nonisolated func beginStopping() {
+        stopping.withLockedValue { $0 = true }
     }
 
     /// Releases the database for another daemon (after the server has stopped).

@@ -9,6 +9,9 @@ import ServiceLifecycle
 /// - a warning when a reference's flag count over its newest `alarmWindow` events is significantly above
 ///   what exchangeable traffic gives (`DriftTests.flagCountTail` below 0.001), at most once per
 ///   `alarmWindow` events scored;
+/// - a checkpoint of the write-ahead log, and a warning (once, until it clears) when it cannot complete
+///   while the log is past `Store.walSizeLimit`: a reader (a `sqlite3` shell left in a transaction) holds an
+///   old snapshot, and the log grows with every write until it lets go (then it shrinks back to the limit);
 /// - retention: events the settings (the daemon's, or a reference's own) no longer keep are deleted through
 ///   the writer, `pruneBatch` at a time (between other writes, so scoring is never held up for long), and
 ///   their pages freed.
@@ -38,9 +41,11 @@ package struct Housekeeping: Service {
         await cancelWhenGracefulShutdown {
             var sinceAlarm: [String: Int] = [:]  // events stored since each reference's last alarm
             var before: [String: Activity] = [:]
+            var walWarned = false
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
                 await prune()  // the daemon's settings, or a reference's own
+                walWarned = await checkpoint(warned: walWarned)
                 // What was stored over the interval, from the metrics' counters.
                 let now = engine.metrics.storedCounts
                 var activity: [String: Activity] = [:]
@@ -66,6 +71,22 @@ package struct Housekeeping: Service {
                 }
             }
         }
+    }
+
+    /// Checkpoints; warns when the log is stuck past its limit, and says when it is no longer. Whether a
+    /// warning stands.
+    private func checkpoint(warned: Bool) async -> Bool {
+        guard let (lag, bytes) = await engine.checkpoint() else { return warned }
+        let stuck = lag > 0 && bytes > Double(Store.walSizeLimit)
+        if stuck, !warned {
+            logger.warning("the write-ahead log cannot be checkpointed: a reader holds an old snapshot open", metadata: [
+                "wal_bytes": "\(Int(bytes))", "frames_behind": "\(lag)",
+                "see": "close long-running readers (a sqlite3 shell inside BEGIN); the log shrinks once they do",
+            ])
+        } else if !stuck, warned {
+            logger.notice("the write-ahead log checkpoints again", metadata: ["wal_bytes": "\(Int(bytes))"])
+        }
+        return stuck
     }
 
     private func prune() async {

@@ -33,6 +33,8 @@ package final class Metrics: Sendable {
         var errors: [String: Int] = [:]
         /// Events stored and flagged since the daemon started, per reference (counters: retention never lowers them).
         var stored: [String: Activity] = [:]
+        /// Write-ahead log frames the last checkpoint could not copy (a reader holds an old snapshot).
+        var checkpointLag = 0
     }
 
     /// Seconds buckets: 0.5 ms to 60 s.
@@ -67,6 +69,12 @@ package final class Metrics: Sendable {
 
     /// Events stored and flagged per reference since the daemon started.
     package var storedCounts: [String: Activity] { state.withLockedValue { $0.stored } }
+
+    /// The frames the latest checkpoint left in the write-ahead log.
+    package var checkpointLag: Int {
+        get { state.withLockedValue { $0.checkpointLag } }
+        set { state.withLockedValue { $0.checkpointLag = newValue } }
+    }
 
     /// A group commit that took `seconds`.
     func commit(seconds: Double) {

@@ -35,13 +35,29 @@ package struct MetricsFile: Service {
         }
     }
 
-    /// Writes `text` to `path` through a temporary file and `rename`; nil, or why it failed.
+    /// Writes `text` to `path` through a temporary file and `rename`; nil, or why it failed. The temporary
+    /// file is created exclusively under a random name (`mkstemp`: never through a symbolic link someone
+    /// planted, in a directory node_exporter shares with others), made 0644, written and synced, then
+    /// renamed over `path` (which replaces a link there rather than following it).
     static func write(_ text: String, to path: String) -> String? {
-        let temporary = path + ".tmp"
-        guard let file = fopen(temporary, "w") else { return String(cString: strerror(errno)) }
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { String(path[..<$0]) } ?? "."
+        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        var template = Array("\(directory.isEmpty ? "/" : directory)/.\(base).XXXXXX".utf8CString)  // not *.prom: the collector skips it
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { return String(cString: strerror(errno)) }
+        let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let bytes = Array(text.utf8)
-        let wrote = fwrite(bytes, 1, bytes.count, file) == bytes.count
-        guard fclose(file) == 0, wrote else { unlink(temporary); return "write failed" }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, bytes.count - written) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { break }
+            written += n
+        }
+        let reason = written < bytes.count ? String(cString: strerror(errno))
+            : fchmod(fd, 0o644) != 0 || fsync(fd) != 0 ? String(cString: strerror(errno)) : nil
+        guard close(fd) == 0, reason == nil else { unlink(temporary); return reason ?? "close failed" }
         guard rename(temporary, path) == 0 else { let reason = String(cString: strerror(errno)); unlink(temporary); return reason }
         return nil
     }

@@ -73,6 +73,7 @@ package struct SocketServer: Service {
                 }
             }
         } onGracefulShutdown: {
+            engine.beginStopping()
             systemd.notify("STOPPING=1\nSTATUS=finishing the requests in hand")
             server.channel.close(promise: nil)
         }
@@ -100,7 +101,8 @@ package struct SocketServer: Service {
                         logger.log(level: peer == nil ? .debug : .warning, "refused connection", metadata: ["peer": "\(who)"])
                         refusal = ProtocolError(.permissionDenied, "connection refused: \(who) is not allowed by the daemon's access list (its own user, allowed_uids, allowed_group)")
                     }
-                    engine.metrics.error(refusal.code.rawValue)
+                    // A peer that vanished before its credentials were read was refused nothing: not counted.
+                    if allowed || peer != nil { engine.metrics.error(refusal.code.rawValue) }
                     try await Self.refuse(inbound, outbound, with: refusal)
                     return
                 }

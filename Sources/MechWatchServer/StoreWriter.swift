@@ -14,13 +14,21 @@ enum WriteJob: Sendable {
     case createReference(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double, model: SubspacePolicy.Mode)
     case deleteReference(id: Int64)
     case activate(ReferenceRecord, ReferenceModel, sample: [[Float]], retention: RetentionPolicy.Overrides)
-    /// Copies the reference of a reference file in as reference `id` called `name` (verifying the file).
-    case importReference(path: String, id: Int64, name: String)
-    case importMoments(MomentShard, id: Int64, name: String, model: ReferenceModel, sample: [[Float]])
+    /// Copies about `bytes` more of a reference file's rows (the first chunk marks the import unfinished);
+    /// its result is `[1]` once every row is copied.
+    case importChunk(ReferenceCopy, bytes: Int)
+    /// Creates the collecting reference of a moment shard's import, marked unfinished.
+    case startImport(id: Int64, name: String, layout: SiteLayout, alpha: Double, calibrationFraction: Double)
+    /// Activates a moment shard's reference with its model (its calibration traces stored by `fitTraces`).
+    case activateImport(ReferenceRecord, ReferenceModel, sample: [[Float]], fitCount: Int)
+    /// Marks an import finished: the reference appears whole.
+    case finishImport(id: Int64)
     /// Deletes at most `limit` events the retention policy no longer keeps; its result holds the count.
     case prune(RetentionPolicy, limit: Int)
     /// Nothing: its future completes once everything submitted before it is committed.
     case barrier
+    /// A passive checkpoint after the commit (`Store.checkpoint`); its result is `[log, checkpointed]` frames.
+    case checkpoint
 }
 
 /// Scored traces waiting to be stored: one reference's batch.
@@ -90,13 +98,18 @@ final class StoreWriter: @unchecked Sendable {
             try store.deleteReference(id: id)
         case .activate(let record, let model, let sample, let retention):
             try store.activate(record, model: model, sample: sample, retention: retention)
-        case .importReference(let path, let id, let name):
-            _ = try store.importReference(from: path, id: id, name: name)
-        case .importMoments(let shard, let id, let name, let model, let sample):
-            try store.importMoments(shard, id: id, name: name, model: model, sample: sample)
+        case .importChunk(let copy, let bytes):
+            return try store.copyChunk(copy, bytes: bytes) ? [1] : []
+        case .startImport(let id, let name, let layout, let alpha, let fraction):
+            try store.createReference(id: id, name: name, layout: layout, alpha: alpha, calibrationFraction: fraction)
+            try store.beginImport(id: id)
+        case .activateImport(let record, let model, let sample, let fitCount):
+            try store.activateImport(record, model: model, sample: sample, fitCount: fitCount)
+        case .finishImport(let id):
+            try store.finishImport(id: id)
         case .prune(let policy, let limit):
             return [Int64(try store.prune(policy, limit: limit))]
-        case .barrier:
+        case .barrier, .checkpoint:
             break
         }
         return []
@@ -122,15 +135,22 @@ final class StoreWriter: @unchecked Sendable {
             }
             committed = .success(())
         } catch { committed = .failure(error) }
-        // Pages freed by pruning go back to the file system (outside the transaction, as SQLite requires).
+        // Pages freed by pruning go back to the file system, and checkpoints run (outside the transaction, as SQLite requires).
         if case .success = committed, items.contains(where: { if case .prune = $0.0 { true } else { false } }) {
             _ = try? store.releaseFreePages(budget: .milliseconds(50))
+        }
+        let isCheckpoint: (WriteJob) -> Bool = { if case .checkpoint = $0 { true } else { false } }
+        var wal: Result<[Int64], StoreError> = .success([])
+        if case .success = committed, items.contains(where: { isCheckpoint($0.0) }) {
+            do throws(StoreError) { let state = try store.checkpoint(); wal = .success([Int64(state.log), Int64(state.checkpointed)]) } catch {
+                wal = .failure(error)
+            }
         }
         for (k, (_, promise)) in items.enumerated() {
             switch committed {
             case .failure(let error): promise.fail(error)
             case .success:
-                switch outcomes[k] {
+                switch isCheckpoint(items[k].0) ? wal : outcomes[k] {
                 case .success(let numbers): promise.succeed(numbers)
                 case .failure(let error): promise.fail(error)
                 }

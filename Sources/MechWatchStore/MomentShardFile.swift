@@ -53,51 +53,108 @@ package enum MomentShardFile {
     /// The largest sample a shard may keep.
     package static let maximumSample = 1 << 31
 
-    /// The reference name, sites, calibration fraction and alpha of the moment shard file at `path`, read without
-    /// its moments (to check what estimating it would need before reading them); `read` verifies the rest.
-    package static func header(at path: String) throws(StoreError) -> Header {
-        let db = try openShard(path)
-        guard let (name, fraction, alpha) = try db.prepare("SELECT reference, calibration_fraction, alpha FROM moment_shard")
-            .firstRow({ ($0.text(0), $0.double(1), $0.double(2)) }) else {
+    /// The reference name, sites, calibration fraction, alpha and calibration count of the shard `db` (the
+    /// file at `path`), read without its moments (to check what estimating it would need before reading
+    /// them); `read` verifies the rest.
+    static func header(of db: SQLiteConnection, path: String) throws(StoreError) -> Header {
+        guard let (name, fraction, alpha, calibration) = try db.prepare("SELECT reference, calibration_fraction, alpha, calibration_count FROM moment_shard")
+            .firstRow({ ($0.text(0), $0.double(1), $0.double(2), $0.int(3)) }) else {
             throw StoreError(.corrupt, "'\(path)': table moment_shard has no row")
         }
+        guard (0...Int64(maximumCount)).contains(calibration) else {
+            throw StoreError(.corrupt, "'\(path)': moment_shard.calibration_count is \(calibration); expected 0–\(maximumCount)")
+        }
+        let count = try db.prepare("SELECT count(*) FROM shard_sites").firstRow { $0.int(0) } ?? 0
+        guard (1...65536).contains(count) else { throw StoreError(.corrupt, "'\(path)': shard_sites has \(count) rows; expected 1–65536") }
         var sites: [SiteLayout.Site] = []
         let rows = try db.prepare("SELECT position, name, width FROM shard_sites ORDER BY position")
         while try rows.step() { sites.append(try site(rows, position: sites.count, path: path)) }
-        guard !sites.isEmpty else { throw StoreError(.corrupt, "'\(path)': shard_sites has no row") }
-        return Header(name: name, layout: SiteLayout(sites), calibrationFraction: fraction, alpha: alpha)
+        return Header(name: name, layout: SiteLayout(sites), calibrationFraction: fraction, alpha: alpha, calibrationCount: Int(calibration))
     }
 
-    /// What `header(at:)` reads.
+    /// What `header(of:path:)` reads.
     package struct Header: Sendable {
         package var name: String
         package var layout: SiteLayout
         package var calibrationFraction: Double
         package var alpha: Double
+        /// The held-out traces it holds (a reference's calibration is most of its memory when they are many).
+        package var calibrationCount: Int
     }
 
-    /// Opens a shard file read-only; an unreadable file or one without the shard tables is an error naming it.
-    private static func openShard(_ path: String) throws(StoreError) -> SQLiteConnection {
-        try RegularFile.check(path)
-        let db: SQLiteConnection
-        do { db = try SQLiteConnection(path: path, readOnly: true) } catch {
-            throw StoreError(error.code, "'\(path)' is not a moment shard file: \(error.message)")
-        }
+    /// Checks that the untrusted connection `db` (the file at `path`) holds the shard tables with their
+    /// columns, and that its trace ids and site names are text the protocol takes.
+    static func checkShard(_ db: SQLiteConnection, path: String) throws(StoreError) {
         guard isShard(db) else {
             throw StoreError(.corrupt, "'\(path)' is not a moment shard file (no table moment_shard); write one with `mechwatch reference export --moments` or mechwatch.moments")
         }
+        try UntrustedFile.refuseWAL(db, path: path)
+        try UntrustedFile.checkTables(db, try expectedTables(), path: path)
         // Trace ids and site names as the protocol takes them (1–256 bytes, no NUL: SQLite text would end there,
         // and the checksum would then fail as if the file were damaged).
         for (table, key, column) in [("shard_sites", "position", "name"), ("shard_sample", "row", "trace_id"), ("shard_calibration", "row", "trace_id")] {
-            let bad = try? db.prepare("""
+            let bad = try db.prepare("""
                 SELECT \(key) FROM \(table) WHERE typeof(\(column)) != 'text' OR length(CAST(\(column) AS BLOB)) NOT BETWEEN 1 AND \(maximumTextLength)
                     OR instr(CAST(\(column) AS BLOB), x'00') > 0 LIMIT 1
                 """).firstRow { $0.int(0) }
-            if let row = bad ?? nil {
+            if let row = bad {
                 throw StoreError(.corrupt, "'\(path)': \(table) row \(row): \(column) must be 1–\(maximumTextLength) bytes of text without NUL")
             }
         }
-        return db
+    }
+
+    /// The shard tables with their columns, as `schema` creates them.
+    private static func expectedTables() throws(StoreError) -> [(table: String, columns: [String])] {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute(schema)
+        let names = try db.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+        var tables: [(String, [String])] = []
+        for table in ["moment_shard"] + Self.tables.map(\.0) {
+            try names.bind(.text(table))
+            var columns: [String] = []
+            while try names.step() { columns.append(names.text(0)) }
+            tables.append((table, columns))
+        }
+        return tables
+    }
+
+    /// Refuses a shard whose rows are more, or whose values are longer or shorter, than its sites and
+    /// header imply — by their lengths, before any value is read.
+    private static func checkSizes(_ db: SQLiteConnection, calibration: Int, capacity: Int, path: String) throws(StoreError) {
+        let width = "(SELECT sum(width) FROM shard_sites)"
+        let checks: [(String, String)] = [
+            ("SELECT count(*) FROM shard_sites HAVING count(*) NOT BETWEEN 1 AND 65536 OR count(DISTINCT position) < count(*)",
+             "shard_sites: expected 1–65536 sites, each position once"),
+            ("""
+             SELECT position FROM shard_sites WHERE typeof(width) != 'integer' OR width NOT BETWEEN 1 AND \(maximumWidth)
+                 OR length(mean) IS NOT 8 * width OR length(third) IS NOT 8 * width
+                 OR length(comoment) IS NOT 4 * width * (width + 1) OR length(within) IS NOT 4 * width * (width + 1) LIMIT 1
+             """, "shard_sites: a site's width is out of range, or its moments' sizes do not follow it"),
+            ("""
+             SELECT t.position FROM shard_transitions t LEFT JOIN shard_sites x ON x.position = t.position
+                 LEFT JOIN shard_sites y ON y.position = t.position + 1
+             WHERE y.width IS NULL OR length(t.comoment) IS NOT 8 * x.width * y.width LIMIT 1
+             """, "shard_transitions: a row names no pair of consecutive sites, or its size does not follow their widths"),
+            ("SELECT count(*) FROM shard_transitions HAVING count(*) >= (SELECT count(*) FROM shard_sites) + 1",
+             "shard_transitions: more rows than pairs of sites"),
+            ("""
+             SELECT o.position FROM shard_outputs o LEFT JOIN shard_sites s ON s.position = o.position
+             WHERE s.width IS NULL OR length(o.mean) IS NOT 8 * s.width LIMIT 1
+             """, "shard_outputs: a row names no site, or its mean does not follow the site's width"),
+            ("SELECT count(*) FROM shard_outputs HAVING count(*) > 65536 * (SELECT count(*) FROM shard_sites)",
+             "shard_outputs: more than 65536 outputs per site"),
+            ("SELECT count(*) FROM shard_sample HAVING count(*) > \(capacity)",
+             "shard_sample: more rows than sample_capacity (\(capacity))"),
+            ("SELECT count(*) FROM shard_calibration HAVING count(*) != \(calibration)",
+             "shard_calibration: not as many rows as moment_shard.calibration_count (\(calibration))"),
+            ("SELECT row FROM shard_sample WHERE length(vector) IS NOT 4 * \(width) LIMIT 1",
+             "shard_sample: a row does not hold one float32 trace of the sites' widths"),
+            ("SELECT row FROM shard_calibration WHERE length(vector) IS NOT 4 * \(width) LIMIT 1",
+             "shard_calibration: a row does not hold one float32 trace of the sites' widths"),
+        ]
+        for (sql, message) in checks where try db.prepare(sql).firstRow({ _ in true }) == true {
+            throw StoreError(.corrupt, "'\(path)': \(message)")
+        }
     }
 
     /// A `shard_sites` row's site (columns position, name, width first), checked.
@@ -110,14 +167,9 @@ package enum MomentShardFile {
         return .init(name: name, width: Int(width))
     }
 
-    private static func isShard(_ db: SQLiteConnection) -> Bool {
-        (try? db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'moment_shard'").firstRow { $0.int(0) }) == 1
-    }
-
-    /// Whether the file at `path` is a moment shard file (an SQLite database with a `moment_shard` table).
-    package static func isShard(at path: String) -> Bool {
-        guard (try? RegularFile.check(path)) != nil, let db = try? SQLiteConnection(path: path, readOnly: true) else { return false }
-        return isShard(db)
+    /// Whether `db` is a moment shard file's (it has a `moment_shard` table).
+    static func isShard(_ db: SQLiteConnection) -> Bool {
+        (try? db.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'moment_shard'").firstRow { $0.int(0) }) == 1
     }
 
     /// Writes `shard`, as reference `name`, to a new file at `path` (which must not exist); removes the
@@ -190,8 +242,14 @@ package enum MomentShardFile {
     /// Reads and verifies the moment shard file at `path` (format, checksum, every value's size and
     /// finiteness): its reference's name and the shard.
     package static func read(at path: String) throws(StoreError) -> (name: String, shard: MomentShard) {
+        let db = try UntrustedFile.open(path)
+        try checkShard(db, path: path)
+        return try read(db, path: path)
+    }
+
+    /// Reads and verifies the shard `db` (checked by `checkShard`), the file at `path`.
+    static func read(_ db: SQLiteConnection, path: String) throws(StoreError) -> (name: String, shard: MomentShard) {
         func corrupt(_ what: String) -> StoreError { StoreError(.corrupt, "'\(path)': \(what)") }
-        let db = try openShard(path)
         typealias Header = (format: Int, name: String, fraction: Double, alpha: Double, fit: Int, calibration: Int, capacity: Int, checksum: String)
         let header: Header?
         do {
@@ -203,6 +261,10 @@ package enum MomentShardFile {
         guard let h = header else { throw corrupt("table moment_shard has no row") }
         guard try db.prepare("SELECT count(*) FROM moment_shard").firstRow({ $0.int(0) }) == 1 else { throw corrupt("table moment_shard has more than one row") }
         guard h.format == format else { throw corrupt("moment shard format \(h.format); this mechwatch reads format \(format)") }
+        guard (0...maximumCount).contains(h.calibration), (0...maximumSample).contains(h.capacity) else {
+            throw corrupt("moment_shard.calibration_count and sample_capacity are \(h.calibration), \(h.capacity); expected 0–\(maximumCount) and 0–\(maximumSample)")
+        }
+        try checkSizes(db, calibration: h.calibration, capacity: h.capacity, path: path)  // before the checksum reads any value
         let actual = try checksum(db)
         guard actual == h.checksum else { throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of its moments is \(actual), the file records \(h.checksum)") }
         guard h.fraction > 0, h.fraction < 1 else { throw corrupt("moment_shard.calibration_fraction is \(h.fraction); expected a number in (0, 1)") }

@@ -6,6 +6,10 @@ final class SQLiteConnection {
     let path: String
     /// Prepared statements of the per-trace writes, reused instead of re-parsed for every trace.
     private var cache: [String: Statement] = [:]
+    /// What the progress handler of an untrusted connection asks whether to stop (kept alive with it).
+    private var interrupt: InterruptBox?
+    /// An untrusted connection to the copy of a file that was in WAL mode (`UntrustedFile.refuseWAL`).
+    var wasWAL = false
 
     init(path: String, readOnly: Bool = false) throws(StoreError) {
         var db: OpaquePointer?
@@ -19,6 +23,27 @@ final class SQLiteConnection {
         handle = db
         self.path = path
         sqlite3_extended_result_codes(db, 1)
+    }
+
+    /// Opens the SQLite URI `uri` read-only for a file someone else wrote (`UntrustedFile.open`): hardened
+    /// (no views, triggers or trusted schema), and every statement stops with SQLITE_INTERRUPT once
+    /// `interrupt` is due (checked every 10,000 virtual-machine steps).
+    init(untrusted uri: String, interrupt: Interrupt) throws(StoreError) {
+        var db: OpaquePointer?
+        let rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let db, csqlite_harden_untrusted(db) == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(db)
+            throw StoreError(.cannotOpen, "cannot open '\(uri)': \(message)")
+        }
+        handle = db
+        path = uri
+        sqlite3_extended_result_codes(db, 1)
+        let box = InterruptBox(interrupt)
+        self.interrupt = box
+        sqlite3_progress_handler(db, 10_000, { context in
+            Unmanaged<InterruptBox>.fromOpaque(context!).takeUnretainedValue().interrupt.due ? 1 : 0
+        }, Unmanaged.passUnretained(box).toOpaque())
     }
 
     deinit {
@@ -72,6 +97,12 @@ final class SQLiteConnection {
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     var changes: Int { Int(sqlite3_changes(handle)) }
     var lastMessage: String { String(cString: sqlite3_errmsg(handle)) }
+}
+
+/// An `Interrupt` behind a pointer, for SQLite's progress handler.
+private final class InterruptBox {
+    let interrupt: Interrupt
+    init(_ interrupt: Interrupt) { self.interrupt = interrupt }
 }
 
 /// A prepared statement with 1-based binding and 0-based column access.

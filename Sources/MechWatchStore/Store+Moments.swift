@@ -33,16 +33,12 @@ extension Store {
         return (fitter, skipped)
     }
 
-    /// Creates the active reference `id` called `name` estimated from `shard` (`model`, with local terms
-    /// from `sample`): the reference row, its sites, the shard's calibration traces as its calibration
-    /// traces, the fit count the moments hold, and the model, in one transaction.
-    package func importMoments(_ shard: MomentShard, id: Int64, name: String, model: ReferenceModel, sample: [[Float]]) throws(StoreError) {
+    /// Makes the collecting reference of a moment shard's import (`record`, its calibration traces stored)
+    /// active with `model` (local terms from `sample`) and the fit count the shard's moments hold, in one
+    /// transaction.
+    package func activateImport(_ record: ReferenceRecord, model: ReferenceModel, sample: [[Float]], fitCount: Int) throws(StoreError) {
         try transaction { () throws(StoreError) in
-            try createReference(id: id, name: name, layout: shard.layout, alpha: model.alpha, calibrationFraction: shard.calibrationFraction)
-            try addFitTraces(referenceID: id, batch: TraceBatch(layout: shard.layout, traces: shard.calibration),
-                             heldOut: Array(repeating: true, count: shard.calibration.count))
-            try db.prepare("UPDATE reference_models SET fit_count = ?2 WHERE id = ?1").bind(.integer(id), .integer(Int64(shard.fitCount))).run()
-            guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished while it was imported") }
+            try db.prepare("UPDATE reference_models SET fit_count = ?2 WHERE id = ?1").bind(.integer(record.id), .integer(Int64(fitCount))).run()
             try activate(record, model: model, sample: sample)
         }
     }

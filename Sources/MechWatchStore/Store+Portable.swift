@@ -56,10 +56,10 @@ extension Store {
     /// split goes by trace id, and the moments are replayed from the traces.
     package static func mergeReferenceFiles(_ paths: [String], into path: String, name: String?) throws(StoreError) -> ReferenceRecord {
         precondition(!paths.isEmpty)
-        var sources: [(store: Store, record: ReferenceRecord)] = []
+        var sources: [ReferenceFile] = []
         for p in paths {
-            let file = try openReferenceFile(p)
-            let record = try file.verifiedReference(path: p)
+            let file = try ReferenceFile(path: p)
+            let record = file.record
             guard record.state == .collecting else {
                 throw StoreError(.corrupt, "'\(p)' holds reference '\(record.name)', which is \(record.state.rawValue); only collecting references (exported before finalize) can be merged")
             }
@@ -68,8 +68,9 @@ extension Store {
                     throw StoreError(.corrupt, "'\(p)': reference '\(record.name)' differs from '\(first.name)' of '\(paths[0])' in its sites, widths, calibration fraction or model; only shards of one reference merge")
                 }
             }
-            sources.append((file, record))
+            sources.append(file)
         }
+        try refuseSharedTraces(sources)
         let first = sources[0].record, merged = name ?? first.name
         try writeReferenceFile(at: path, name: merged, id: first.id) { file throws(StoreError) in
             try file.copyReference(from: sources[0].store, sourceID: first.id, state: .collecting, id: first.id, name: merged)
@@ -85,10 +86,38 @@ extension Store {
         return try verifyReferenceFile(at: path)
     }
 
+    /// Refuses files that hold the same trace (id and values): shards of one reference hold disjoint
+    /// traces, and a file merged twice would count its traces twice.
+    private static func refuseSharedTraces(_ files: [ReferenceFile]) throws(StoreError) {
+        var seen: [TraceKey: Int] = [:]
+        for (k, file) in files.enumerated() {
+            let rows = try file.store.db.prepare("SELECT client_id, vector FROM fit_traces WHERE reference_id = ?1")
+            try rows.bind(.integer(file.record.id))
+            while try rows.step() {
+                let key = TraceKey(id: rows.text(0), vector: rows.blob(1))
+                if let earlier = seen[key], earlier != k {
+                    throw StoreError(.corrupt, "'\(file.path)' holds trace '\(key.id)' (same id and values) that '\(files[earlier].path)' holds too; only shards of disjoint traces merge (a file merged twice would count its traces twice)")
+                }
+                seen[key] = k
+            }
+        }
+    }
+
+    private struct TraceKey: Hashable {
+        var id: String
+        var vector: [UInt8]
+    }
+
     /// Creates the reference file at `path` (which must not exist), fills it with `body`, and records its
     /// header and checksum; removes the file if anything fails.
     private static func writeReferenceFile(at path: String, name: String, id: Int64, _ body: (Store) throws(StoreError) -> Void) throws(StoreError) {
-        guard access(path, F_OK) != 0 else { throw StoreError(.cannotOpen, "'\(path)' exists; a reference file is always written new") }
+        // Created exclusively, never through a symbolic link (a dangling one included).
+        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw StoreError(.cannotOpen, errno == EEXIST ? "'\(path)' exists; a reference file is always written new"
+                                                          : "cannot create reference file '\(path)': \(String(cString: strerror(errno)))")
+        }
+        close(fd)
         let file: Store
         do { file = try Store(path: path) } catch { throw StoreError(.cannotOpen, "cannot create reference file '\(path)': \(error.message)") }
         do {
@@ -111,7 +140,7 @@ extension Store {
 
     /// Copies reference `sourceID`'s rows (a reference in `state`) from `source` into this store as
     /// reference `id` called `name`.
-    private func copyReference(from source: Store, sourceID: Int64, state: ReferenceState, id: Int64, name: String) throws(StoreError) {
+    func copyReference(from source: Store, sourceID: Int64, state: ReferenceState, id: Int64, name: String) throws(StoreError) {
         for t in Self.referenceTables(state) {
             try copyRows(of: t.table, key: t.key, filter: t.filter, order: t.order, from: source, sourceID: sourceID, id: id, name: name)
         }
@@ -119,7 +148,7 @@ extension Store {
 
     /// Copies one table's rows of reference `sourceID` from `source`, renumbered to reference `id` called
     /// `name` (fit traces get new row ids).
-    private func copyRows(of table: String, key: String, filter: String, order: String, from source: Store, sourceID: Int64,
+    func copyRows(of table: String, key: String, filter: String, order: String, from source: Store, sourceID: Int64,
                           id: Int64, name: String) throws(StoreError) {
         let columns = try columnNames(of: table)
         let insert = try db.prepare("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
@@ -151,52 +180,24 @@ extension Store {
         return hash.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
-    private static func openReferenceFile(_ path: String) throws(StoreError) -> Store {
-        try RegularFile.check(path)
-        do { return try Store.openExisting(path: path) } catch {
-            throw StoreError(error.code, "'\(path)' is not a reference file of this mechwatch: \(error.message)")
-        }
-    }
-
-    /// Verifies the reference file at `path` (format, schema version, one active reference, checksum) and
-    /// returns its reference as recorded there.
+    /// Verifies the reference file at `path` (`ReferenceFile`) and returns its reference as recorded there.
     package static func verifyReferenceFile(at path: String) throws(StoreError) -> ReferenceRecord {
-        try openReferenceFile(path).verifiedReference(path: path)
+        try ReferenceFile(path: path).record
     }
 
-    private func verifiedReference(path: String) throws(StoreError) -> ReferenceRecord {
-        let header = try? db.prepare("SELECT format, schema_version, reference, checksum FROM reference_file").firstRow {
-            (Int($0.int(0)), Int($0.int(1)), $0.text(2), $0.text(3))
+    /// Copies the reference of `file` into this store as reference `id` called `name` (in the state it has
+    /// there), every chunk at once inside one transaction; the daemon's writer copies a chunk per commit.
+    package func importReference(from file: ReferenceFile, id: Int64, name: String) throws(StoreError) -> ReferenceRecord {
+        let copy = ReferenceCopy(file: file, id: id, name: name)
+        try transaction { () throws(StoreError) in
+            while try !copyChunk(copy, bytes: .max) {}
+            try finishImport(id: id)
         }
-        guard let header = header ?? nil else {
-            throw StoreError(.corrupt, "'\(path)' is a MechWatch database but not a reference file (no reference_file row); export one with `mechwatch reference export`")
-        }
-        guard header.0 == Self.referenceFileFormat, header.1 == Migration.latestVersion else {
-            throw StoreError(.corrupt, "'\(path)' is a reference file of format \(header.0), schema version \(header.1); this mechwatch reads format \(Self.referenceFileFormat), schema version \(Migration.latestVersion)")
-        }
-        let records = try references()
-        guard records.count == 1, let record = records.first, record.name == header.2 else {
-            throw StoreError(.corrupt, "'\(path)' should hold exactly the reference '\(header.2)'; it holds \(records.map { "'\($0.name)' (\($0.state.rawValue))" }.joined(separator: ", "))")
-        }
-        let actual = try checksum(of: record.id)
-        guard actual == header.3 else {
-            throw StoreError(.corrupt, "'\(path)' is damaged: the checksum of reference '\(record.name)' is \(actual), the file records \(header.3)")
-        }
-        return record
-    }
-
-    /// Copies the reference of the reference file at `path` into this store as reference `id` called
-    /// `name` (in the state it has there), verifying the file as it reads it (inside the caller's
-    /// transaction, if any).
-    package func importReference(from path: String, id: Int64, name: String) throws(StoreError) -> ReferenceRecord {
-        let file = try Self.openReferenceFile(path)
-        let source = try file.verifiedReference(path: path)
-        try transaction { () throws(StoreError) in try copyReference(from: file, sourceID: source.id, state: source.state, id: id, name: name) }
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
         return record
     }
 
-    private func columnNames(of table: String) throws(StoreError) -> [String] {
+    func columnNames(of table: String) throws(StoreError) -> [String] {
         let info = try db.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid").bind(.text(table))
         var names: [String] = []
         while try info.step() { names.append(info.text(0)) }

@@ -185,12 +185,26 @@ extension Store {
 
     /// The fitted model of an active reference. A reference finalized by schema version 1 has no
     /// transition statistics; its term calibration is recomputed from its stored calibration traces.
+    /// Rows that do not follow the reference's sites (`ReferenceValidation`), a value that is not finite
+    /// or a variance that is not positive are `corrupt`, never a trap.
     package func model(of reference: ReferenceRecord) throws(StoreError) -> ReferenceModel {
         guard reference.state == .active else {
             throw StoreError(.notFound, "reference '\(reference.name)' is not active")
         }
+        let subject = "reference '\(reference.name)'"
+        try ReferenceValidation.record(db, id: reference.id, subject: subject)
+        try ReferenceValidation.sites(db, reference, subject: subject)
+        try ReferenceValidation.rows(db, reference, subject: subject, traces: false)
         func corrupt(_ what: String, _ error: MathError) -> StoreError {
-            StoreError(.corrupt, "reference '\(reference.name)' \(what): \(error)")
+            StoreError(.corrupt, "\(subject) \(what): \(error)")
+        }
+        /// The float64 values of `bytes`, all finite (and positive if `positive`).
+        func values(_ bytes: [UInt8], _ what: @autoclosure () -> String, positive: Bool = false) throws(StoreError) -> [Double] {
+            let v = Blob.float64(bytes)
+            guard v.allSatisfy({ $0.isFinite && (!positive || $0 > 0) }) else {
+                throw StoreError(.corrupt, "\(subject) \(what()): expected \(positive ? "positive" : "finite") values")
+            }
+            return v
         }
         let stmt = try db.prepare("""
             SELECT name, shrinkage, mean, variances, covariance, output_covariance,
@@ -202,38 +216,43 @@ extension Store {
         var outputCovariances: [[Double]?] = []
         var projections: [SiteProjection?] = []
         while try stmt.step() {
+            let name = stmt.text(0)
             if stmt.isNull(6) {
                 projections.append(nil)
             } else {
-                let rank = Int(stmt.int(6)), mean = Blob.float64(stmt.blob(7)), basis = Blob.float32Values(stmt.blob(8))
-                let eigenvalues = Blob.float64(stmt.blob(9)), variances = Blob.float64(stmt.blob(12))
-                guard eigenvalues.count == rank, mean.count > rank, basis.count == mean.count * rank, variances.count == mean.count else {
-                    throw StoreError(.corrupt, "reference '\(reference.name)' site '\(stmt.text(0))': its subspace's sizes do not match its rank \(rank)")
+                let rank = Int(stmt.int(6)), mean = try values(stmt.blob(7), "site '\(name)' subspace mean"), basis = Blob.float32Values(stmt.blob(8))
+                let eigenvalues = try values(stmt.blob(9), "site '\(name)' eigenvalues", positive: true)
+                let variances = try values(stmt.blob(12), "site '\(name)' variances", positive: true)
+                let residual = stmt.double(10), total = stmt.double(11)
+                guard eigenvalues.count == rank, mean.count > rank, basis.count == mean.count * rank, variances.count == mean.count,
+                      basis.allSatisfy(\.isFinite), residual.isFinite, residual > 0, total.isFinite, total > 0 else {
+                    throw StoreError(.corrupt, "\(subject) site '\(name)': its subspace's sizes do not match its rank \(rank), or its values are not finite and positive")
                 }
-                projections.append(SiteProjection(name: stmt.text(0), mean: mean, basis: basis, eigenvalues: eigenvalues,
-                                                  residualVariance: stmt.double(10), totalVariance: stmt.double(11), variances: variances))
+                projections.append(SiteProjection(name: name, mean: mean, basis: basis, eigenvalues: eigenvalues,
+                                                  residualVariance: residual, totalVariance: total, variances: variances))
             }
+            let mean = try values(stmt.blob(2), "site '\(name)' mean"), variances = try values(stmt.blob(3), "site '\(name)' variances", positive: true)
+            let covariance = try values(stmt.blob(4), "site '\(name)' covariance")
             do {
-                sites.append(try SiteModel(
-                    name: stmt.text(0), count: reference.fitCount, mean: Blob.float64(stmt.blob(2)),
-                    variances: Blob.float64(stmt.blob(3)), covariance: Blob.float64(stmt.blob(4)), shrinkage: stmt.double(1)))
-            } catch { throw corrupt("site '\(stmt.text(0))'", error) }
-            outputCovariances.append(stmt.isNull(5) ? nil : Blob.float64(stmt.blob(5)))
+                sites.append(try SiteModel(name: name, count: reference.fitCount, mean: mean, variances: variances, covariance: covariance,
+                                           shrinkage: stmt.double(1)))
+            } catch { throw corrupt("site '\(name)'", error) }
+            outputCovariances.append(stmt.isNull(5) ? nil : try values(stmt.blob(5), "site '\(name)' output covariance"))
         }
         var transitions: [TransitionModel] = []
         let t = try db.prepare("SELECT position, coefficients, conditional_covariance FROM reference_transitions WHERE reference_id = ?1 ORDER BY position")
         try t.bind(.integer(reference.id))
         while try t.step() {
             let k = Int(t.int(0))
+            let coefficients = try values(t.blob(1), "transition \(k)"), conditional = try values(t.blob(2), "transition \(k)")
             do {
-                transitions.append(try TransitionModel(from: sites[k], to: sites[k + 1], coefficients: Blob.float64(t.blob(1)),
-                                                       conditionalCovariance: Blob.float64(t.blob(2))))
+                transitions.append(try TransitionModel(from: sites[k], to: sites[k + 1], coefficients: coefficients, conditionalCovariance: conditional))
             } catch { throw corrupt("transition \(k)", error) }
         }
         var means = [[Int: [Double]]](repeating: [:], count: sites.count)
         let o = try db.prepare("SELECT position, output, mean FROM reference_outputs WHERE reference_id = ?1")
         try o.bind(.integer(reference.id))
-        while try o.step() { means[Int(o.int(0))][Int(o.int(1))] = Blob.float64(o.blob(2)) }
+        while try o.step() { means[Int(o.int(0))][Int(o.int(1))] = try values(o.blob(2), "output \(o.int(1)) mean") }
         var outputs: [OutputModel] = []
         for (k, covariance) in outputCovariances.enumerated() {
             guard let covariance else { break }
@@ -259,7 +278,11 @@ extension Store {
         } catch { throw corrupt("whitening", error) }
         if let stored, let independence = stored.1, let flat = stored.2 {
             let width = draft.termLayout.terms.count
-            let rows = width == 0 ? [] : stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
+            // (A term value may be NaN: an output term that fell back to the unconditional estimate.)
+            guard width > 0, flat.count == stored.0.count * width, (stored.0 + independence).allSatisfy({ !$0.isNaN }) else {
+                throw StoreError(.corrupt, "\(subject): its calibration holds \(flat.count) term values for \(stored.0.count) traces of \(width) terms, or a NaN score")
+            }
+            let rows = stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
             return draft.calibrated(Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence,
                                                 combination: combination))
         }
@@ -282,7 +305,9 @@ extension Store {
         let width = layout.totalWidth
         while try rows.step() {
             let vector = Blob.float32Values(rows.blob(0))
-            guard vector.count == width else { throw StoreError(.corrupt, "a sample row holds \(vector.count) values; expected \(width)") }
+            guard vector.count == width, vector.allSatisfy(\.isFinite) else {
+                throw StoreError(.corrupt, "a sample row holds \(vector.count) values; expected \(width) finite ones")
+            }
             sample.append(vector)
         }
         do { return try LocalModel(layout: layout, sites: sites, sample: sample, k: k, summed: summed) } catch {
@@ -291,9 +316,11 @@ extension Store {
     }
 
     private func loadReferences(where clause: String, _ value: SQLValue) throws(StoreError) -> [ReferenceRecord] {
+        // An unfinished import is nobody's reference yet (a reference file, which has no such table, never holds one).
+        let finished = isUntrusted ? "" : "\(clause.isEmpty ? "WHERE" : "AND") id NOT IN (SELECT reference_id FROM pending_imports)"
         let stmt = try db.prepare("""
             SELECT id, name, state, alpha, calibration_fraction, created_at, finalized_at, fit_count, calibration_count, scorer, model
-            FROM reference_models \(clause) ORDER BY name
+            FROM reference_models \(clause) \(finished) ORDER BY name
             """)
         if case .null = value { try stmt.bind() } else { try stmt.bind(value) }
         var records: [ReferenceRecord] = []

@@ -10,6 +10,8 @@ import MechWatchCore
 /// Not thread-safe: one owner (the daemon's engine, or a CLI command) uses it at a time.
 package final class Store {
     let db: SQLiteConnection
+    /// A file someone else wrote (`ReferenceFile`), read-only: not the daemon's own store.
+    let isUntrusted: Bool
 
     /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
     /// `busyTimeoutMilliseconds` is how long a write waits for another writer's lock before failing.
@@ -22,6 +24,7 @@ package final class Store {
             close(fd)
         }
         db = try SQLiteConnection(path: path)
+        isUntrusted = false
         sqlite3_busy_timeout(db.handle, Int32(busyTimeoutMilliseconds))
         // A new, empty database frees the pages that retention deletes (incremental_vacuum); this only
         // takes effect before the first table is created.
@@ -32,6 +35,8 @@ package final class Store {
         }
         // FULL: a commit is on disk before the reply that acknowledges it.
         try db.execute("PRAGMA synchronous = FULL")
+        // A log that grew behind a long reader shrinks back to this once a checkpoint completes.
+        try db.execute("PRAGMA journal_size_limit = \(Self.walSizeLimit)")
         try db.migrate()
     }
 
@@ -54,8 +59,14 @@ package final class Store {
         return store
     }
 
-    private init(connection: SQLiteConnection) {
+    private init(connection: SQLiteConnection, untrusted: Bool = false) {
         db = connection
+        isUntrusted = untrusted
+    }
+
+    /// A store over the untrusted connection `db` (`UntrustedFile.open`), to read a reference file.
+    convenience init(untrusted db: SQLiteConnection) {
+        self.init(connection: db, untrusted: true)
     }
 
     /// Runs `body` in one transaction.
@@ -70,6 +81,16 @@ package final class Store {
         try db.execute("BEGIN DEFERRED")
         defer { try? db.execute("COMMIT") }
         return try body()
+    }
+
+    /// The size the write-ahead log is truncated to after a checkpoint that completes (`journal_size_limit`).
+    package static let walSizeLimit = 64 << 20
+
+    /// Copies what it can of the write-ahead log into the database without waiting for readers (a passive
+    /// checkpoint): the frames in the log and how many of them are now in the database. Fewer while a
+    /// reader holds an old snapshot open — the log then only grows. Outside any transaction.
+    package func checkpoint() throws(StoreError) -> (log: Int, checkpointed: Int) {
+        try db.prepare("PRAGMA wal_checkpoint(PASSIVE)").firstRow { (Int($0.int(1)), Int($0.int(2))) } ?? (0, 0)
     }
 
     /// `PRAGMA integrity_check`'s answer: `["ok"]` for a sound database.

@@ -12,6 +12,8 @@ package struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case corrupt = "store_corrupt"
         case constraint = "store_constraint"
         case notFound = "not_found"
+        /// Reading an untrusted file stopped: its deadline passed or its work was cancelled (`Interrupt`).
+        case interrupted = "store_interrupted"
         case sqlite = "store_error"
     }
 
@@ -31,6 +33,7 @@ package struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case SQLITE_CORRUPT, SQLITE_NOTADB: .corrupt
         case SQLITE_CONSTRAINT: .constraint
         case SQLITE_CANTOPEN: .cannotOpen
+        case SQLITE_INTERRUPT: .interrupted
         default: .sqlite
         }
         self.init(code, "SQLite error \(rc): \(message)")

@@ -36,7 +36,7 @@ import Testing
         #expect(verified.name == "mlp" && verified.state == .active && verified.layout == layout)
 
         let other = try Store(path: temporaryDatabase())
-        let imported = try other.importReference(from: file, id: 7, name: "mlp-copy")
+        let imported = try other.importReference(from: try ReferenceFile(path: file), id: 7, name: "mlp-copy")
         #expect(imported.id == 7 && imported.state == .active && imported.calibrationCount == verified.calibrationCount)
         let loaded = try other.model(of: imported)
         #expect(loaded.calibration == model.calibration)
@@ -56,6 +56,14 @@ import Testing
         let raw = try Store(path: file)
         // One value of the local sample changed: the checksum no longer matches.
         try raw.db.execute("UPDATE reference_sample SET vector = zeroblob(length(vector)) WHERE row = 3")
+        // Opened for writing, the file went into WAL mode: refused until it is one file again.
+        do {
+            _ = try Store.verifyReferenceFile(at: file)
+            Issue.record("a file in WAL mode was accepted")
+        } catch {
+            #expect(error.code == .corrupt && error.message.contains("WAL mode"), "\(error.message)")
+        }
+        try raw.db.execute("PRAGMA journal_mode = DELETE")
         do {
             _ = try Store.verifyReferenceFile(at: file)
             Issue.record("a damaged file was accepted")
@@ -63,6 +71,7 @@ import Testing
             #expect(error.code == .corrupt && error.message.contains("damaged"), "\(error.message)")
         }
         try raw.db.execute("UPDATE reference_file SET schema_version = 99")
+        try raw.db.execute("PRAGMA journal_mode = DELETE")
         do {
             _ = try Store.verifyReferenceFile(at: file)
             Issue.record("a file of another schema version was accepted")
@@ -70,12 +79,13 @@ import Testing
             #expect(error.message.contains("schema version 99"), "\(error.message)")
         }
         // A plain database is not a reference file.
+        try store.db.execute("PRAGMA journal_mode = DELETE")
         do {
             _ = try Store.verifyReferenceFile(at: store.db.path)
             Issue.record("a database without reference_file was accepted")
         } catch {
             #expect(error.message.contains("not a reference file"), "\(error.message)")
         }
-        #expect(throws: StoreError.self) { try Store(path: temporaryDatabase()).importReference(from: file, id: 1, name: "x") }
+        #expect(throws: StoreError.self) { try Store(path: temporaryDatabase()).importReference(from: try ReferenceFile(path: file), id: 1, name: "x") }
     }
 }
