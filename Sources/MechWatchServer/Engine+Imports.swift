@@ -12,7 +12,7 @@ extension Engine {
     /// How long reading and copying one file may take.
     static let importTimeLimit = Duration.seconds(1800)
     /// About how many bytes of a file one commit copies.
-    static let importChunkBytes = 8 << 20
+    static let importChunkBytes = 2 << 20
 
     /// Takes the file at `path` (`mechwatch reference export`, `merge`, or a moment shard) as a new reference
     /// called `requested` (default: its name in the file), ordered with the writes before it. `alpha` and

@@ -257,3 +257,23 @@ def test_an_import_cut_short_by_sigkill_is_gone_after_restart(exports, tmp_path)
         thread.join()
     finally:
         d.stop()
+
+
+def test_calibration_traces_count_against_the_budget_before_they_are_read(exports, tmp_path):
+    """A valid shard with 300,000 calibration traces needs ~100 MB to calibrate: under a 64 MB budget it
+    is refused from its header, at once; the file as exported (a few hundred) imports."""
+    files, _, _ = exports
+    many = edited(files["shard.mwshard"], tmp_path / "many.mwshard",
+                  f"INSERT INTO shard_calibration (row, trace_id, output, vector) {ENDLESS.replace('SELECT x + 1 FROM c', 'SELECT x + 1 FROM c WHERE x < 300000')} "
+                  "SELECT 1000000 + x, 'k' || x, output, vector FROM shard_calibration, c WHERE row = 0",
+                  "UPDATE moment_shard SET calibration_count = (SELECT count(*) FROM shard_calibration)")
+    d = Daemon(tmp_path).start("--max-reference-bytes", str(64 << 20))
+    try:
+        message = refused(d, many, code="reference_too_large", contains="calibration traces", name="many", seconds=5)
+        assert "max_reference_bytes" in message
+        with Client(d.socket) as c:
+            assert c.import_reference(files["shard.mwshard"], name="few")["state"] == "active"
+            status = c.status()
+            assert status["memory_bytes"] == sum(r["memory_bytes"] for r in status["references"])
+    finally:
+        d.stop()

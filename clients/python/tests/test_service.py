@@ -2,6 +2,7 @@
 directories, and reports metrics in the Prometheus text format."""
 import os
 import shutil
+import sqlite3
 import signal
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, REPO, Daemon
+from conftest import BINARY, REPO, Daemon, fitted_reference
 
 UNIT = REPO / "packaging" / "mechwatch.service"
 
@@ -110,6 +111,78 @@ def test_the_daemon_rewrites_its_metrics_file(tmp_path):
             assert check.returncode == 0, check.stdout + check.stderr
     finally:
         daemon.stop()
+
+
+def test_planted_links_at_the_metrics_file_are_never_followed(tmp_path):
+    """Issue 20: a symlink planted at `PATH.tmp` (the old temporary name) or at any name beside the file,
+    pointed at the daemon's own database, leaves the database whole: the temporary file is created
+    exclusively under a random name and renamed over PATH (replacing a link there, not following it)."""
+    prom = tmp_path / "textfile" / "mechwatch.prom"
+    prom.parent.mkdir()
+    daemon = Daemon(tmp_path)
+    os.symlink(daemon.database, str(prom) + ".tmp")
+    victim = tmp_path / "victim"
+    victim.write_text("someone else's file")
+    os.symlink(victim, prom)  # a link at PATH itself is replaced, not written through
+    daemon.start("--metrics-textfile", str(prom), "--metrics-interval-s", "1")
+    try:
+        from mechwatch import Client
+        fitted_reference(daemon, seed=4)
+        deadline = time.time() + 10
+        while (prom.is_symlink() or "mechwatch_uptime_seconds" not in prom.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not prom.is_symlink() and "mechwatch_uptime_seconds" in prom.read_text()
+        assert victim.read_text() == "someone else's file"
+        time.sleep(1.5)  # another rewrite or two
+        assert sorted(p.name for p in prom.parent.iterdir()) == ["mechwatch.prom", "mechwatch.prom.tmp"]
+        assert oct(prom.stat().st_mode & 0o777) == "0o644"
+        with Client(daemon.socket) as c:
+            assert c.status()["references"][0]["name"] == "r"
+    finally:
+        daemon.stop()
+    db = sqlite3.connect(daemon.database)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT count(*) FROM reference_models").fetchone()[0] == 1
+    db.close()
+
+
+def test_a_reader_holding_a_snapshot_is_reported_and_the_log_shrinks_after(tmp_path):
+    """Issue 20: a `sqlite3` reader inside BEGIN stops checkpoints; the daemon reports the lag (status,
+    metrics, a warning once the log passes 64 MiB) and the log shrinks back to 64 MiB once it lets go."""
+    import numpy as np
+    from mechwatch import Client
+    daemon = Daemon(tmp_path).start("--log-summary-interval-s", "1")
+    reader = sqlite3.connect(daemon.database, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM reference_models").fetchone()
+        rng = np.random.default_rng(0)
+        with Client(daemon.socket) as c:
+            for k in range(24):  # ~4 MB of fit traces each
+                c.fit_arrays("wide", {"h": rng.normal(size=(500, 2048)).astype(np.float32)}, ids=[f"w{k}-{j}" for j in range(500)])
+            wal = os.path.getsize(daemon.database + "-wal")
+            assert wal > 64 << 20, wal
+            deadline = time.time() + 10
+            while c.status()["checkpoint_lag_frames"] == 0 and time.time() < deadline:
+                time.sleep(0.2)
+            status = c.status()
+            assert status["checkpoint_lag_frames"] > 0 and status["wal_bytes"] > 64 << 20, status
+            prom = subprocess.run([str(BINARY), "status", "--format", "prometheus", "--socket", daemon.socket],
+                                  capture_output=True, text=True, check=True).stdout
+            lag = [line for line in prom.splitlines() if line.startswith("mechwatch_checkpoint_lag_frames ")]
+            assert lag and float(lag[0].split()[1]) > 0, prom
+            reader.execute("COMMIT")
+            deadline = time.time() + 10
+            while c.status()["checkpoint_lag_frames"] > 0 and time.time() < deadline:
+                time.sleep(0.2)
+            assert c.status()["checkpoint_lag_frames"] == 0
+            c.fit_arrays("wide", {"h": rng.normal(size=(1, 2048)).astype(np.float32)}, ids=["last"])  # restarts the log
+            assert os.path.getsize(daemon.database + "-wal") <= 64 << 20
+    finally:
+        reader.close()
+        daemon.stop()
+    log = daemon.log.read_text()
+    assert "cannot be checkpointed" in log and "checkpoints again" in log, log
 
 
 def test_json_log_lines(tmp_path):
