@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 # What `install` builds and installs: release (default) or debug.
 BUILD ?= release
 
-.PHONY: deps build test kill-test flood-test detection fuzz demo bench bench-wide bench-shards fixtures clean install uninstall
+.PHONY: deps build test kill-test flood-test detection fuzz file-fuzz demo bench bench-wide bench-shards fixtures clean install uninstall
 
 # The Debian packages MechWatch builds against (installed if missing; as root).
 deps:
@@ -45,6 +45,7 @@ test: deps
 	python3 scripts/kill_test.py $(BIN)
 	python3 scripts/flood_test.py $(BIN)
 	python3 scripts/sequence_fuzz.py $(BIN) --seconds 60
+	python3 scripts/file_fuzz.py $(BIN) --seconds 45
 	MECHWATCH_BIN=$(BIN) MECHWATCH_REQUIRE_DASK=1 PYTHONPATH=clients/python python3 -m pytest -q -p no:logging clients/python/tests --ignore=clients/python/tests/test_recorder.py
 	MECHWATCH_BIN=$(BIN) MECHWATCH_REQUIRE_TORCH=1 PYTHONPATH=clients/python /usr/bin/python3 -m pytest -q -rs clients/python/tests/test_recorder.py
 
@@ -62,6 +63,11 @@ kill-test: build
 # (a 60 s run is part of `test`). FUZZ_SECONDS=1800 SEED=7 for another run.
 fuzz: build
 	python3 scripts/sequence_fuzz.py $(BIN) --seconds $(or $(FUZZ_SECONDS),600) --seed $(or $(SEED),1)
+
+# Crafted files given to import: a valid export, one table mutated, resealed; specific refusals, a daemon that
+# keeps answering, nothing half-stored (a 45 s run is part of `test`). FUZZ_SECONDS=1800 SEED=7 for another run.
+file-fuzz: build
+	python3 scripts/file_fuzz.py $(BIN) --seconds $(or $(FUZZ_SECONDS),600) --seed $(or $(SEED),1)
 
 # Detection on the eight evaluation sets against kNN, Mahalanobis, class-conditional Mahalanobis and ECOD
 # (also run by `test`, through pytest). SEED=8 draws other digits sets.

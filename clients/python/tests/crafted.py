@@ -25,7 +25,10 @@ def reseal(path):
         if db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'moment_shard'").fetchone()[0]:
             db.execute("UPDATE moment_shard SET checksum = ?", (shard_checksum(db),))
         else:
-            rid, state = db.execute("SELECT id, state FROM reference_models").fetchone()
+            row = db.execute("SELECT id, state FROM reference_models").fetchone()
+            if row is None:  # no reference to seal
+                return
+            rid, state = row
             h = hashlib.sha256()
             for table, key, order in REFERENCE_TABLES:
                 extra = "AND role = 'calibration'" if table == "fit_traces" and state == "active" else ""
@@ -38,9 +41,10 @@ def reseal(path):
         db.close()
 
 
-def edited(base, target, *statements, reseal_it=True):
+def edited(base, target, *statements, reseal_it=True, tolerant=False):
     """A copy of `base` at `target` with `statements` run on it (each a string or (sql, params)), resealed;
-    statements starting with `AFTER ` run after the reseal (a view that never ends would hang the reseal)."""
+    statements starting with `AFTER ` run after the reseal (a view that never ends would hang the reseal).
+    `tolerant`: a file the reseal cannot read (a column renamed away) is left unsealed."""
     shutil.copyfile(base, target)
 
     def run(selected):
@@ -53,7 +57,11 @@ def edited(base, target, *statements, reseal_it=True):
     late = [s for s in statements if isinstance(s, str) and s.startswith("AFTER ")]
     run([s for s in statements if s not in late])
     if reseal_it:
-        reseal(target)
+        try:
+            reseal(target)
+        except sqlite3.Error:
+            if not tolerant:
+                raise
     run(late)
     return str(target)
 
