@@ -56,18 +56,37 @@ def shard_of_partition(path: str, name: str, sites: Sequence[str], calibration_f
     """The moment shard of one Parquet partition; None for a partition without rows."""
     import pyarrow.parquet as pq
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     table = pq.read_table(path, columns=["trace_id", *(["output"] if "output" in pq.read_schema(path).names else []), *sites])
+    if table.column("trace_id").null_count:
+        raise ValueError(f"{path}: trace_id is null in {table.column('trace_id').null_count} rows; every trace needs an id")
     ids = table.column("trace_id").to_pylist()
     if not ids:
         return None
-    outputs = table.column("output").to_pylist() if "output" in table.column_names else None
+    outputs = None
+    if "output" in table.column_names:
+        column = table.column("output")
+        outputs = column.to_pylist()
+        if not pa.types.is_integer(column.type):
+            # pandas writes nullable integers as floats: whole numbers are taken, anything else refused.
+            if not all(o is None or (isinstance(o, float) and o.is_integer()) for o in outputs):
+                raise ValueError(f"{path}: output holds {column.type} values that are not whole numbers; expected integer outputs")
+            outputs = [None if o is None else int(o) for o in outputs]
     arrays: Dict[str, np.ndarray] = {}
     for site in sites:
         column = table.column(site).combine_chunks()
+        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type)):
+            raise ValueError(f"{path}: site column {site!r} is {column.type}; expected a list of floats per trace")
+        if column.null_count:
+            raise ValueError(f"{path}: site column {site!r} is null in {column.null_count} rows; every trace needs every site")
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        if lengths.min() != lengths.max() or lengths.min() == 0:
+            raise ValueError(f"{path}: site column {site!r} holds vectors of widths {lengths.min()}–{lengths.max()}; "
+                             "expected one width for every trace")
         values = column.flatten().to_numpy(zero_copy_only=False)
-        if values.size % len(ids):
-            raise ValueError(f"{path}: site column {site!r} does not hold one vector of equal width per trace")
-        arrays[site] = values.reshape(len(ids), -1)
+        arrays[site] = values.reshape(len(ids), int(lengths[0]))
     return MomentShard.from_arrays(name, arrays, ids, outputs, calibration_fraction=calibration_fraction, alpha=alpha,
                                    sample_size=sample_size)
 

@@ -96,3 +96,30 @@ def test_dask_fit_command_writes_and_imports_a_shard(tmp_path):
         assert again.returncode != 0 and "exists" in again.stderr
     finally:
         daemon.stop()
+
+
+def test_partitions_that_do_not_hold_one_trace_per_row_are_refused(tmp_path):
+    """Issue 20: ragged rows, null rows, null ids and fractional outputs are refused, naming the column,
+    instead of being reshaped or converted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mechwatch.dask_fit import shard_of_partition
+
+    def partition(name, **columns):
+        path = str(tmp_path / f"{name}.parquet")
+        pq.write_table(pa.table(columns), path)
+        return path
+
+    ids = pa.array(["a", "b", "c", "d"])
+    cases = {
+        "ragged": (partition("ragged", trace_id=ids, h=pa.array([[1.0] * 3, [1.0] * 5, [1.0] * 3, [1.0] * 5])), "widths 3–5"),
+        "null row": (partition("null", trace_id=ids, h=pa.array([[1.0, 2.0], None, [1.0, 2.0], [3.0, 4.0]])), "null in 1 rows"),
+        "null id": (partition("noid", trace_id=pa.array(["a", None, "c", "d"]), h=pa.array([[1.0]] * 4)), "trace_id is null"),
+        "fractional output": (partition("output", trace_id=ids, output=pa.array([1.7, 1.0, 2.0, None]), h=pa.array([[1.0]] * 4)),
+                              "not whole numbers"),
+    }
+    for what, (path, message) in cases.items():
+        with pytest.raises(ValueError, match=message):
+            shard_of_partition(path, "r", ["h"], calibration_fraction=0.2, alpha=0.05, sample_size=10)
+    whole = partition("whole", trace_id=ids, output=pa.array([1.0, 2.0, None, 0.0]), h=pa.array([[1.0], [2.0], [3.0], [4.0]]))
+    assert shard_of_partition(whole, "r", ["h"], calibration_fraction=0.2, alpha=0.05, sample_size=10) is not None
