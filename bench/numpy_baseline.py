@@ -6,7 +6,7 @@ Usage: bench/numpy_baseline.py DIR   (DIR as left by `mechwatch bench --keep DIR
 Loads the reference `mechwatch bench` fitted (from DIR/bench.db, with Python's sqlite3), the probe batch
 it scored (DIR/probes.*), and computes every term of the surprise account (the local terms by brute-force
 nearest neighbours over the stored sample), the calibrated term probabilities, the mechanism combination
-(Fisher over every term, or the two calibrated families) and the three scorers' p-values, exactly as
+(Fisher over every term, or the two calibrated families, guarded by the transition family) and the three scorers' p-values, exactly as
 documented in the README ("Scoring"), with numpy only: whitening by the inverse Cholesky factor as a
 matrix product. A subspace reference (`model = 'subspace'`) is scored as documented too: each projected
 site's coordinates `Uᵀ(x − μ)` and residual `(x − μ) − U z` in float32 (as the daemon computes them, so
@@ -36,9 +36,9 @@ class Reference:
     """A finalized reference as stored (see migrations/), with precomputed inverse factors."""
 
     def __init__(self, db, name="bench"):
-        ref_id, alpha, scorer, maha, indep, terms, self.local_k, self.combination, model = db.execute(
-            "SELECT id, alpha, scorer, calibration_scores, calibration_independence, calibration_terms, local_k, combination, model "
-            "FROM reference_models WHERE name = ?", (name,)).fetchone()
+        ref_id, alpha, scorer, maha, indep, terms, self.local_k, self.combination, model, self.transition_weight = db.execute(
+            "SELECT id, alpha, scorer, calibration_scores, calibration_independence, calibration_terms, local_k, combination, model, "
+            "transition_weight FROM reference_models WHERE name = ?", (name,)).fetchone()
         self.subspace = model == "subspace"
         self.full_widths = [w for (w,) in db.execute("SELECT width FROM reference_sites WHERE reference_id = ? ORDER BY position", (ref_id,))]
         self.full_offsets = np.cumsum([0] + self.full_widths)[:-1]
@@ -121,6 +121,20 @@ class Reference:
                 final -= 2 * np.log(tail_p(stat, srt, sc, False, exclude_self=True))
                 self.families.append((members, srt, sc))
             loo = final
+            if self.transition_weight is not None:
+                # Guarded by the transition family: -log min(p_families, weight * p_transitions) (migration 009).
+                srt = np.sort(final)
+                self.guard = (srt, tail_scale(srt, False))
+                loo = -np.log(tail_p(final, srt, self.guard[1], False, exclude_self=True))
+                members = [j for j, k in enumerate(self.kinds) if k in ("transition", "dependence")]
+                if members:
+                    stat = -2 * np.log(loo_p[:, members]).sum(1)
+                    tsrt = np.sort(stat)
+                    self.transition_family = (members, tsrt, tail_scale(tsrt, False))
+                    pt = tail_p(stat, tsrt, self.transition_family[2], False, exclude_self=True)
+                    loo = np.maximum(loo, -np.log(np.minimum(1, self.transition_weight * pt)))
+                else:
+                    self.transition_family = None
         else:
             loo = -2 * np.log(loo_p).sum(1)
         self.cal_mechanism = np.sort(loo)
@@ -228,6 +242,12 @@ class Reference:
             mechanism = np.zeros(len(t))
             for members, srt, sc in self.families:
                 mechanism -= 2 * np.log(tail_p(-2 * np.log(p[:, members]).sum(1), srt, sc, False, exclude_self=False))
+            if self.transition_weight is not None:
+                mechanism = -np.log(tail_p(mechanism, *self.guard, False, exclude_self=False))
+                if self.transition_family is not None:
+                    members, tsrt, tsc = self.transition_family
+                    pt = tail_p(-2 * np.log(p[:, members]).sum(1), tsrt, tsc, False, exclude_self=False)
+                    mechanism = np.maximum(mechanism, -np.log(np.minimum(1, self.transition_weight * pt)))
         else:
             mechanism = -2 * np.log(p).sum(1)
         stats = {"mahalanobis": self.last_maha.sum(1), "independence": t[:, 0:3 * len(self.sites):3].sum(1), "mechanism": mechanism}

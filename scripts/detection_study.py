@@ -50,6 +50,7 @@ import pathlib
 import sys
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
 from scipy.stats import chi2, rankdata, skew
 from sklearn.covariance import ledoit_wolf
 
@@ -446,6 +447,13 @@ def baselines(st):
     rows = {}
     rows["kNN concat std K=5"] = {g: st.knn_cat(g, 5) for g in ("cal", "test")}
     rows["LW Mahalanobis sum"] = {g: sum(m.maha(x) for m, x in zip(st.gauss, getattr(st, g).sites)) for g in ("cal", "test")}
+    # Ledoit-Wolf Mahalanobis on all sites concatenated: sees every cross-site relation a Gaussian can hold
+    lw = LedoitWolf().fit(np.hstack(est.sites))
+
+    def concat_maha(sites):
+        z = np.hstack(sites) - lw.location_
+        return np.einsum("ij,jk,ik->i", z, lw.precision_, z)
+    rows["LW Mahalanobis concat"] = {g: concat_maha(getattr(st, g).sites) for g in ("cal", "test")}
     rows["Lee class-cond sum"] = {g: sum(o.nearest(x) for o, x in zip(st.outg, getattr(st, g).sites)) for g in ("cal", "test")}
     rows["Lee class-cond last"] = {g: st.outg[-1].nearest(getattr(st, g).sites[-1]) for g in ("cal", "test")}
     # ECOD on all coordinates, fitted on the estimation traces; each query counted in its own ECDF (pyod)
@@ -647,6 +655,7 @@ def family_definitions(n_sites):
         "O": output,
         "M": ["maha.sum"],
         "T": [f"trans.{p}" for p in pairs],
+        "TD": [f"{t}.{p}" for p in pairs for t in ("trans", "dependence")],  # the daemon's transition family
         "Tr": [f"transr.{p}" for p in pairs],
         # robust variants (family_terms): the independence/interaction terms on the LW covariance's diagonal
         "GxLW": [f"{t}.{s}" for s in h for t in ("indeplw", "joint", "interactionlw")] + output,
@@ -686,7 +695,7 @@ FAMILY_COMBOS = ["G", "Gr", "Gj", "Gx", "GxLW", "L", "W", "M",
                  "G+L", "Gr+L", "Gj+L", "G+L+O", "Gr+L+O", "G+M", "G+M+L", "M+L", "M+L+O", "L+O",
                  "G+M+L+O", "Gx+L", "Gx+M+L", "Gr+M+L", "G+Tr+L",
                  "GxLW+W", "GxLW+Wcs", "GxLW+W+O", "Gx+W", "GLW+W", "G+W", "Gr+W", "Gj+W", "GxLW+Ls+R", "GxLW+Ls",
-                 "M+W", "GxLW+M+W"]
+                 "M+W", "GxLW+M+W", "GxLW+TD+W", "GxLW+T+W", "TD"]
 FAMILY_RULES = ("bonf", "cauchy", "fisher")
 
 

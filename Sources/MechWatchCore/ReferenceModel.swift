@@ -50,9 +50,9 @@ package struct ReferenceModel: Sendable {
     }
 
     /// The model calibrated on the calibration traces' accounts: with local terms the mechanism scorer
-    /// combines families, without them Fisher over every term (`Combination`).
+    /// combines families guarded by the transitions, without them Fisher over every term (`Combination`).
     package func calibrated(on accounts: AccountBatch) -> ReferenceModel {
-        calibrated(Calibration(accounts: accounts, combination: local == nil ? .fisher : .families))
+        calibrated(Calibration(accounts: accounts, combination: local == nil ? .fisher : .guarded))
     }
 
     /// The precomputed whitening that scores batches.

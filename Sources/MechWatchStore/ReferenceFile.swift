@@ -18,7 +18,8 @@ package final class ReferenceFile: @unchecked Sendable {
     package let sampleCount: Int
     let store: Store
 
-    /// The oldest schema version whose reference tables this mechwatch reads (8 added a table of its own).
+    /// The oldest schema version whose reference tables this mechwatch reads (8 added a table of the
+    /// daemon's own; 9 a column whose absence means its default).
     package static let oldestSchemaVersion = 7
 
     /// Opens, verifies and validates the reference file at `path` (see the type); `scratch` and
@@ -88,10 +89,11 @@ package final class ReferenceFile: @unchecked Sendable {
         return fitter
     }
 
-    /// The tables a reference file's reader relies on, with the columns this mechwatch copies.
+    /// The tables a reference file's reader relies on, with the columns every file since
+    /// `oldestSchemaVersion` has (a column added later is copied where present, else takes its default).
     private static func expectedTables() throws(StoreError) -> [(table: String, columns: [String])] {
         let schema = try SQLiteConnection(path: ":memory:")
-        try schema.migrate()
+        try schema.migrate(Migration.all.filter { $0.version <= oldestSchemaVersion })
         let names = try schema.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
         var tables: [(String, [String])] = [("reference_file", ["format", "schema_version", "reference", "exported_at", "checksum"])]
         for table in ["reference_models", "reference_sites", "reference_transitions", "reference_outputs", "reference_sample", "fit_traces"] {

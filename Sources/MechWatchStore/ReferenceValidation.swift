@@ -18,7 +18,9 @@ enum ReferenceValidation {
     /// The reference's own row: each setting in its range.
     static func record(_ db: SQLiteConnection, id: Int64, subject: String) throws(StoreError) {
         let scorers = Scorer.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        let combinations = Combination.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let combinations = Set(Combination.allCases.map(\.storedName)).sorted().map { "'\($0)'" }.joined(separator: ", ")
+        let guarded = try db.hasColumn("reference_models", "transition_weight")
+            ? "AND (transition_weight IS NULL OR (transition_weight = \(TermCalibration.transitionWeight) AND combination = 'families'))" : ""
         try refuse(db, id: id, subject: subject, [
             ("""
              SELECT 1 FROM reference_models WHERE id = ?1 AND NOT (state IN ('collecting', 'active') AND model IN ('full', 'subspace')
@@ -29,9 +31,9 @@ enum ReferenceValidation {
                  AND (local_k IS NULL OR (typeof(local_k) = 'integer' AND local_k BETWEEN 1 AND 1024))
                  AND (retention_days IS NULL OR (typeof(retention_days) IN ('integer', 'real') AND retention_days > 0))
                  AND (retention_flagged_days IS NULL OR (typeof(retention_flagged_days) IN ('integer', 'real') AND retention_flagged_days > 0))
-                 AND (max_events IS NULL OR (typeof(max_events) = 'integer' AND max_events > 0)))
+                 AND (max_events IS NULL OR (typeof(max_events) = 'integer' AND max_events > 0)) \(guarded))
              """, { _ in
-                 "reference_models: a setting out of range (state, model, alpha and calibration_fraction in (0, 1), counts ≥ 0, scorer, combination, local_k 1–1024, retention > 0)"
+                 "reference_models: a setting out of range (state, model, alpha and calibration_fraction in (0, 1), counts ≥ 0, scorer, combination, local_k 1–1024, retention > 0, transition_weight \(TermCalibration.transitionWeight) with families)"
              }),
         ])
     }

@@ -94,6 +94,11 @@ final class SQLiteConnection {
         }
     }
 
+    /// Whether `table` has a column called `column` (a file of an older schema version may not).
+    func hasColumn(_ table: String, _ column: String) throws(StoreError) -> Bool {
+        try prepare("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2").bind(.text(table), .text(column)).firstRow { $0.int(0) } == 1
+    }
+
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     var changes: Int { Int(sqlite3_changes(handle)) }
     var lastMessage: String { String(cString: sqlite3_errmsg(handle)) }

@@ -29,7 +29,8 @@ package final class ReferenceCopy: @unchecked Sendable {
     fileprivate func next(into store: Store) throws(StoreError) -> (table: String, columns: [String], values: [SQLValue], bytes: Int)? {
         let t = tables[table]
         if rows == nil {
-            let columns = try store.columnNames(of: t.table)
+            let present = Set(try file.store.columnNames(of: t.table))  // a file of an older schema lacks newer columns
+            let columns = try store.columnNames(of: t.table).filter(present.contains)
             let statement = try file.store.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)")
             try statement.bind(.integer(file.record.id))
             rows = (statement, columns)

@@ -150,7 +150,8 @@ extension Store {
     /// `name` (fit traces get new row ids).
     func copyRows(of table: String, key: String, filter: String, order: String, from source: Store, sourceID: Int64,
                           id: Int64, name: String) throws(StoreError) {
-        let columns = try columnNames(of: table)
+        let present = Set(try source.columnNames(of: table))  // a file of an older schema lacks newer columns
+        let columns = try columnNames(of: table).filter(present.contains)
         let insert = try db.prepare("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
         let rows = try source.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(table) WHERE \(key) = ?1 \(filter) ORDER BY \(order)")
             .bind(.integer(sourceID))

@@ -168,9 +168,13 @@ extension Store {
                 }
                 try db.prepare("UPDATE reference_models SET local_k = ?2 WHERE id = ?1").bind(.integer(reference.id), .integer(Int64(local.k))).run()
             }
-            try db.prepare("UPDATE reference_models SET combination = ?2, retention_days = ?3, retention_flagged_days = ?4, max_events = ?5 WHERE id = ?1")
-                .bind(.integer(reference.id), .text(model.calibration.terms.combination.rawValue), .optional(retention.days),
-                      .optional(retention.flaggedDays), .optional(retention.maximumEvents)).run()
+            let combination = model.calibration.terms.combination
+            try db.prepare("""
+                UPDATE reference_models SET combination = ?2, retention_days = ?3, retention_flagged_days = ?4, max_events = ?5,
+                    transition_weight = ?6 WHERE id = ?1
+                """).bind(.integer(reference.id), .text(combination.storedName), .optional(retention.days),
+                          .optional(retention.flaggedDays), .optional(retention.maximumEvents),
+                          .optional(combination == .guarded ? TermCalibration.transitionWeight : nil)).run()
             let c = model.calibration
             try db.prepare("""
                 UPDATE reference_models SET state = 'active', alpha = ?2, scorer = ?3, calibration_scores = ?4,
@@ -265,10 +269,12 @@ extension Store {
         do { local = try localModel(of: reference, layout: projection?.innerLayout ?? reference.layout, sites: sites, summed: projection != nil) } catch {
             throw StoreError(.corrupt, "reference '\(reference.name)' local sample: \(error.message)")
         }
-        let stored = try db.prepare("SELECT calibration_scores, calibration_independence, calibration_terms, combination FROM reference_models WHERE id = ?1")
-            .bind(.integer(reference.id)).firstRow { s in
+        let weight = try db.hasColumn("reference_models", "transition_weight") ? "transition_weight" : "NULL"
+        let stored = try db.prepare("""
+            SELECT calibration_scores, calibration_independence, calibration_terms, combination, \(weight) FROM reference_models WHERE id = ?1
+            """).bind(.integer(reference.id)).firstRow { s in
                 (Blob.float64(s.blob(0)), s.isNull(1) ? nil : Blob.float64(s.blob(1)), s.isNull(2) ? nil : Blob.float64(s.blob(2)),
-                 Combination(rawValue: s.text(3)) ?? .fisher)
+                 Combination(stored: s.text(3), guarded: !s.isNull(4)))
             }
         let combination = stored?.3 ?? .fisher
         let draft: ReferenceModel
@@ -340,6 +346,18 @@ extension Store {
             records[i].layout = SiteLayout(layout)
         }
         return records
+    }
+}
+
+extension Combination {
+    /// The name the store keeps in `reference_models.combination` (`guarded` is `families` with a
+    /// `transition_weight`, migration 009).
+    var storedName: String { self == .guarded ? Combination.families.rawValue : rawValue }
+
+    /// The combination stored as `name`, guarded when a `transition_weight` is stored (`fisher` if unknown).
+    init(stored name: String, guarded: Bool) {
+        let base = Combination(rawValue: name) ?? .fisher
+        self = base == .families && guarded ? .guarded : base
     }
 }
 

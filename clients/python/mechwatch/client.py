@@ -1,6 +1,5 @@
 """A protocol-v1 client over the daemon's Unix socket: JSON lines pipelined in batches (`fit`, `score`), or
 binary frames carrying whole numpy batches (`fit_arrays`, `score_arrays`)."""
-import itertools
 import json
 import os
 import socket
@@ -39,6 +38,21 @@ DTYPES = {"f16": "<f2", "f32": "<f4", "f64": "<f8"}
 MAX_FRAME_BYTES = 32 << 20
 
 
+def content_ids(layout, rows, outputs=None):
+    """Default trace ids: `h-` and 20 hex digits of the SHA-256 of the trace's layout, its values rounded to
+    float32 (as the daemon stores them) and its output. The same traces get the same ids in every process
+    and run, so the daemon's calibration split (a hash of the id) — and every score — is reproducible;
+    identical traces share an id (and a side of the split), which the daemon allows."""
+    import hashlib
+    head = json.dumps(layout).encode()
+    values = np.ascontiguousarray(np.asarray(rows), dtype="<f4")
+    ids = []
+    for j in range(len(values)):
+        output = b"" if outputs is None or outputs[j] is None else b"o" + str(int(outputs[j])).encode()
+        ids.append("h-" + hashlib.sha256(head + values[j].tobytes() + output).hexdigest()[:20])
+    return ids
+
+
 class Client:
     """Talks to one daemon. Connects on first use (and again after a dropped connection), checks the
     protocol version with `hello`, and pipelines batches of `batch_size` requests per round trip.
@@ -54,7 +68,6 @@ class Client:
         self.server_version = None
         self._sock = None
         self._buffer = b""
-        self._ids = itertools.count()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -231,10 +244,10 @@ class Client:
         for name, values in (("outputs", outputs), ("ids", ids)):
             if values is not None and len(values) != n:
                 raise ValueError(f"{name}: has {len(values)} entries for {n} traces")
-        if ids is None:
-            ids = [f"py-{os.getpid()}-{next(self._ids)}" for _ in range(n)]
         layout = [[name, a.shape[1]] for name, a in arrays.items()]
         rows = np.concatenate(list(arrays.values()), axis=1).astype(DTYPES[dtype], copy=False)
+        if ids is None:
+            ids = content_ids(layout, rows, outputs)
         # Frames stay well under the daemon's default max_payload_bytes (64 MiB).
         chunk = max(1, min(chunk, MAX_FRAME_BYTES // max(1, rows.shape[1] * rows.itemsize)))
 
@@ -289,7 +302,9 @@ class Client:
         else:
             sites, meta = trace, None
         if id is None:
-            id = f"py-{os.getpid()}-{next(self._ids)}"
+            id = content_ids([[str(name), len(v)] for name, v in sites.items()],
+                             np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in sites.values()])[None, :],
+                             None if output is None else [output])[0]
         body = ",".join(f"{json.dumps(str(name))}:{_vector(name, v)}" for name, v in sites.items())
         parts = [f'"op":"{op}"', f'"reference":{json.dumps(reference)}', f'"id":{json.dumps(str(id))}',
                  f'"sites":{{{body}}}']

@@ -75,3 +75,36 @@ def test_connection_errors_are_clear(tmp_path, daemon):
         client.status()
     daemon.start()
     assert client.status()["ok"]  # reconnects after the daemon comes back
+
+
+def test_the_same_arrays_fitted_from_two_processes_give_the_same_scores(tmp_path):
+    """Issue 21: default ids hash the trace, not the process: two processes fitting the same arrays into
+    two daemons store the same calibration split, and every score and flag agrees."""
+    import subprocess
+    import sys
+    import textwrap
+    from conftest import Daemon
+    script = textwrap.dedent("""
+        import sys, json, numpy as np
+        from mechwatch import Client
+        rng = np.random.default_rng(3)
+        fit = {"h1": rng.normal(size=(1200, 6)), "h2": rng.normal(size=(1200, 4))}
+        probe = {"h1": rng.normal(size=(300, 6)) * 1.3, "h2": rng.normal(size=(300, 4))}
+        with Client(sys.argv[1]) as c:
+            c.fit_arrays("r", fit)
+            reply = c.finalize("r")
+            scored = c.score_arrays("r", probe)
+        print(json.dumps([reply.calibration_traces, [[r.score, r.p, r.flagged] for r in scored]]))
+    """)
+    outputs = []
+    for k in range(2):
+        (tmp_path / str(k)).mkdir()
+        d = Daemon(tmp_path / str(k)).start()
+        try:
+            run = subprocess.run([sys.executable, "-c", script, d.socket], capture_output=True, text=True, timeout=120,
+                                 env={**__import__("os").environ})
+            assert run.returncode == 0, run.stderr
+            outputs.append(run.stdout)
+        finally:
+            d.stop()
+    assert outputs[0] == outputs[1]
