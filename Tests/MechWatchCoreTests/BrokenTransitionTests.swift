@@ -4,6 +4,9 @@ import Testing
 
 /// A transition broken while each site alone stays plausible is seen, even when each site's own
 /// covariance is isotropic (Ledoit–Wolf intensity 1), which used to zero the regression.
+/// Options: the core fitter without a local sample, so the `fisher` combination over every term; the
+/// shipped default (a local sample, the `guarded` combination) is tested through `mechwatch serve` in
+/// `clients/python/tests/test_mechanism_defaults.py`.
 @Suite struct BrokenTransitionTests {
     @Test func isotropicSitesKeepTheirDependence() throws {
         var state: UInt64 = 42
