@@ -31,7 +31,7 @@ struct CoreFixture: Decodable {
         let whitened: [Double], standardised: [Double]
     }
     struct Families: Decodable {
-        let calibration: [[Double?]], queries: [[Double]], expected: [[Double]]
+        let calibration: [[Double?]], queries: [[Double]], expected: [[Double]], guarded: [[Double]]
     }
     struct Drift: Decodable {
         let beta_binomial: [[Double]]

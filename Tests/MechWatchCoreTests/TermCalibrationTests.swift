@@ -71,6 +71,20 @@ import Testing
         let broken = c.tailProbabilities(f.queries[4])
         #expect(broken[6] < 0.05)
     }
+
+    @Test func guardedMatchesABruteForceNumpyComputation() throws {
+        let f = try CoreFixture.load().families
+        let layout = TermLayout(sites: ["a", "b"], transitions: true, outputs: true, local: true)
+        let c = TermCalibration(layout: layout, values: f.calibration.map { $0.map { $0 ?? .nan } }, combination: .guarded)
+        for (query, expected) in zip(f.queries, f.guarded) {
+            let p = c.tailProbabilities(query)
+            let (statistic, pValue) = p.withUnsafeBufferPointer { c.mechanism(termP: $0) }
+            #expect(close(statistic, expected[0], rtol: 1e-9) && close(pValue, expected[1], rtol: 1e-9), "\(statistic) \(pValue) vs \(expected)")
+        }
+        // The broken transition (query 4), unseen by `families`, decides here.
+        let p = c.tailProbabilities(f.queries[4])
+        #expect(p.withUnsafeBufferPointer { c.mechanism(termP: $0) }.p < 1e-5)
+    }
 }
 
 #if canImport(Glibc)

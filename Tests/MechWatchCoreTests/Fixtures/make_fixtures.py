@@ -171,6 +171,25 @@ for row in query_terms:
                for f, fam in enumerate((gaussian_family, local_family)))
     families_expected.append([stat, tail_p(stat, final_sorted, final_scale, False, False)])
 
+# The 'guarded' combination (issue 21): the families statistic's tail probability p_f (leave-one-out for
+# calibration traces), the transition family's (a->b transition and dependence: Fisher, then its tail
+# probability) p_t, the statistic -log min(p_f, 10 p_t), and its tail probability.
+transition_family, weight = [6, 7], 10.0
+t_stats = [-2 * sum(np.log(p[j]) for j in transition_family) for p in cal_p]
+t_sorted = np.sort(t_stats)
+t_scale = tail_scale(t_sorted, False)
+guarded_cal = [max(-np.log(tail_p(finals[i], final_sorted, final_scale, False, True)),
+                   -np.log(min(1.0, weight * tail_p(t_stats[i], t_sorted, t_scale, False, True)))) for i in range(len(cal_terms))]
+guarded_sorted = np.sort(guarded_cal)
+guarded_scale = tail_scale(guarded_sorted, False)
+guarded_expected = []
+for row, (stat, _) in zip(query_terms, families_expected):
+    p = term_ps(row, False)
+    t = -2 * sum(np.log(p[j]) for j in transition_family)
+    g = max(-np.log(tail_p(stat, final_sorted, final_scale, False, False)),
+            -np.log(min(1.0, weight * tail_p(t, t_sorted, t_scale, False, False))))
+    guarded_expected.append([g, tail_p(g, guarded_sorted, guarded_scale, False, False)])
+
 # Drift tests: the Beta-binomial upper tail P(X >= k) and the two-sample Kolmogorov-Smirnov test (scipy).
 from scipy.stats import betabinom, ks_2samp, kstwobign
 
@@ -192,7 +211,7 @@ out = {
     "drift": {"beta_binomial": beta_binomial_cases,
               "tied_a": tied_a.tolist(), "tied_b": tied_b.tolist(), "tied": [float(tied_d), float(tied_p)]},
     "families": {"calibration": [[None if np.isnan(v) else v for v in r] for r in cal_terms.tolist()],
-                 "queries": query_terms.tolist(), "expected": families_expected},
+                 "queries": query_terms.tolist(), "expected": families_expected, "guarded": guarded_expected},
     "conformal": {"calibration": cal.tolist(), "queries": queries.tolist(), "p_values": [float(p) for p in pvals]},
     "transition": {
         "fit_x": x.tolist(), "fit_y": y.tolist(), "fit_outputs": labels.tolist(),
