@@ -5,7 +5,8 @@ checksum as the daemon does, import it, and check.
 Mutations, one per file: delete or duplicate a row; a blob truncated, extended, zeroed, replaced by a
 20 MB zeroblob, NULL, text, or with NaN/Inf/huge written at a random aligned offset; an integer or real
 set to -1, 0, 2^62, 1e308, NULL or text; a text set empty, 300 bytes long or with a NUL; a column renamed
-away; the table replaced by a view that never ends (not resealed: the view is made after); an extra table.
+away; a column added (stored, or generated as a 50 MB zeroblob); the table replaced by a view that never
+ends (not resealed: the view is made after); an extra table.
 Check constraints are off while editing, so values the schema forbids get in too.
 
 Invariants (a failure names the seed, the iteration and the mutation):
@@ -169,7 +170,7 @@ def mutate(path, rng):
     pre = ["PRAGMA ignore_check_constraints = ON", "PRAGMA foreign_keys = OFF"]
     where = f"rowid = {rng.choice(rows)}" if rows else "0" if has_rowid else \
         f"{columns[0][0]} = (SELECT {columns[0][0]} FROM {table} ORDER BY random() LIMIT 1)"
-    kind = rng.choice(["delete", "duplicate", "blob", "number", "text", "rename", "view", "extra"])
+    kind = rng.choice(["delete", "duplicate", "blob", "number", "text", "rename", "view", "extra", "column"])
     if kind == "delete":
         return f"delete:{table}", pre + [f"DELETE FROM {table} WHERE {where}"], untouched
     if kind == "duplicate":
@@ -182,6 +183,10 @@ def mutate(path, rng):
         return f"view:{table}", [f"AFTER ALTER TABLE {table} RENAME TO moved",
                                  f"AFTER CREATE VIEW {table} AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                                  "SELECT moved.* FROM moved, c"], False
+    if kind == "column":  # a stored column the daemon does not write, or a generated one no table has
+        if rng.random() < 0.5:
+            return f"column:{table}", [f"ALTER TABLE {table} ADD COLUMN extra BLOB", f"UPDATE {table} SET extra = zeroblob(100000)"], False
+        return f"column generated:{table}", [f"AFTER ALTER TABLE {table} ADD COLUMN extra BLOB AS (zeroblob(50000000)) VIRTUAL"], False
     if kind == "extra":
         return "extra table", ["CREATE TABLE extra (x BLOB)", "INSERT INTO extra VALUES (zeroblob(1000))"], True
     typed = [c for c, t in columns if (t.upper() == "BLOB") == (kind == "blob") and (t.upper() == "TEXT") == (kind == "text")]

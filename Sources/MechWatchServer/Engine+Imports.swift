@@ -133,6 +133,8 @@ extension Engine {
         switch error.code {
         case .corrupt, .cannotOpen, .newerSchema, .notFound:
             return ProtocolError(.invalidReferenceFile, "path: \(error.message)")
+        case .constraint:  // a row the checks let through that the store's schema refuses: still the file's
+            return ProtocolError(.invalidReferenceFile, "path: a row breaks a constraint of the store: \(error.message)")
         case .interrupted:
             return ProtocolError(.storeError, "path: the import was interrupted (the daemon is stopping, the reference was deleted, or it took over \(importTimeLimit.components.seconds / 60) minutes); nothing was recorded")
         default:

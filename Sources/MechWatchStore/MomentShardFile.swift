@@ -90,6 +90,16 @@ package enum MomentShardFile {
         }
         try UntrustedFile.refuseWAL(db, path: path)
         try UntrustedFile.checkTables(db, try expectedTables(), path: path)
+        let rows = try db.prepare("SELECT count(*) FROM moment_shard").firstRow { $0.int(0) } ?? 0
+        guard rows == 1 else { throw StoreError(.corrupt, "'\(path)': table moment_shard has \(rows == 0 ? "no row" : "more than one row")") }
+        guard try db.prepare("""
+                  SELECT count(*) FROM moment_shard WHERE typeof(format) = 'integer' AND typeof(reference) = 'text'
+                      AND length(CAST(reference AS BLOB)) <= 256 AND typeof(calibration_fraction) = 'real' AND typeof(alpha) = 'real'
+                      AND typeof(fit_count) = 'integer' AND typeof(calibration_count) = 'integer' AND typeof(sample_capacity) = 'integer'
+                      AND typeof(written_at) = 'text' AND length(written_at) <= 64 AND typeof(checksum) = 'text' AND length(checksum) <= 64
+                  """).firstRow({ $0.int(0) }) == 1 else {
+            throw StoreError(.corrupt, "'\(path)': moment_shard should hold one row: an integer format and counts, real alpha and calibration fraction, short texts")
+        }
         // Trace ids and site names as the protocol takes them (1–256 bytes, no NUL: SQLite text would end there,
         // and the checksum would then fail as if the file were damaged).
         for (table, key, column) in [("shard_sites", "position", "name"), ("shard_sample", "row", "trace_id"), ("shard_calibration", "row", "trace_id")] {
@@ -104,16 +114,13 @@ package enum MomentShardFile {
     }
 
     /// The shard tables with their columns, as `schema` creates them.
-    private static func expectedTables() throws(StoreError) -> [(table: String, columns: [String])] {
+    private static func expectedTables() throws(StoreError) -> [(table: String, required: [String], allowed: [String])] {
         let db = try SQLiteConnection(path: ":memory:")
         try db.execute(schema)
-        let names = try db.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
-        var tables: [(String, [String])] = []
+        var tables: [(String, [String], [String])] = []
         for table in ["moment_shard"] + Self.tables.map(\.0) {
-            try names.bind(.text(table))
-            var columns: [String] = []
-            while try names.step() { columns.append(names.text(0)) }
-            tables.append((table, columns))
+            let columns = try db.columns(of: table)
+            tables.append((table, columns, columns))
         }
         return tables
     }
@@ -123,6 +130,18 @@ package enum MomentShardFile {
     private static func checkSizes(_ db: SQLiteConnection, calibration: Int, capacity: Int, path: String) throws(StoreError) {
         let width = "(SELECT sum(width) FROM shard_sites)"
         let checks: [(String, String)] = [
+            ("""
+             SELECT position FROM shard_sites WHERE typeof(position) != 'integer' OR typeof(count) != 'integer' OR typeof(labelled) != 'integer'
+                 OR typeof(fourth) NOT IN ('integer', 'real') LIMIT 1
+             """, "shard_sites: position, count, labelled and fourth must be numbers"),
+            ("SELECT position FROM shard_transitions WHERE typeof(position) != 'integer' LIMIT 1", "shard_transitions: position must be an integer"),
+            ("""
+             SELECT position FROM shard_outputs WHERE typeof(position) != 'integer' OR typeof(output) != 'integer' OR typeof(count) != 'integer' LIMIT 1
+             """, "shard_outputs: position, output and count must be integers"),
+            ("SELECT row FROM shard_sample WHERE typeof(row) != 'integer' OR (output IS NOT NULL AND typeof(output) != 'integer') LIMIT 1",
+             "shard_sample: row and output must be integers"),
+            ("SELECT row FROM shard_calibration WHERE typeof(row) != 'integer' OR (output IS NOT NULL AND typeof(output) != 'integer') LIMIT 1",
+             "shard_calibration: row and output must be integers"),
             ("SELECT count(*) FROM shard_sites HAVING count(*) NOT BETWEEN 1 AND 65536 OR count(DISTINCT position) < count(*)",
              "shard_sites: expected 1–65536 sites, each position once"),
             ("""

@@ -37,6 +37,14 @@ package final class ReferenceFile: @unchecked Sendable {
         }
         try UntrustedFile.refuseWAL(db, path: path)
         try UntrustedFile.checkTables(db, try Self.expectedTables(), path: path)
+        guard try db.prepare("""
+            SELECT count(*) FROM reference_file WHERE typeof(format) = 'integer' AND typeof(schema_version) = 'integer'
+                AND typeof(reference) = 'text' AND length(CAST(reference AS BLOB)) <= 256 AND typeof(checksum) = 'text' AND length(checksum) = 64
+                AND typeof(exported_at) = 'text' AND length(exported_at) <= 64
+            """).firstRow({ $0.int(0) }) == 1,
+            try db.prepare("SELECT count(*) FROM reference_file").firstRow({ $0.int(0) }) == 1 else {
+            throw corrupt("reference_file should hold one row: an integer format and schema version, a name, a time and a checksum")
+        }
         guard let header = try db.prepare("SELECT format, schema_version, reference, checksum FROM reference_file")
             .firstRow({ (Int($0.int(0)), Int($0.int(1)), $0.text(2), $0.text(3)) }) else {
             throw corrupt("a MechWatch database but not a reference file (no reference_file row); export one with `mechwatch reference export`")
@@ -89,18 +97,18 @@ package final class ReferenceFile: @unchecked Sendable {
         return fitter
     }
 
-    /// The tables a reference file's reader relies on, with the columns every file since
-    /// `oldestSchemaVersion` has (a column added later is copied where present, else takes its default).
-    private static func expectedTables() throws(StoreError) -> [(table: String, columns: [String])] {
-        let schema = try SQLiteConnection(path: ":memory:")
-        try schema.migrate(Migration.all.filter { $0.version <= oldestSchemaVersion })
-        let names = try schema.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
-        var tables: [(String, [String])] = [("reference_file", ["format", "schema_version", "reference", "exported_at", "checksum"])]
+    /// The tables a reference file's reader relies on: the columns every file since `oldestSchemaVersion`
+    /// has (required), and those this mechwatch writes (allowed; a column added later is copied where
+    /// present, else takes its default).
+    private static func expectedTables() throws(StoreError) -> [(table: String, required: [String], allowed: [String])] {
+        let oldest = try SQLiteConnection(path: ":memory:"), latest = try SQLiteConnection(path: ":memory:")
+        try oldest.migrate(Migration.all.filter { $0.version <= oldestSchemaVersion })
+        try latest.migrate()
+        var tables: [(String, [String], [String])] = []
+        let header = ["format", "schema_version", "reference", "exported_at", "checksum"]
+        tables.append(("reference_file", header, header))
         for table in ["reference_models", "reference_sites", "reference_transitions", "reference_outputs", "reference_sample", "fit_traces"] {
-            try names.bind(.text(table))
-            var columns: [String] = []
-            while try names.step() { columns.append(names.text(0)) }
-            tables.append((table, columns))
+            tables.append((table, try oldest.columns(of: table), try latest.columns(of: table)))
         }
         return tables
     }

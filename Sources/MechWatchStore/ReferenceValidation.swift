@@ -24,6 +24,9 @@ enum ReferenceValidation {
         try refuse(db, id: id, subject: subject, [
             ("""
              SELECT 1 FROM reference_models WHERE id = ?1 AND NOT (state IN ('collecting', 'active') AND model IN ('full', 'subspace')
+                 AND typeof(created_at) = 'text' AND length(created_at) <= 64
+                 AND (finalized_at IS NULL OR (typeof(finalized_at) = 'text' AND length(finalized_at) <= 64))
+                 AND fit_count <= \(MomentShardFile.maximumCount) AND calibration_count <= \(MomentShardFile.maximumCount)
                  AND typeof(alpha) = 'real' AND alpha > 0 AND alpha < 1
                  AND typeof(calibration_fraction) = 'real' AND calibration_fraction > 0 AND calibration_fraction < 1
                  AND typeof(fit_count) = 'integer' AND fit_count >= 0 AND typeof(calibration_count) = 'integer' AND calibration_count >= 0
@@ -33,7 +36,7 @@ enum ReferenceValidation {
                  AND (retention_flagged_days IS NULL OR (typeof(retention_flagged_days) IN ('integer', 'real') AND retention_flagged_days > 0))
                  AND (max_events IS NULL OR (typeof(max_events) = 'integer' AND max_events > 0)) \(guarded))
              """, { _ in
-                 "reference_models: a setting out of range (state, model, alpha and calibration_fraction in (0, 1), counts ≥ 0, scorer, combination, local_k 1–1024, retention > 0, transition_weight \(TermCalibration.transitionWeight) with families)"
+                 "reference_models: a setting out of range (state, model, alpha and calibration_fraction in (0, 1), counts 0–2⁵³, times as short text, scorer, combination, local_k 1–1024, retention > 0, transition_weight \(TermCalibration.transitionWeight) with families)"
              }),
         ])
     }
@@ -64,8 +67,15 @@ enum ReferenceValidation {
              SELECT id FROM fit_traces WHERE reference_id = ?1 \(traces) AND NOT (role IN ('fit', 'calibration')
                  AND typeof(client_id) = 'text' AND length(CAST(client_id AS BLOB)) BETWEEN 1 AND \(MomentShardFile.maximumTextLength)
                  AND instr(CAST(client_id AS BLOB), x'00') = 0 AND (output IS NULL OR typeof(output) = 'integer')
+                 AND typeof(id) = 'integer' AND typeof(received_at) = 'text' AND length(received_at) <= 64
                  AND typeof(vector) = 'blob' AND length(vector) = \(4 * traceWidth)) LIMIT 1
-             """, { "fit_traces row \($0.int(0)): expected a role, a trace id of 1–\(MomentShardFile.maximumTextLength) bytes, an integer output or none, and \(traceWidth) float32 values" }),
+             """, { "fit_traces row \($0.int(0)): expected a role, a trace id of 1–\(MomentShardFile.maximumTextLength) bytes, an integer output or none, a time and \(traceWidth) float32 values" }),
+            // The counts are the rows' (the memory budget and every later count trust them).
+            ("""
+             SELECT fit_count, calibration_count FROM reference_models WHERE id = ?1 AND (
+                 calibration_count != (SELECT count(*) FROM fit_traces WHERE reference_id = ?1 AND role = 'calibration')
+                 OR (state = 'collecting' AND fit_count != (SELECT count(*) FROM fit_traces WHERE reference_id = ?1 AND role = 'fit')))
+             """, { "reference_models: fit_count \($0.int(0)) and calibration_count \($0.int(1)) are not the fit traces the file holds" }),
         ] : []
         if record.state == .collecting {
             checks += [
@@ -93,6 +103,7 @@ enum ReferenceValidation {
                  AND length(covariance) = 8 * \(modelled) * \(modelled)
                  AND (output_covariance IS NULL OR length(output_covariance) = 8 * \(modelled) * \(modelled))
                  AND (rank IS NULL AND subspace_mean IS NULL AND subspace_basis IS NULL AND subspace_eigenvalues IS NULL AND site_variances IS NULL
+                      AND (residual_variance IS NULL OR typeof(residual_variance) = 'real') AND (total_variance IS NULL OR typeof(total_variance) = 'real')
                       OR length(subspace_mean) = 8 * width AND length(subspace_basis) = 4 * width * rank AND length(subspace_eigenvalues) = 8 * rank
                          AND length(site_variances) = 8 * width AND typeof(residual_variance) = 'real' AND typeof(total_variance) = 'real')) LIMIT 1
              """, { "reference_sites row at position \($0.int(0)): a statistic whose size does not follow the site's width (or rank), or a shrinkage outside [0, 1]" }),
@@ -104,7 +115,7 @@ enum ReferenceValidation {
              SELECT t.position FROM reference_transitions t
              LEFT JOIN reference_sites x ON x.reference_id = t.reference_id AND x.position = t.position
              LEFT JOIN reference_sites y ON y.reference_id = t.reference_id AND y.position = t.position + 1
-             WHERE t.reference_id = ?1 AND (x.width IS NULL OR y.width IS NULL
+             WHERE t.reference_id = ?1 AND (typeof(t.position) != 'integer' OR x.width IS NULL OR y.width IS NULL
                  OR length(t.coefficients) IS NOT 8 * coalesce(x.rank, x.width) * coalesce(y.rank, y.width)
                  OR length(t.conditional_covariance) IS NOT 8 * coalesce(y.rank, y.width) * coalesce(y.rank, y.width)) LIMIT 1
              """, { "reference_transitions position \($0.int(0)): expected a pair of consecutive sites and coefficients of their widths" }),
@@ -114,7 +125,7 @@ enum ReferenceValidation {
              """, { "reference_transitions has \($0.int(0)) rows; expected one per consecutive pair of sites, or none" }),
             ("""
              SELECT o.position FROM reference_outputs o LEFT JOIN reference_sites s ON s.reference_id = o.reference_id AND s.position = o.position
-             WHERE o.reference_id = ?1 AND (s.width IS NULL OR s.output_covariance IS NULL OR typeof(o.output) != 'integer'
+             WHERE o.reference_id = ?1 AND (typeof(o.position) != 'integer' OR s.width IS NULL OR s.output_covariance IS NULL OR typeof(o.output) != 'integer'
                  OR length(o.mean) IS NOT 8 * coalesce(s.rank, s.width)) LIMIT 1
              """, { "reference_outputs row of position \($0.int(0)): expected a site with an output covariance, an integer output and a mean of its width" }),
             ("""

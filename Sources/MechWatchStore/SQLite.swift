@@ -94,6 +94,14 @@ final class SQLiteConnection {
         }
     }
 
+    /// The names of `table`'s columns, in order.
+    func columns(of table: String) throws(StoreError) -> [String] {
+        let info = try prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid").bind(.text(table))
+        var names: [String] = []
+        while try info.step() { names.append(info.text(0)) }
+        return names
+    }
+
     /// Whether `table` has a column called `column` (a file of an older schema version may not).
     func hasColumn(_ table: String, _ column: String) throws(StoreError) -> Bool {
         try prepare("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2").bind(.text(table), .text(column)).firstRow { $0.int(0) } == 1

@@ -284,9 +284,12 @@ extension Store {
         } catch { throw corrupt("whitening", error) }
         if let stored, let independence = stored.1, let flat = stored.2 {
             let width = draft.termLayout.terms.count
-            // (A term value may be NaN: an output term that fell back to the unconditional estimate.)
-            guard width > 0, flat.count == stored.0.count * width, (stored.0 + independence).allSatisfy({ !$0.isNaN }) else {
-                throw StoreError(.corrupt, "\(subject): its calibration holds \(flat.count) term values for \(stored.0.count) traces of \(width) terms, or a NaN score")
+            // Scores ascending and finite; term values finite, or NaN for an output term that fell back.
+            let outputs = Set(draft.termLayout.terms.indices.filter { draft.termLayout.terms[$0].kind == .output })
+            guard width > 0, flat.count == stored.0.count * width, independence.count == stored.0.count,
+                  [stored.0, independence].allSatisfy({ v in v.allSatisfy(\.isFinite) && zip(v, v.dropFirst()).allSatisfy { $0 <= $1 } }),
+                  flat.indices.allSatisfy({ flat[$0].isFinite || (flat[$0].isNaN && outputs.contains($0 % width)) }) else {
+                throw StoreError(.corrupt, "\(subject): its calibration holds \(flat.count) term values for \(stored.0.count) traces of \(width) terms, or scores that are not finite and ascending, or a term value that is not finite")
             }
             let rows = stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
             return draft.calibrated(Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence,

@@ -46,8 +46,9 @@ package enum UntrustedFile {
         let directory = scratch ?? (getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")
         var template = Array("\(directory)/.mechwatch-import-XXXXXX".utf8CString)
         let copy = mkstemp(&template)
-        guard copy >= 0 else {
-            throw StoreError(.cannotOpen, "cannot make a private copy of '\(path)' in '\(directory)': \(String(cString: strerror(errno)))")
+        guard copy >= 0 else {  // the daemon's own directory failed, not the file
+            throw StoreError(errno == ENOSPC || errno == EDQUOT ? .full : .sqlite,
+                             "cannot make a private copy of '\(path)' in '\(directory)': \(String(cString: strerror(errno)))")
         }
         let copyPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { unlink(copyPath) }  // SQLite keeps its descriptor; the name goes at once
@@ -108,7 +109,7 @@ package enum UntrustedFile {
                 if w < 0, errno == EINTR { continue }
                 guard w > 0 else {
                     let full = errno == ENOSPC || errno == EDQUOT
-                    throw StoreError(full ? .full : .cannotOpen, "cannot copy '\(path)' to read it: \(String(cString: strerror(errno)))")
+                    throw StoreError(full ? .full : .sqlite, "cannot copy '\(path)' to read it: \(String(cString: strerror(errno)))")
                 }
                 written += w
             }
@@ -128,21 +129,25 @@ package enum UntrustedFile {
         return out
     }
 
-    /// The tables of an untrusted file that a reader relies on, each with its columns: a missing table, a
-    /// view in its place or a column missing is refused with the name of what differs.
-    static func checkTables(_ db: SQLiteConnection, _ expected: [(table: String, columns: [String])], path: String) throws(StoreError) {
+    /// The tables of an untrusted file that a reader relies on: each must be a table holding its `required`
+    /// columns and no column outside `allowed` (nor a generated or hidden one, which `SELECT *` would
+    /// compute): a missing table, a view in its place, a column missing or one unknown is refused by name.
+    static func checkTables(_ db: SQLiteConnection, _ expected: [(table: String, required: [String], allowed: [String])], path: String) throws(StoreError) {
         let kinds = try db.prepare("SELECT type FROM sqlite_schema WHERE name = ?1")
-        let info = try db.prepare("SELECT name FROM pragma_table_info(?1)")
-        for (table, columns) in expected {
+        let info = try db.prepare("SELECT name, hidden FROM pragma_table_xinfo(?1)")
+        for (table, required, allowed) in expected {
             let kind = try kinds.bind(.text(table)).firstRow { $0.text(0) }
             guard kind == "table" else {
                 throw StoreError(.corrupt, "'\(path)': \(table) is \(kind.map { "a \($0)" } ?? "missing"); expected a table")
             }
             try info.bind(.text(table))
-            var present = Set<String>()
-            while try info.step() { present.insert(info.text(0)) }
-            if let missing = columns.first(where: { !present.contains($0) }) {
+            var columns: [(name: String, hidden: Int64)] = []
+            while try info.step() { columns.append((info.text(0), info.int(1))) }
+            if let missing = required.first(where: { name in !columns.contains { $0.name == name && $0.hidden == 0 } }) {
                 throw StoreError(.corrupt, "'\(path)': table \(table) has no column \(missing)")
+            }
+            if let extra = columns.first(where: { $0.hidden != 0 || !allowed.contains($0.name) }) {
+                throw StoreError(.corrupt, "'\(path)': table \(table) has a column \(extra.name) this mechwatch does not write\(extra.hidden == 0 ? "" : " (generated or hidden)")")
             }
         }
     }
