@@ -15,9 +15,9 @@ the daemon's calibration split:
   Lee          class-conditional Mahalanobis (Lee et al. 2018), summed over sites
   Lee-last     the same, last site only
   ECOD         Li et al. 2022, all coordinates
-Per set and scorer: AUROC on the test traces; TPR at 1% FPR (the daemon: p <= 0.01, which is the 99th
-percentile of its calibration statistics; a baseline: above the 99th percentile of its statistic on the
-calibration split); and the daemon's flag rate on normal traces at alpha with a 95% Wilson interval.
+Per set and scorer: AUROC on the test traces; TPR at 1% and at 0.1% FPR (the daemon: p <= 0.01 or 0.001,
+the 99th or 99.9th percentile of its calibration statistics, the latter through the extrapolated tail; a
+baseline: above the 99th or 99.9th percentile of its statistic on the calibration split); and the daemon's flag rate on normal traces at alpha with a 95% Wilson interval.
 
 --check exits non-zero unless, on every set, the default scorer's AUROC is at least the best baseline's
 minus 0.005 and its false-positive rate is not significantly above alpha (the interval's lower end is at
@@ -110,9 +110,10 @@ def evaluate(name, directory, events, alpha):
     rows = []
     flagged = int((p[~label] <= alpha).sum())
     rows.append({"scorer": "mechwatch (default)", "auroc": study.auroc(score, label), "tpr": float((p[label] <= 0.01).mean()),
-                 "fpr": flagged / int((~label).sum()), "fpr_ci": wilson(flagged, int((~label).sum()))})
+                 "tpr01": float((p[label] <= 0.001).mean()), "fpr": flagged / int((~label).sum()), "fpr_ci": wilson(flagged, int((~label).sum()))})
     for baseline, result in study.baselines(st).items():
-        rows.append({"scorer": baseline, "auroc": float(result.auroc), "tpr": float(result.tpr), "fpr": None, "fpr_ci": None})
+        rows.append({"scorer": baseline, "auroc": float(result.auroc), "tpr": float(result.tpr), "tpr01": float(result.tpr01),
+                     "fpr": None, "fpr_ci": None})
     return rows
 
 
@@ -151,10 +152,10 @@ def main():
             results[name] = rows
             ours, best = rows[0], max(rows[1:], key=lambda r: r["auroc"])
             print(f"\n{name}: {sum(1 for _ in open(directory / 'fit.jsonl'))} fit traces; alpha {args.alpha}")
-            print(f"  {'scorer':<22} {'AUROC':>7} {'TPR@1%FPR':>10} {'FPR@alpha [95% Wilson]':>26}")
+            print(f"  {'scorer':<22} {'AUROC':>7} {'TPR@1%FPR':>10} {'TPR@0.1%':>9} {'FPR@alpha [95% Wilson]':>26}")
             for r in rows:
                 fpr = f"{r['fpr']:.4f} [{r['fpr_ci'][0]:.4f}, {r['fpr_ci'][1]:.4f}]" if r["fpr"] is not None else ""
-                print(f"  {r['scorer']:<22} {r['auroc']:>7.4f} {r['tpr']:>10.3f} {fpr:>26}")
+                print(f"  {r['scorer']:<22} {r['auroc']:>7.4f} {r['tpr']:>10.3f} {r['tpr01']:>9.3f} {fpr:>26}")
             margin = ours["auroc"] - best["auroc"]
             print(f"  margin over the best baseline ({best['scorer']}): {margin:+.4f}" + (" (reported, not checked)" if name in CROSS else ""))
             if name in CROSS:

@@ -253,6 +253,9 @@ class Result:
         self.auroc = auroc(test, label)
         thr = np.quantile(cal, 1 - ALPHA)
         self.tpr = (test[label] > thr).mean()
+        # At 0.1% FPR: above the calibration statistics' 99.9th percentile (with a few hundred calibration
+        # traces, about their largest: a noisy figure, reported as the published monitors report it).
+        self.tpr01 = (test[label] > np.quantile(cal, 0.999)).mean()
         p = (1 + (cal[None, :] >= test[:, None]).sum(1)) / (len(cal) + 1)
         self.fpr = (p[~label] <= ALPHA).mean()
 

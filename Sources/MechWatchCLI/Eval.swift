@@ -65,10 +65,12 @@ enum EvalRendering {
     static func render(_ results: [(Scorer, Evaluation)], reference: String, alpha: Double, as format: OutputFormat) -> String {
         switch format {
         case .csv:
-            return CSV.render(header: ["scorer", "auroc", "tpr", "fpr", "fpr_ci_lower", "fpr_ci_upper", "normal", "anomalous", "alpha"],
+            return CSV.render(header: ["scorer", "auroc", "tpr", "fpr", "fpr_ci_lower", "fpr_ci_upper", "normal", "anomalous", "alpha",
+                                       "tpr_at_1pct", "tpr_at_0.1pct"],
                               rows: results.map { s, e in
                                   [s.rawValue, "\(e.auroc)", "\(e.truePositiveRate)", "\(e.falsePositiveRate)", "\(e.falsePositiveInterval.lower)",
-                                   "\(e.falsePositiveInterval.upper)", String(e.normal), String(e.anomalous), "\(alpha)"]
+                                   "\(e.falsePositiveInterval.upper)", String(e.normal), String(e.anomalous), "\(alpha)",
+                                   "\(e.truePositiveRateAt1Percent)", "\(e.truePositiveRateAtTenthPercent)"]
                               })
         case .json:
             return JSONValue.array(results.map { s, e in
@@ -76,13 +78,15 @@ enum EvalRendering {
                     "scorer": .string(s.rawValue), "auroc": .number(e.auroc), "tpr": .number(e.truePositiveRate),
                     "fpr": .number(e.falsePositiveRate), "fpr_ci": [.number(e.falsePositiveInterval.lower), .number(e.falsePositiveInterval.upper)],
                     "normal": .int(e.normal), "anomalous": .int(e.anomalous), "alpha": .number(alpha),
+                    "tpr_at_1pct": .number(e.truePositiveRateAt1Percent), "tpr_at_0.1pct": .number(e.truePositiveRateAtTenthPercent),
                 ]
             }).jsonText
         case .table:
             let first = results.first?.1
-            var table = Table(header: ["SCORER", "AUROC", "TPR@ALPHA", "FPR", "FPR 95% CI"], numeric: [1, 2, 3])
+            var table = Table(header: ["SCORER", "AUROC", "TPR@ALPHA", "TPR@1%", "TPR@0.1%", "FPR", "FPR 95% CI"], numeric: [1, 2, 3, 4, 5])
             table.rows = results.map { s, e in
-                [s.rawValue, Format.fixed(e.auroc, 4), Format.fixed(e.truePositiveRate, 4), Format.fixed(e.falsePositiveRate, 4),
+                [s.rawValue, Format.fixed(e.auroc, 4), Format.fixed(e.truePositiveRate, 4), Format.fixed(e.truePositiveRateAt1Percent, 4),
+                 Format.fixed(e.truePositiveRateAtTenthPercent, 4), Format.fixed(e.falsePositiveRate, 4),
                  "[\(Format.fixed(e.falsePositiveInterval.lower, 4)), \(Format.fixed(e.falsePositiveInterval.upper, 4))]"]
             }
             return "reference \(reference), alpha \(alpha): \(first?.normal ?? 0) normal, \(first?.anomalous ?? 0) anomalous traces\n" + table.render()

@@ -8,6 +8,9 @@ package struct Evaluation: Sendable {
     package var auroc: Double
     /// Fraction of anomalous traces with `p ≤ alpha`.
     package var truePositiveRate: Double
+    /// Fractions of anomalous traces with `p ≤ 0.01` and `p ≤ 0.001`: recall at the fixed low false-positive
+    /// rates published activation monitors report (conformal p-values make `p ≤ level` that rate).
+    package var truePositiveRateAt1Percent: Double, truePositiveRateAtTenthPercent: Double
     /// Fraction of normal traces with `p ≤ alpha`, and its 95% Wilson score interval.
     package var falsePositiveRate: Double
     package var falsePositiveInterval: (lower: Double, upper: Double)
@@ -19,7 +22,12 @@ package struct Evaluation: Sendable {
         normal = negatives.count
         anomalous = positives.count
         auroc = Evaluation.auroc(positives: positives.map(\.statistic), negatives: negatives.map(\.statistic))
-        truePositiveRate = positives.isEmpty ? .nan : Double(positives.filter { $0.p <= alpha }.count) / Double(positives.count)
+        func recall(_ level: Double) -> Double {
+            positives.isEmpty ? .nan : Double(positives.filter { $0.p <= level }.count) / Double(positives.count)
+        }
+        truePositiveRate = recall(alpha)
+        truePositiveRateAt1Percent = recall(0.01)
+        truePositiveRateAtTenthPercent = recall(0.001)
         let falsePositives = negatives.filter { $0.p <= alpha }.count
         falsePositiveRate = negatives.isEmpty ? .nan : Double(falsePositives) / Double(negatives.count)
         falsePositiveInterval = Evaluation.wilson(successes: falsePositives, trials: negatives.count)

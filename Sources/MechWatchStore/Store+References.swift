@@ -284,12 +284,11 @@ extension Store {
         } catch { throw corrupt("whitening", error) }
         if let stored, let independence = stored.1, let flat = stored.2 {
             let width = draft.termLayout.terms.count
-            // Scores ascending and finite; term values finite, or NaN for an output term that fell back.
-            let outputs = Set(draft.termLayout.terms.indices.filter { draft.termLayout.terms[$0].kind == .output })
+            // Scores ascending, never NaN (+∞ is a calibration trace far out); a term value may be NaN or ±∞: an
+            // output term that fell back, or a trace so far out that its arithmetic overflowed (`TermCalibration.undefined`).
             guard width > 0, flat.count == stored.0.count * width, independence.count == stored.0.count,
-                  [stored.0, independence].allSatisfy({ v in v.allSatisfy(\.isFinite) && zip(v, v.dropFirst()).allSatisfy { $0 <= $1 } }),
-                  flat.indices.allSatisfy({ flat[$0].isFinite || (flat[$0].isNaN && outputs.contains($0 % width)) }) else {
-                throw StoreError(.corrupt, "\(subject): its calibration holds \(flat.count) term values for \(stored.0.count) traces of \(width) terms, or scores that are not finite and ascending, or a term value that is not finite")
+                  [stored.0, independence].allSatisfy({ v in !v.contains(where: \.isNaN) && zip(v, v.dropFirst()).allSatisfy { $0 <= $1 } }) else {
+                throw StoreError(.corrupt, "\(subject): its calibration holds \(flat.count) term values for \(stored.0.count) traces of \(width) terms, or scores that are NaN or not ascending")
             }
             let rows = stride(from: 0, to: flat.count, by: width).map { Array(flat[$0..<$0 + width]) }
             return draft.calibrated(Calibration(layout: draft.termLayout, termValues: rows, mahalanobis: stored.0, independence: independence,

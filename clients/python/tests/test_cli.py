@@ -68,7 +68,7 @@ def test_eval_csv_and_reference_list_json(daemon, tmp_path):
     csv = cli("eval", str(test), "--reference", "r", "--database", daemon.database, "--format", "csv")
     assert csv.returncode == 0, csv.stderr
     lines = csv.stdout.strip().splitlines()
-    assert lines[0] == "scorer,auroc,tpr,fpr,fpr_ci_lower,fpr_ci_upper,normal,anomalous,alpha" and len(lines) == 4
+    assert lines[0] == "scorer,auroc,tpr,fpr,fpr_ci_lower,fpr_ci_upper,normal,anomalous,alpha,tpr_at_1pct,tpr_at_0.1pct" and len(lines) == 4
     listed = json.loads(cli("reference", "list", "--format", "json", "--database", daemon.database).stdout)
     assert all(site["shrinkage"] is not None for site in listed[0]["sites"])
 
