@@ -41,6 +41,12 @@ under the LW Mahalanobis distance + concatenated kNN standardised by the LW diag
 The recommended default: "GxLW+W fisher" with K=1 (ties or beats the best baseline on all eight sets,
 digits seeds 7-12). About 8 s per collection of eight sets.
 
+Guard study (--guards, guard_report): the families statistic against min(p_f, w * p_T) with the transition
+family, for w = 1, 3, 10, 30 (issue 21; the default took w = 10). With the sets of digits_eval.py (seed 7),
+eval_sets.py and mechanism_sets.py in /tmp/d, /tmp/e, /tmp/m, about 10 s:
+       python3 scripts/detection_study.py - --guards /tmp/d:unseen,blend,patch,rotated,noise --guards /tmp/e:backdoor,context,shift \
+           --guards /tmp/m:pair3,pair05,pairrot,recombined,flipped,rescaled,decorrelated
+
 Usage: python3 scripts/digits_baselines.py SETS_DIR [--sets unseen,blend,...] [--ks 1,5] [--sweep 2,3,10,20]
        python3 scripts/digits_baselines.py - --families /tmp/digits:unseen,blend,patch,rotated,noise --families /tmp/es:backdoor,context,shift
 """
@@ -773,6 +779,34 @@ def family_report(collections, Ks=(1, 3, 5), space="pca99", top=25, quiet=False,
     return margins, tpr, fpr, fprd
 
 
+def guard_report(collections, weights=(1, 3, 10, 30)):
+    """The study behind the `guarded` default (issue 21): the families statistic (GxLW+W Fisher, calibrated
+    to p_f) against min(p_f, w * p_T) for transition families T (TD: transition and dependence terms; T:
+    transition only) and Fisher(p_f, p_T), each calibrated again; AUROC and TPR@1% margins over the best
+    baseline per set."""
+    rows, cols = {}, []
+    for label, sets in collections.items():
+        for name, d in sets:
+            S = SetStudy(load(pathlib.Path(d) / "fit.jsonl"), load(pathlib.Path(d) / "test.jsonl"))
+            base = baselines(S)
+            best, best_t = max(r.auroc for r in base.values()), max(r.tpr for r in base.values())
+            P = family_pvalues(S, 1)
+            f = {g: -2 * np.log(np.column_stack([P["GxLW"][g], P["W"][g]])).sum(1) for g in ("cal", "test")}
+            pf = {g: tail_p(f["cal"], f[g], loo=(g == "cal")) for g in f}
+            candidates = {"families": f}
+            for t in ("TD", "T"):
+                for w in weights:
+                    candidates[f"min(pf,{w}x{t})"] = {g: -np.log(np.minimum(pf[g], np.minimum(1, w * P[t][g]))) for g in f}
+                candidates[f"fisher(pf,{t})"] = {g: -2 * np.log(pf[g]) - 2 * np.log(P[t][g]) for g in f}
+            for k, stat in candidates.items():
+                r = S.result(stat)
+                rows.setdefault(k, []).append((r.auroc - best, r.tpr - best_t))
+            cols.append(name)
+    print(f"{'candidate':18s} {'worst':>7s} " + " ".join(f"{c[:8]:>8s}" for c in cols))
+    for k, v in rows.items():
+        print(f"{k:18s} {min(x[0] for x in v):+7.4f} " + " ".join(f"{x[0]:+8.4f}" for x in v))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=pathlib.Path)
@@ -785,7 +819,16 @@ def main():
                         help="family-level study instead (family_report); repeatable, one collection each, e.g. "
                              "--families /tmp/digits:unseen,blend,patch,rotated,noise --families /tmp/es:backdoor,context,shift "
                              "(SETS_DIR is then ignored); --ks gives the K values (default here 1,3,5)")
+    parser.add_argument("--guards", action="append", default=[], metavar="DIR:SET,SET",
+                        help="the study of the guarded combination instead (guard_report), e.g. --guards /tmp/ms:pair3,recombined")
     args = parser.parse_args()
+    if args.guards:
+        cols = {}
+        for spec in args.guards:
+            d, _, sets = spec.rpartition(":")
+            cols[d] = [(n, pathlib.Path(d) / n) for n in sets.split(",") if n]
+        guard_report(cols)
+        return 0
     if args.families:
         cols = {}
         for spec in args.families:
