@@ -12,8 +12,10 @@ import NIOCore
 /// connection sent them; every change to the store is handed to the `StoreWriter` in that same order
 /// (scored events included, which the writer takes from the `ScoringStage` in order), so a reply, which
 /// waits for its commit, acknowledges durable data, and a later request sees what earlier ones did.
-/// Only `finalize` suspends the actor (waiting for the writer to commit what came before it); meanwhile
-/// the reference is `finalizing` and refuses fit and score requests.
+/// Reentrancy: `handle` awaits each reply's commit, and `finalize` and `import` await the writer and the
+/// fitting queue; at every such `await` other requests run on the actor. A reference being finalized or
+/// imported is held as `finalizing` (refusing fit and score requests), and after every `await` the code
+/// checks `holds(_:)` before touching it again: a `delete` may have taken the name meanwhile.
 package actor Engine {
     /// A reference as held in memory.
     enum Loaded {
