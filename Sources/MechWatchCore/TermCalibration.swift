@@ -10,14 +10,14 @@ package enum Combination: String, Sendable, CaseIterable, Codable {
     /// output, residual) and the local terms — each family's statistic calibrated to a tail probability, then
     /// Fisher's method across the families. A strong family is diluted by one other family, not by every
     /// weak term; transition and dependence terms are reported but not combined (they cost power on
-    /// the evaluation sets, README). References finalized before version 0.4.
+    /// the evaluation sets, README). References finalized before schema version 9.
     case families
     /// `families`, guarded by the transition family (issue 21): the `families` statistic's calibrated tail
     /// probability `p_f` and the transition family's `p_t` (Fisher over the transition and dependence
     /// terms, calibrated) give `−log min(p_f, w·p_t)` with `w = transitionWeight`, calibrated once more. A
     /// relation between sites broken while each site alone looks normal is flagged as surely as the
     /// transition terms see it; where transitions are noise they decide only when ten times stronger
-    /// than the rest, which kept every other evaluation set within 0.0001 AUROC of `families` (README).
+    /// than the rest, which moved no other evaluation set's AUROC by more than 0.0015 (README).
     /// Stored as `combination = 'families'` with `transition_weight` (migration 009).
     case guarded
 }

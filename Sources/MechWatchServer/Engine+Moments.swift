@@ -53,16 +53,25 @@ extension Engine {
             references[name] = nil
             return .failure(id: id, error)
         }
-        // The reference row first, then the calibration traces a chunk per commit, then the model.
-        var jobs: [WriteJob] = [.startImport(id: referenceID, name: name, layout: shard.layout, alpha: model.alpha, calibrationFraction: shard.calibrationFraction)]
-        for start in stride(from: 0, to: shard.calibration.count, by: Self.importChunkTraces) {
-            let traces = Array(shard.calibration[start..<min(start + Self.importChunkTraces, shard.calibration.count)])
-            jobs.append(.fitTraces(referenceID: referenceID, batch: TraceBatch(layout: shard.layout, traces: traces),
-                                   heldOut: Array(repeating: true, count: traces.count)))
+        // The reference row first, then the calibration traces a chunk per commit (each batch made as its turn
+        // comes, so only one is held beside the shard's traces), then the model.
+        var started = false, offset = 0, activated = false
+        let jobs = { (_: Bool) -> WriteJob? in
+            if !started {
+                started = true
+                return .startImport(id: referenceID, name: name, layout: shard.layout, alpha: model.alpha, calibrationFraction: shard.calibrationFraction)
+            }
+            if offset < shard.calibration.count {
+                let end = min(offset + Self.importChunkTraces, shard.calibration.count)
+                defer { offset = end }
+                return .fitTraces(referenceID: referenceID, batch: TraceBatch(layout: shard.layout, traces: Array(shard.calibration[offset..<end])),
+                                  heldOut: Array(repeating: true, count: end - offset))
+            }
+            guard !activated else { return nil }
+            activated = true
+            return .activateImport(placeholder, model, sample: model.local == nil ? [] : sample, fitCount: shard.fitCount)
         }
-        jobs.append(.activateImport(placeholder, model, sample: model.local == nil ? [] : sample, fitCount: shard.fitCount))
-        var remaining = jobs[...]
-        if let failure = await storeImport(placeholder, jobs: { _ in remaining.popFirst() }) {
+        if let failure = await storeImport(placeholder, jobs: jobs) {
             return .failure(id: id, failure)
         }
         do {

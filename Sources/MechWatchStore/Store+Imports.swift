@@ -10,8 +10,8 @@ package final class ReferenceCopy: @unchecked Sendable {
     let name: String
     private let tables: [(table: String, key: String, filter: String, order: String)]
     private var table = 0
-    /// The rows of `tables[table]` not yet copied, and the columns they hold.
-    private var rows: (statement: Statement, columns: [String])?
+    /// The copy of `tables[table]` under way.
+    private var current: TableCopy?
 
     /// A copy of `file`'s reference as reference `id` called `name`.
     package init(file: ReferenceFile, id: Int64, name: String) {
@@ -24,35 +24,20 @@ package final class ReferenceCopy: @unchecked Sendable {
     /// Whether every row is copied.
     var done: Bool { table == tables.count }
 
-    /// The next row's values as this store's table takes them (renumbered to `id`, renamed to `name`), and
-    /// its size in bytes; nil at the end of the current table (then the cursor moves to the next).
-    fileprivate func next(into store: Store) throws(StoreError) -> (table: String, columns: [String], values: [SQLValue], bytes: Int)? {
-        let t = tables[table]
-        if rows == nil {
-            let present = Set(try file.store.columnNames(of: t.table))  // a file of an older schema lacks newer columns
-            let columns = try store.columnNames(of: t.table).filter(present.contains)
-            let statement = try file.store.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)")
-            try statement.bind(.integer(file.record.id))
-            rows = (statement, columns)
+    /// Copies the next row into `store`: its table and size in bytes; nil at the end of the current table
+    /// (then the cursor moves to the next).
+    fileprivate func copyNext(into store: Store) throws(StoreError) -> (table: String, bytes: Int)? {
+        let copy: TableCopy
+        if let current { copy = current } else {
+            copy = try TableCopy(tables[table], from: file.store, sourceID: file.record.id, into: store, id: id, name: name)
+            current = copy
         }
-        guard let (statement, columns) = rows, try statement.step() else {
-            rows = nil
+        guard let bytes = try copy.copyNext() else {
+            current = nil
             table += 1
             return nil
         }
-        var bytes = 0
-        let values = columns.enumerated().map { c, column -> SQLValue in
-            switch column {
-            case t.key: return .integer(id)
-            case "name" where t.table == "reference_models": return .text(name)
-            case "id" where t.table == "fit_traces": return .null  // a new row id
-            default:
-                let value = statement.value(Int32(c))
-                if case .blob(let b) = value { bytes += b.count } else { bytes += 8 }
-                return value
-            }
-        }
-        return (t.table, columns, values, bytes)
+        return (copy.table, bytes)
     }
 }
 
@@ -64,15 +49,8 @@ extension Store {
     /// every row is copied (then `finishImport`).
     package func copyChunk(_ copy: ReferenceCopy, bytes: Int) throws(StoreError) -> Bool {
         var copied = 0
-        var inserts: [String: Statement] = [:]
         while !copy.done, copied < bytes {
-            guard let row = try copy.next(into: self) else { continue }
-            let insert: Statement
-            if let cached = inserts[row.table] { insert = cached } else {
-                insert = try db.prepare("INSERT INTO \(row.table) (\(row.columns.joined(separator: ", "))) VALUES (\(row.columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
-                inserts[row.table] = insert
-            }
-            try insert.bind(row.values).run()
+            guard let row = try copy.copyNext(into: self) else { continue }
             if row.table == "reference_models" {
                 try db.prepare("INSERT INTO pending_imports (reference_id) VALUES (?1)").bind(.integer(copy.id)).run()
             }

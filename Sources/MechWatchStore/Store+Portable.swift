@@ -147,25 +147,11 @@ extension Store {
     }
 
     /// Copies one table's rows of reference `sourceID` from `source`, renumbered to reference `id` called
-    /// `name` (fit traces get new row ids).
+    /// `name` (`TableCopy`).
     func copyRows(of table: String, key: String, filter: String, order: String, from source: Store, sourceID: Int64,
-                          id: Int64, name: String) throws(StoreError) {
-        let present = Set(try source.columnNames(of: table))  // a file of an older schema lacks newer columns
-        let columns = try columnNames(of: table).filter(present.contains)
-        let insert = try db.prepare("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
-        let rows = try source.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(table) WHERE \(key) = ?1 \(filter) ORDER BY \(order)")
-            .bind(.integer(sourceID))
-        while try rows.step() {
-            let values = columns.enumerated().map { c, column -> SQLValue in
-                switch column {
-                case key: .integer(id)
-                case "name" where table == "reference_models": .text(name)
-                case "id" where table == "fit_traces": .null  // a new row id
-                default: rows.value(Int32(c))
-                }
-            }
-            try insert.bind(values).run()
-        }
+                  id: Int64, name: String) throws(StoreError) {
+        let copy = try TableCopy((table, key, filter, order), from: source, sourceID: sourceID, into: self, id: id, name: name)
+        while try copy.copyNext() != nil {}
     }
 
     /// The SHA-256 (hex) of reference `id`'s rows.
@@ -197,12 +183,46 @@ extension Store {
         guard let record = try reference(named: name) else { throw StoreError(.notFound, "reference '\(name)' vanished after import") }
         return record
     }
+}
 
-    func columnNames(of table: String) throws(StoreError) -> [String] {
-        let info = try db.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid").bind(.text(table))
-        var names: [String] = []
-        while try info.step() { names.append(info.text(0)) }
-        return names
+/// One table's rows of a reference on their way from a source store into another, a row at a time:
+/// renumbered to reference `id` called `name` (fit traces get new row ids); a column the source lacks
+/// (a file of an older schema) takes its default.
+final class TableCopy {
+    let table: String
+    private let rows: Statement, insert: Statement
+    private let columns: [String], key: String, id: Int64, name: String
+
+    init(_ t: (table: String, key: String, filter: String, order: String), from source: Store, sourceID: Int64, into target: Store,
+         id: Int64, name: String) throws(StoreError) {
+        let present = Set(try source.db.columns(of: t.table))
+        columns = try target.db.columns(of: t.table).filter(present.contains)
+        insert = try target.db.prepare("INSERT INTO \(t.table) (\(columns.joined(separator: ", "))) VALUES (\(columns.indices.map { "?\($0 + 1)" }.joined(separator: ", ")))")
+        rows = try source.db.prepare("SELECT \(columns.joined(separator: ", ")) FROM \(t.table) WHERE \(t.key) = ?1 \(t.filter) ORDER BY \(t.order)")
+        try rows.bind(.integer(sourceID))
+        table = t.table
+        key = t.key
+        self.id = id
+        self.name = name
+    }
+
+    /// Copies the next row; its size in bytes (blobs by length, other values 8), or nil when none is left.
+    func copyNext() throws(StoreError) -> Int? {
+        guard try rows.step() else { return nil }
+        var bytes = 0
+        let values = columns.enumerated().map { c, column -> SQLValue in
+            switch column {
+            case key: return .integer(id)
+            case "name" where table == "reference_models": return .text(name)
+            case "id" where table == "fit_traces": return .null  // a new row id
+            default:
+                let value = rows.value(Int32(c))
+                if case .blob(let b) = value { bytes += b.count } else { bytes += 8 }
+                return value
+            }
+        }
+        try insert.bind(values).run()
+        return bytes
     }
 }
 

@@ -57,32 +57,32 @@ import Testing
         #expect(abs(c.mechanism.sortedValues.max()! - top) < 1e-9)
     }
 
-    @Test func familiesMatchABruteForceNumpyComputation() throws {
+    /// The fixture's calibration terms (a, b with transitions, outputs and local terms) under `combination`,
+    /// each query's statistic and p-value checked against `expected` (numpy, 1e-9); the calibration.
+    func checkAgainstNumpy(_ combination: Combination, _ expected: (CoreFixture.Families) -> [[Double]]) throws -> TermCalibration {
         let f = try CoreFixture.load().families
         let layout = TermLayout(sites: ["a", "b"], transitions: true, outputs: true, local: true)
         #expect(layout.terms.count == 13)
-        let c = TermCalibration(layout: layout, values: f.calibration.map { $0.map { $0 ?? .nan } }, combination: .families)
-        for (query, expected) in zip(f.queries, f.expected) {
+        let c = TermCalibration(layout: layout, values: f.calibration.map { $0.map { $0 ?? .nan } }, combination: combination)
+        for (query, expected) in zip(f.queries, expected(f)) {
             let p = c.tailProbabilities(query)
             let (statistic, pValue) = p.withUnsafeBufferPointer { c.mechanism(termP: $0) }
             #expect(close(statistic, expected[0], rtol: 1e-9) && close(pValue, expected[1], rtol: 1e-9), "\(statistic) \(pValue) vs \(expected)")
         }
+        return c
+    }
+
+    @Test func familiesMatchABruteForceNumpyComputation() throws {
+        let c = try checkAgainstNumpy(.families, \.expected)
         // The broken transition (query 4) is reported in its term but does not move the statistic.
-        let broken = c.tailProbabilities(f.queries[4])
+        let broken = c.tailProbabilities(try CoreFixture.load().families.queries[4])
         #expect(broken[6] < 0.05)
     }
 
     @Test func guardedMatchesABruteForceNumpyComputation() throws {
-        let f = try CoreFixture.load().families
-        let layout = TermLayout(sites: ["a", "b"], transitions: true, outputs: true, local: true)
-        let c = TermCalibration(layout: layout, values: f.calibration.map { $0.map { $0 ?? .nan } }, combination: .guarded)
-        for (query, expected) in zip(f.queries, f.guarded) {
-            let p = c.tailProbabilities(query)
-            let (statistic, pValue) = p.withUnsafeBufferPointer { c.mechanism(termP: $0) }
-            #expect(close(statistic, expected[0], rtol: 1e-9) && close(pValue, expected[1], rtol: 1e-9), "\(statistic) \(pValue) vs \(expected)")
-        }
+        let c = try checkAgainstNumpy(.guarded, \.guarded)
         // The broken transition (query 4), unseen by `families`, decides here.
-        let p = c.tailProbabilities(f.queries[4])
+        let p = c.tailProbabilities(try CoreFixture.load().families.queries[4])
         #expect(p.withUnsafeBufferPointer { c.mechanism(termP: $0) }.p < 1e-5)
     }
 }

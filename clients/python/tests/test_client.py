@@ -101,8 +101,7 @@ def test_the_same_arrays_fitted_from_two_processes_give_the_same_scores(tmp_path
         (tmp_path / str(k)).mkdir()
         d = Daemon(tmp_path / str(k)).start()
         try:
-            run = subprocess.run([sys.executable, "-c", script, d.socket], capture_output=True, text=True, timeout=120,
-                                 env={**__import__("os").environ})
+            run = subprocess.run([sys.executable, "-c", script, d.socket], capture_output=True, text=True, timeout=120)
             assert run.returncode == 0, run.stderr
             outputs.append(run.stdout)
         finally:
